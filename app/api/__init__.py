@@ -1,0 +1,1 @@
+"""HTTP and WebSocket routes: thin shells that turn requests into service calls."""

@@ -1,0 +1,84 @@
+"""One JSON shape for every error answer: {"error": {"code", "message", "requestId"}}."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import AppError, ErrorCode, spec
+
+log = logging.getLogger("avatar_relay.api")
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+    requestId: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def request_id(request: Request) -> str:
+    """The id of this request: the caller's X-Request-ID when sane, else a fresh one."""
+    existing = getattr(request.state, "request_id", None)
+    if isinstance(existing, str):
+        return existing
+    supplied = request.headers.get("x-request-id", "")
+    rid = supplied if 0 < len(supplied) <= 64 and supplied.isprintable() else uuid.uuid4().hex
+    request.state.request_id = rid
+    return rid
+
+
+def error_response(request: Request, code: ErrorCode, message: str | None = None) -> JSONResponse:
+    rid = request_id(request)
+    body = ErrorResponse(
+        error=ErrorBody(code=code, message=message or spec(code).summary, requestId=rid)
+    )
+    return JSONResponse(
+        body.model_dump(), status_code=spec(code).http_status, headers={"X-Request-ID": rid}
+    )
+
+
+_STATUS_CODES: dict[int, ErrorCode] = {
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    429: ErrorCode.RATE_LIMITED,
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        log.info("request failed", extra={"request_id": request_id(request), **exc.log_fields()})
+        response = error_response(request, exc.code, exc.message)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        text = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
+        return error_response(request, ErrorCode.INVALID_REQUEST, text)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
+        response = error_response(request, code, str(exc.detail))
+        response.status_code = exc.status_code
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"request_id": request_id(request)})
+        return error_response(request, ErrorCode.INTERNAL_ERROR)

@@ -1,0 +1,194 @@
+"""Stable error codes: defined once, used by the REST API, the WebSocket protocol, logs and metrics.
+
+A code is a public contract. Clients branch on it, dashboards count it, so codes are only ever
+added, never renamed. Each code carries everything a transport needs to report it: the HTTP status
+for REST answers, the close code for WebSocket closes, and whether it came from upstream.
+
+Upstream codes are the ones the official SpatialReal SDKs use (see the spec's error table), so an
+integrator who knows the SDK recognises them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # --- upstream (SpatialReal) codes, as the official SDKs name them ---
+    SESSION_TOKEN_EXPIRED = "sessionTokenExpired"
+    SESSION_TOKEN_INVALID = "sessionTokenInvalid"
+    APP_ID_UNRECOGNIZED = "appIDUnrecognized"
+    APP_ID_MISMATCH = "appIDMismatch"
+    AVATAR_NOT_FOUND = "avatarNotFound"
+    BILLING_REQUIRED = "billingRequired"
+    CREDITS_EXHAUSTED = "creditsExhausted"
+    SESSION_DURATION_EXCEEDED = "sessionDurationExceeded"
+    UNSUPPORTED_SAMPLE_RATE = "unsupportedSampleRate"
+    INVALID_EGRESS_CONFIG = "invalidEgressConfig"
+    EGRESS_UNAVAILABLE = "egressUnavailable"
+    IDLE_TIMEOUT = "idleTimeout"
+    UPSTREAM_ERROR = "upstreamError"
+    INVALID_REQUEST = "invalidRequest"
+    CONNECTION_FAILED = "connectionFailed"
+    CONNECTION_CLOSED = "connectionClosed"
+    PROTOCOL_ERROR = "protocolError"
+    SERVER_ERROR = "serverError"
+    UNKNOWN = "unknown"
+
+    # --- our own codes ---
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "notFound"
+    RATE_LIMITED = "rateLimited"
+    AVATAR_NOT_ALLOWED = "avatarNotAllowed"
+    UPSTREAM_UNAVAILABLE = "upstreamUnavailable"
+    INTERNAL_ERROR = "internalError"
+    TICKET_INVALID = "ticketInvalid"
+    ORIGIN_NOT_ALLOWED = "originNotAllowed"
+    SESSION_NOT_FOUND = "sessionNotFound"
+    SESSION_LIMIT = "sessionLimit"
+    RESUME_FAILED = "resumeFailed"
+    CONVERSATION_ABORTED = "conversationAborted"
+    MESSAGE_TOO_LARGE = "messageTooLarge"
+    BAD_AUDIO = "badAudio"
+    UNKNOWN_MESSAGE_TYPE = "unknownMessageType"
+    BAD_ACK = "badAck"
+    BAD_SEQUENCE = "badSequence"
+    SESSION_CLOSED = "sessionClosed"
+    SLOW_CONSUMER = "slowConsumer"
+    GOING_AWAY = "goingAway"
+
+
+class Phase(StrEnum):
+    """Where an upstream failure happened; the same phase names as the official SDK."""
+
+    SESSION_TOKEN = "session_token"
+    WEBSOCKET_CONNECT = "websocket_connect"
+    WEBSOCKET_HANDSHAKE = "websocket_handshake"
+    WEBSOCKET_RUNTIME = "websocket_runtime"
+    WEBSOCKET_SEND = "websocket_send"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    http_status: int
+    close_code: int
+    upstream: bool
+    summary: str
+
+
+# WebSocket close codes: 1008 (policy) and 1011 (internal) are standard; the 4xxx range is ours and
+# is listed in docs/protocol.md. One table keeps REST and WebSocket answers consistent.
+_SPECS: dict[ErrorCode, ErrorSpec] = {
+    ErrorCode.SESSION_TOKEN_EXPIRED: ErrorSpec(
+        502, 4502, True, "session token expired or unauthorized"
+    ),
+    ErrorCode.SESSION_TOKEN_INVALID: ErrorSpec(502, 4502, True, "invalid or empty session token"),
+    ErrorCode.APP_ID_UNRECOGNIZED: ErrorSpec(502, 4502, True, "app id not recognised upstream"),
+    ErrorCode.APP_ID_MISMATCH: ErrorSpec(502, 4502, True, "session token belongs to another app"),
+    ErrorCode.AVATAR_NOT_FOUND: ErrorSpec(502, 4502, True, "avatar does not exist upstream"),
+    ErrorCode.BILLING_REQUIRED: ErrorSpec(502, 4502, True, "session denied by billing"),
+    ErrorCode.CREDITS_EXHAUSTED: ErrorSpec(502, 4502, True, "credits exhausted"),
+    ErrorCode.SESSION_DURATION_EXCEEDED: ErrorSpec(
+        502, 4408, True, "maximum session duration reached"
+    ),
+    ErrorCode.UNSUPPORTED_SAMPLE_RATE: ErrorSpec(502, 4502, True, "sample rate rejected upstream"),
+    ErrorCode.INVALID_EGRESS_CONFIG: ErrorSpec(502, 4502, True, "egress configuration rejected"),
+    ErrorCode.EGRESS_UNAVAILABLE: ErrorSpec(502, 4502, True, "egress unavailable upstream"),
+    ErrorCode.IDLE_TIMEOUT: ErrorSpec(408, 4408, True, "closed after input inactivity"),
+    ErrorCode.UPSTREAM_ERROR: ErrorSpec(502, 4502, True, "upstream internal failure"),
+    ErrorCode.INVALID_REQUEST: ErrorSpec(400, 4400, False, "the request is not valid"),
+    ErrorCode.CONNECTION_FAILED: ErrorSpec(503, 4503, True, "could not reach upstream"),
+    ErrorCode.CONNECTION_CLOSED: ErrorSpec(502, 4502, True, "upstream closed the connection"),
+    ErrorCode.PROTOCOL_ERROR: ErrorSpec(502, 4502, True, "upstream protocol violation"),
+    ErrorCode.SERVER_ERROR: ErrorSpec(502, 4502, True, "upstream server failure"),
+    ErrorCode.UNKNOWN: ErrorSpec(502, 4502, True, "unclassified upstream failure"),
+    ErrorCode.UNAUTHORIZED: ErrorSpec(401, 4401, False, "missing or invalid credentials"),
+    ErrorCode.FORBIDDEN: ErrorSpec(403, 4403, False, "not allowed for this principal"),
+    ErrorCode.NOT_FOUND: ErrorSpec(404, 4404, False, "no such resource"),
+    ErrorCode.RATE_LIMITED: ErrorSpec(429, 4429, False, "too many requests"),
+    ErrorCode.AVATAR_NOT_ALLOWED: ErrorSpec(403, 4403, False, "avatar is not on the allow-list"),
+    ErrorCode.UPSTREAM_UNAVAILABLE: ErrorSpec(503, 4503, True, "every upstream region failed"),
+    ErrorCode.INTERNAL_ERROR: ErrorSpec(500, 1011, False, "internal error"),
+    ErrorCode.TICKET_INVALID: ErrorSpec(401, 4401, False, "ticket unknown, used or expired"),
+    ErrorCode.ORIGIN_NOT_ALLOWED: ErrorSpec(403, 4403, False, "origin is not on the allow-list"),
+    ErrorCode.SESSION_NOT_FOUND: ErrorSpec(404, 4404, False, "relay session unknown or ended"),
+    ErrorCode.SESSION_LIMIT: ErrorSpec(429, 4429, False, "too many concurrent sessions"),
+    ErrorCode.RESUME_FAILED: ErrorSpec(409, 4409, False, "the gap can no longer be replayed"),
+    ErrorCode.CONVERSATION_ABORTED: ErrorSpec(502, 4502, True, "conversation ended by a failure"),
+    ErrorCode.MESSAGE_TOO_LARGE: ErrorSpec(413, 1009, False, "message exceeds the size limit"),
+    ErrorCode.BAD_AUDIO: ErrorSpec(400, 4400, False, "audio is not valid PCM s16le"),
+    ErrorCode.UNKNOWN_MESSAGE_TYPE: ErrorSpec(400, 4400, False, "unknown message type"),
+    ErrorCode.BAD_ACK: ErrorSpec(400, 4400, False, "acknowledgement out of range"),
+    ErrorCode.BAD_SEQUENCE: ErrorSpec(400, 4400, False, "sequence number out of order"),
+    ErrorCode.SESSION_CLOSED: ErrorSpec(409, 4410, False, "the session is closed"),
+    ErrorCode.SLOW_CONSUMER: ErrorSpec(503, 4008, False, "client is not reading fast enough"),
+    ErrorCode.GOING_AWAY: ErrorSpec(503, 1001, False, "server is shutting down; reconnect"),
+}
+
+
+def spec(code: ErrorCode) -> ErrorSpec:
+    return _SPECS[code]
+
+
+def all_specs() -> dict[ErrorCode, ErrorSpec]:
+    return dict(_SPECS)
+
+
+class AppError(Exception):
+    """An error as a value: a stable code plus a human message, raised anywhere, reported once.
+
+    `phase` is set for upstream failures (where in the SpatialReal exchange it happened). The
+    optional fields carry upstream correlation data for logs; none of them may hold a secret.
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str | None = None,
+        *,
+        phase: Phase | None = None,
+        http_status: int | None = None,
+        server_code: str | None = None,
+        connection_id: str | None = None,
+        req_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.code = code
+        self.message = message or spec(code).summary
+        self.phase = phase
+        self.upstream_http_status = http_status
+        self.server_code = server_code
+        self.connection_id = connection_id
+        self.req_id = req_id
+        self.retry_after = retry_after
+        super().__init__(f"{code}: {self.message}")
+
+    @property
+    def spec(self) -> ErrorSpec:
+        return spec(self.code)
+
+    @property
+    def retryable(self) -> bool:
+        """Upstream failures worth retrying elsewhere: transport trouble and 5xx, never 4xx."""
+        if self.code in (ErrorCode.CONNECTION_FAILED, ErrorCode.UPSTREAM_UNAVAILABLE):
+            return True
+        if self.code is ErrorCode.SERVER_ERROR:
+            status = self.upstream_http_status
+            return status is None or status >= 500
+        return False
+
+    def log_fields(self) -> dict[str, str | int]:
+        fields: dict[str, str | int] = {"error_code": self.code.value}
+        if self.phase is not None:
+            fields["phase"] = self.phase.value
+        if self.upstream_http_status is not None:
+            fields["upstream_status"] = self.upstream_http_status
+        if self.server_code is not None:
+            fields["server_code"] = self.server_code
+        if self.connection_id is not None:
+            fields["connection_id"] = self.connection_id
+        if self.req_id is not None:
+            fields["req_id"] = self.req_id
+        return fields
