@@ -58,6 +58,9 @@ class ErrorCode(StrEnum):
     SESSION_CLOSED = "sessionClosed"
     SLOW_CONSUMER = "slowConsumer"
     GOING_AWAY = "goingAway"
+    STORE_UNAVAILABLE = "storeUnavailable"
+    REQUEST_IN_PROGRESS = "requestInProgress"
+    IDEMPOTENCY_KEY_REUSED = "idempotencyKeyReused"
 
 
 class Phase(StrEnum):
@@ -125,6 +128,13 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.SESSION_CLOSED: ErrorSpec(409, 4410, False, "the session is closed"),
     ErrorCode.SLOW_CONSUMER: ErrorSpec(503, 4008, False, "client is not reading fast enough"),
     ErrorCode.GOING_AWAY: ErrorSpec(503, 1001, False, "server is shutting down; reconnect"),
+    ErrorCode.STORE_UNAVAILABLE: ErrorSpec(503, 1011, False, "shared state store unreachable"),
+    ErrorCode.REQUEST_IN_PROGRESS: ErrorSpec(
+        409, 4409, False, "a request with this Idempotency-Key is still in progress"
+    ),
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: ErrorSpec(
+        422, 4400, False, "Idempotency-Key was used with a different request"
+    ),
 }
 
 
