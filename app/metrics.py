@@ -1,0 +1,244 @@
+"""Prometheus metrics: every series the server exports, defined in one place.
+
+One `Metrics` object is built per application (`create_app` stores it on `app.state.metrics`) with
+its own `CollectorRegistry`, so several apps in one process (tests, benchmarks) never share or
+collide on series. Services receive the object and increment it; `render()` serves `/metrics`.
+
+Label values are small closed sets (the constants below, regions, stable error codes), never ids,
+so the number of series stays bounded. Known label combinations are created up front: dashboards
+and alerts see a zero instead of a missing series.
+
+Series (all prefixed `avatar_relay_`):
+
+- relay_sessions_active (gauge): relay sessions held by this instance
+- relay_conversations_total (counter; outcome): ended completed / interrupted / aborted
+- relay_messages_total (counter; direction, kind): messages relayed; direction up (browser to
+  upstream) / down, kind audio / frame / control
+- relay_bytes_total (counter; direction, kind): payload bytes relayed, same labels
+- relay_hop_seconds (histogram): upstream message received -> written to the browser socket
+- relay_resumes_total (counter; outcome): reconnects in the resume window: resumed / failed
+- relay_tickets_issued_total (counter): relay WebSocket tickets issued (sessions and reconnects)
+- upstream_connections_active (gauge): open ingress WebSocket connections, pooled ones included
+- tokens_minted_total (counter; region, outcome): console mint attempts: success / failure
+- upstream_errors_total (counter; code): upstream failures by stable code (app.errors.ErrorCode)
+- rate_limit_rejections_total (counter; scope): requests refused by a rate limit: principal / ip
+- http_requests_total (counter; method, route, status): HTTP requests by route template
+- http_request_duration_seconds (histogram; method, route): HTTP latency (WebSockets excluded)
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from app.errors import ErrorCode, spec
+from app.settings import Region
+
+PREFIX: Final = "avatar_relay"
+
+# `*_created` timestamps double the output and no dashboard uses them (process-wide switch).
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+Direction = Literal["up", "down"]
+Kind = Literal["audio", "frame", "control"]
+ConversationOutcome = Literal["completed", "interrupted", "aborted"]
+MintOutcome = Literal["success", "failure"]
+ResumeOutcome = Literal["resumed", "failed"]
+RateLimitScope = Literal["principal", "ip"]
+
+DIRECTIONS: Final[tuple[Direction, ...]] = ("up", "down")
+KINDS: Final[tuple[Kind, ...]] = ("audio", "frame", "control")
+CONVERSATION_OUTCOMES: Final[tuple[ConversationOutcome, ...]] = (
+    "completed",
+    "interrupted",
+    "aborted",
+)
+MINT_OUTCOMES: Final[tuple[MintOutcome, ...]] = ("success", "failure")
+RESUME_OUTCOMES: Final[tuple[ResumeOutcome, ...]] = ("resumed", "failed")
+RATE_LIMIT_SCOPES: Final[tuple[RateLimitScope, ...]] = ("principal", "ip")
+
+# A relay hop is in-process work: sub-millisecond when healthy, tens of ms when the loop is busy.
+HOP_BUCKETS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+)
+HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+# Every series name (without the `_total`/`_bucket` suffixes Prometheus adds), for docs and tests.
+SERIES: Final[tuple[str, ...]] = (
+    f"{PREFIX}_relay_sessions_active",
+    f"{PREFIX}_relay_conversations_total",
+    f"{PREFIX}_relay_messages_total",
+    f"{PREFIX}_relay_bytes_total",
+    f"{PREFIX}_relay_hop_seconds",
+    f"{PREFIX}_relay_resumes_total",
+    f"{PREFIX}_relay_tickets_issued_total",
+    f"{PREFIX}_upstream_connections_active",
+    f"{PREFIX}_tokens_minted_total",
+    f"{PREFIX}_upstream_errors_total",
+    f"{PREFIX}_rate_limit_rejections_total",
+    f"{PREFIX}_http_requests_total",
+    f"{PREFIX}_http_request_duration_seconds",
+)
+
+
+def _name(suffix: str) -> str:
+    # prometheus_client appends `_total` to counters itself; pass the base name.
+    return f"{PREFIX}_{suffix}".removesuffix("_total")
+
+
+class Metrics:
+    """All series of one application. Attributes are plain prometheus_client metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        self.relay_sessions_active = Gauge(
+            _name("relay_sessions_active"), "Relay sessions held by this instance.", registry=r
+        )
+        self.conversations_total = Counter(
+            _name("relay_conversations_total"),
+            "Conversations ended, by outcome (completed, interrupted, aborted).",
+            ["outcome"],
+            registry=r,
+        )
+        self.messages_relayed_total = Counter(
+            _name("relay_messages_total"),
+            "Messages relayed, by direction (up = browser to upstream) and kind.",
+            ["direction", "kind"],
+            registry=r,
+        )
+        self.bytes_relayed_total = Counter(
+            _name("relay_bytes_total"),
+            "Payload bytes relayed, by direction and kind.",
+            ["direction", "kind"],
+            registry=r,
+        )
+        self.relay_hop_seconds = Histogram(
+            _name("relay_hop_seconds"),
+            "Time from an upstream message's arrival to its write on the browser socket.",
+            buckets=HOP_BUCKETS,
+            registry=r,
+        )
+        self.resumes_total = Counter(
+            _name("relay_resumes_total"),
+            "Reconnects within the resume window, by outcome (resumed, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.tickets_issued_total = Counter(
+            _name("relay_tickets_issued_total"), "Relay WebSocket tickets issued.", registry=r
+        )
+        self.upstream_connections_active = Gauge(
+            _name("upstream_connections_active"),
+            "Open ingress WebSocket connections, pooled ones included.",
+            registry=r,
+        )
+        self.tokens_minted_total = Counter(
+            _name("tokens_minted_total"),
+            "Session-token mint attempts against the console, by region and outcome.",
+            ["region", "outcome"],
+            registry=r,
+        )
+        self.upstream_errors_total = Counter(
+            _name("upstream_errors_total"),
+            "Upstream failures, by stable error code.",
+            ["code"],
+            registry=r,
+        )
+        self.rate_limit_rejections_total = Counter(
+            _name("rate_limit_rejections_total"),
+            "Requests refused by a rate limit, by scope (principal, ip).",
+            ["scope"],
+            registry=r,
+        )
+        self.http_requests_total = Counter(
+            _name("http_requests_total"),
+            "HTTP requests, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_request_duration_seconds = Histogram(
+            _name("http_request_duration_seconds"),
+            "HTTP request latency by method and route template (WebSockets excluded).",
+            ["method", "route"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        self._precreate()
+
+    def _precreate(self) -> None:
+        for outcome in CONVERSATION_OUTCOMES:
+            self.conversations_total.labels(outcome)
+        for direction in DIRECTIONS:
+            for kind in KINDS:
+                self.messages_relayed_total.labels(direction, kind)
+                self.bytes_relayed_total.labels(direction, kind)
+        for resume in RESUME_OUTCOMES:
+            self.resumes_total.labels(resume)
+        for region in Region:
+            for mint in MINT_OUTCOMES:
+                self.tokens_minted_total.labels(region.value, mint)
+        for code in ErrorCode:
+            if spec(code).upstream:
+                self.upstream_errors_total.labels(code.value)
+        for scope in RATE_LIMIT_SCOPES:
+            self.rate_limit_rejections_total.labels(scope)
+        # The relay's per-message path: resolve label children once, not per message.
+        self._relayed = {
+            (d, k): (
+                self.messages_relayed_total.labels(d, k),
+                self.bytes_relayed_total.labels(d, k),
+            )
+            for d in DIRECTIONS
+            for k in KINDS
+        }
+
+    # --- helpers for the common cases (the attributes above can be used directly too) ---
+
+    def relayed(self, direction: Direction, kind: Kind, nbytes: int) -> None:
+        """Count one relayed message of `nbytes` payload bytes."""
+        messages, size = self._relayed[(direction, kind)]
+        messages.inc()
+        size.inc(nbytes)
+
+    def observe_hop(self, seconds: float) -> None:
+        self.relay_hop_seconds.observe(seconds)
+
+    def conversation_ended(self, outcome: ConversationOutcome) -> None:
+        self.conversations_total.labels(outcome).inc()
+
+    def token_minted(self, region: str, outcome: MintOutcome) -> None:
+        self.tokens_minted_total.labels(region, outcome).inc()
+
+    def upstream_error(self, code: ErrorCode | str) -> None:
+        self.upstream_errors_total.labels(str(code)).inc()
+
+    def rate_limited(self, scope: RateLimitScope) -> None:
+        self.rate_limit_rejections_total.labels(scope).inc()
+
+    def resume(self, outcome: ResumeOutcome) -> None:
+        self.resumes_total.labels(outcome).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of this registry and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
