@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import health
 from app.api.errors import install_error_handlers
+from app.metrics import Metrics
 from app.settings import Settings
 
 
@@ -25,6 +26,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     app.include_router(health.router)
     return app
