@@ -24,9 +24,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)  # configuration problems are reported before anything starts
     from app.server import serve
 
-    asyncio.run(serve(_settings(args)))
+    asyncio.run(serve(settings))
     return 0
 
 
