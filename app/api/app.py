@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import health
 from app.api.errors import install_error_handlers
+from app.api.ops import install_ops, start_draining
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -18,6 +19,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        start_draining(app)
 
     app = FastAPI(
         title="avatar-relay",
@@ -29,4 +31,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = Metrics()
     install_error_handlers(app)
     app.include_router(health.router)
+    install_ops(app)
     return app
