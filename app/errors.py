@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     SESSION_CLOSED = "sessionClosed"
     SLOW_CONSUMER = "slowConsumer"
     GOING_AWAY = "goingAway"
+    CONNECTION_REPLACED = "connectionReplaced"
     STORE_UNAVAILABLE = "storeUnavailable"
     REQUEST_IN_PROGRESS = "requestInProgress"
     IDEMPOTENCY_KEY_REUSED = "idempotencyKeyReused"
@@ -128,6 +129,9 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.SESSION_CLOSED: ErrorSpec(409, 4410, False, "the session is closed"),
     ErrorCode.SLOW_CONSUMER: ErrorSpec(503, 4008, False, "client is not reading fast enough"),
     ErrorCode.GOING_AWAY: ErrorSpec(503, 1001, False, "server is shutting down; reconnect"),
+    ErrorCode.CONNECTION_REPLACED: ErrorSpec(
+        409, 4001, False, "a newer connection took over the session"
+    ),
     ErrorCode.STORE_UNAVAILABLE: ErrorSpec(503, 1011, False, "shared state store unreachable"),
     ErrorCode.REQUEST_IN_PROGRESS: ErrorSpec(
         409, 4409, False, "a request with this Idempotency-Key is still in progress"
