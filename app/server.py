@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from contextlib import AsyncExitStack
 
 import uvicorn
+from fastapi import FastAPI
 
 from app.api.app import create_app
+from app.api.ops import drain
 from app.emulator import Emulator
+from app.logs import configure_logging
 from app.settings import Settings
 
 
@@ -32,12 +36,33 @@ def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         # Relay sessions are long-lived; give them time to drain on shutdown.
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         ws_max_size=settings.max_message_bytes + 64,
+        # Logging is ours (app.logs: JSON lines); uvicorn's loggers propagate to it.
+        log_config=None,
     )
 
 
+# Kubernetes: terminationGracePeriodSeconds must exceed preStop + drain + this (deploy/k8s).
+GRACEFUL_SHUTDOWN_SECONDS = 30
+DRAIN_SECONDS = 10.0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but shutdown first drains the app (readiness 503, drain hooks such as telling
+    relay clients "going away") before uvicorn closes the listening sockets and connections."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await drain(self._app, DRAIN_SECONDS)
+        await super().shutdown(sockets)
+
+
 async def serve(settings: Settings) -> None:
+    configure_logging(settings)
     async with AsyncExitStack() as stack:
         if settings.emulator_mode:
             emulator = Emulator(
@@ -53,5 +78,6 @@ async def serve(settings: Settings) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-        server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
+        app = create_app(settings)
+        server = DrainingServer(uvicorn_config(settings, app), app)
         await server.serve()

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -62,15 +63,40 @@ class _UpstreamCache:
 def install_ops(app: FastAPI) -> None:
     """Mount the ops routes and the request-id/metrics middleware; start not draining."""
     app.state.draining = False
+    app.state.drain_hooks = []
     app.state.ops_last_ready = None
     app.state.ops_upstream_cache = _UpstreamCache()
     app.include_router(router)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
 
 
+DrainHook = Callable[[], Awaitable[None]]
+
+
 def start_draining(app: FastAPI) -> None:
     """From now on `/readyz` says 503, so load balancers stop sending new work here."""
     app.state.draining = True
+
+
+def add_drain_hook(app: FastAPI, hook: DrainHook) -> None:
+    """Run `hook` when shutdown begins, before the server closes its sockets (the relay uses
+    this to tell clients "going away" so they reconnect elsewhere)."""
+    app.state.drain_hooks.append(hook)
+
+
+async def drain(app: FastAPI, within: float) -> None:
+    """Mark the app draining and run every drain hook, together, for at most `within` seconds."""
+    start_draining(app)
+    hooks: list[DrainHook] = list(getattr(app.state, "drain_hooks", []))
+    if not hooks:
+        return
+    tasks = [asyncio.ensure_future(hook()) for hook in hooks]
+    done, pending = await asyncio.wait(tasks, timeout=within)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("drain hook failed", exc_info=task.exception())
 
 
 @router.get("/metrics", include_in_schema=False)
