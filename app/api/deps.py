@@ -1,0 +1,92 @@
+"""The services one app instance runs on, and the FastAPI dependencies that hand them out.
+
+`build_services` makes everything from settings once, in the lifespan, and registers the clean-up
+on an exit stack; routes reach the result with `Depends(get_services)`. Every `/v1` route (REST or
+WebSocket) is guarded by `require_principal`: client-address rate limit, authentication, then the
+per-principal rate limit.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from app.auth import Authenticator, Principal, authenticator_from_settings
+from app.ingress.console import ConsoleClient
+from app.ingress.regions import RegionBreakers
+from app.ratelimit import Network, RateLimiter, client_ip, parse_networks
+from app.settings import Settings
+from app.store import Store, store_from_settings
+from app.tokens import TokenService
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: Store
+    auth: Authenticator
+    limiter: RateLimiter
+    trusted_proxies: tuple[Network, ...]
+    # Shared by every client of the upstream regions, so they judge region health together.
+    breakers: RegionBreakers
+    console: ConsoleClient
+    tokens: TokenService
+
+
+async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
+    """Everything an instance needs, from settings; closed in reverse order by `stack`."""
+    auth = authenticator_from_settings(settings)
+    trusted = parse_networks(settings.trusted_proxies)
+    store = store_from_settings(settings)
+    stack.push_async_callback(store.aclose)
+    breakers = RegionBreakers(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
+    console = ConsoleClient.from_settings(settings, breakers=breakers)
+    stack.push_async_callback(console.aclose)
+    tokens = TokenService(settings, store, console)
+    await tokens.start()
+    stack.push_async_callback(tokens.aclose)
+    return Services(
+        settings=settings,
+        store=store,
+        auth=auth,
+        limiter=RateLimiter.from_settings(settings, store),
+        trusted_proxies=trusted,
+        breakers=breakers,
+        console=console,
+        tokens=tokens,
+    )
+
+
+def get_services(conn: HTTPConnection) -> Services:
+    services: Services = conn.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def connection_ip(conn: HTTPConnection, services: Services) -> str:
+    peer = conn.client.host if conn.client else None
+    return client_ip(peer, conn.headers.getlist("x-forwarded-for"), services.trusted_proxies)
+
+
+async def require_principal(conn: HTTPConnection, services: ServicesDep) -> Principal:
+    """Authenticate the caller and charge its rate limits; raises unauthorized / rateLimited.
+
+    The address limit is charged first and also for failed authentication, so guessing keys
+    costs the guesser its own budget.
+    """
+    address = connection_ip(conn, services)
+    conn.state.client_ip = address
+    await services.limiter.check_ip(address)
+    principal = services.auth.authenticate(conn.headers)
+    await services.limiter.check_principal(principal.id)
+    conn.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(require_principal)]

@@ -1,0 +1,76 @@
+"""Browser-facing hardening: a CORS allow-list and security headers on every answer.
+
+CORS is only installed when origins are configured (an empty list means same-origin only), and
+never with `*`: callers send credentials, so each origin must be named. The headers middleware is
+plain ASGI (no per-request objects) because it sits in front of every request, including the
+token endpoint's hot path.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.settings import Settings
+
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "X-API-Key", "Idempotency-Key", "X-Request-ID"]
+EXPOSED_HEADERS = ["Retry-After", "X-Request-ID", "Idempotent-Replayed"]
+
+_BASE_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+# API answers are data, never documents: forbid everything a browser could do with them.
+_API_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+]
+_PAGE_CSP = (b"content-security-policy", b"frame-ancestors 'none'")
+_HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+_WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="avatar-relay"')
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = str(scope.get("path", "")).startswith("/v1/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                extra = list(_BASE_HEADERS)
+                extra.extend(_API_HEADERS if api else [_PAGE_CSP])
+                if self.hsts:
+                    extra.append(_HSTS)
+                if message["status"] == 401:
+                    extra.append(_WWW_AUTHENTICATE)
+                headers.extend(item for item in extra if item[0] not in present)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install_security(app: FastAPI, settings: Settings) -> None:
+    """Add the headers middleware, then CORS outside it (so preflights are answered first)."""
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.app_env == "production")
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=ALLOWED_HEADERS,
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )

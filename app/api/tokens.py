@@ -1,0 +1,115 @@
+"""`POST /v1/session-tokens`: a fresh single-use SpatialReal session token for the caller."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.deps import PrincipalDep, ServicesDep
+from app.api.errors import ErrorResponse, request_id
+from app.errors import AppError, ErrorCode
+
+router = APIRouter(prefix="/v1", tags=["tokens"])
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ttlSeconds: int | None = Field(
+        default=None,
+        description=(
+            "Lifetime wanted, in seconds, within the server's policy (TOKEN_TTL_MIN_SECONDS .."
+            " TOKEN_TTL_MAX_SECONDS). Omitted: TOKEN_TTL_DEFAULT_SECONDS, and with a token pool"
+            " configured the token comes from the pool (its expiry may be sooner than a full"
+            " TTL, but never within TOKEN_POOL_MIN_REMAINING_SECONDS)."
+        ),
+    )
+
+
+class SessionToken(BaseModel):
+    sessionToken: str = Field(description="Single-use token: opens one avatar session.")
+    expireAt: int = Field(description="Unix seconds after which the token opens no session.")
+    appId: str
+    region: str = Field(description="The SpatialReal region that minted the token.")
+
+
+def _errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry = out.setdefault(
+            AppError(code).spec.http_status, {"model": ErrorResponse, "description": ""}
+        )
+        entry["description"] = ", ".join(filter(None, [entry["description"], code.value]))
+    return out
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not 0 < len(value) <= MAX_IDEMPOTENCY_KEY_LENGTH or not value.isascii():
+        raise AppError(
+            ErrorCode.INVALID_REQUEST,
+            f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_LENGTH} ASCII characters",
+        )
+    return value
+
+
+@router.post(
+    "/session-tokens",
+    status_code=201,
+    summary="Mint a single-use session token",
+    responses=_errors(
+        ErrorCode.INVALID_REQUEST,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.REQUEST_IN_PROGRESS,
+        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.INTERNAL_ERROR,
+        ErrorCode.SERVER_ERROR,
+        ErrorCode.SESSION_TOKEN_EXPIRED,
+        ErrorCode.BILLING_REQUIRED,
+        ErrorCode.APP_ID_UNRECOGNIZED,
+        ErrorCode.PROTOCOL_ERROR,
+        ErrorCode.CONNECTION_FAILED,
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        ErrorCode.STORE_UNAVAILABLE,
+    ),
+)
+async def create_session_token(
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    body: Annotated[TokenRequest | None, Body()] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Retries with the same key (same caller, within IDEMPOTENCY_TTL_SECONDS)"
+            " get the first answer instead of a second token.",
+        ),
+    ] = None,
+) -> SessionToken:
+    rid = request_id(request)
+    outcome = await services.tokens.issue(
+        principal.id,
+        body.ttlSeconds if body is not None else None,
+        idempotency_key=_idempotency_key(idempotency_key),
+        request_id=rid,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    response.headers["X-Request-ID"] = rid
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    token = outcome.token
+    return SessionToken(
+        sessionToken=token.session_token,
+        expireAt=token.expire_at,
+        appId=token.app_id,
+        region=token.region,
+    )

@@ -1,0 +1,108 @@
+"""Request rate limits per principal and per client address, shared through the store.
+
+Each limit is a GCRA bucket in the store (see `Store.hit`): bursts up to the limit, refilled at
+`limit` per minute. With Redis every instance charges the same buckets, so N instances enforce one
+limit. A limit of 0 turns that limit off.
+
+The client address is the TCP peer, unless the peer is a configured trusted proxy: then the
+`X-Forwarded-For` chain is walked from the right, skipping trusted proxies, and the first address
+not in the list is the client. Addresses further left are client-supplied and never trusted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from app.errors import AppError, ErrorCode
+from app.settings import ConfigError, Settings
+from app.store import Store
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+WINDOW_SECONDS = 60.0
+
+
+def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    networks: list[Network] = []
+    bad: list[str] = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            bad.append(entry)
+    if bad:
+        raise ConfigError([f"TRUSTED_PROXIES: not an IP address or network: {', '.join(bad)}"])
+    return tuple(networks)
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        address = ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def client_ip(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The client's address: `peer`, or the right-most untrusted hop of X-Forwarded-For."""
+    current = _address(peer) if peer else None
+    if current is None:
+        return peer or "unknown"
+    if not trusted:
+        return str(current)
+    hops = [hop for header in forwarded_for for hop in header.split(",") if hop.strip()]
+    while any(current in network for network in trusted) and hops:
+        previous = _address(hops.pop())
+        if previous is None:
+            # Unparseable text can only come from the client's side of the chain; stop at the
+            # last proxy we trust rather than let the client name its own bucket.
+            break
+        current = previous
+    return str(current)
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        per_principal: int,
+        per_ip: int,
+        window: float = WINDOW_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._per_principal = per_principal
+        self._per_ip = per_ip
+        self._window = window
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store) -> RateLimiter:
+        return cls(
+            store,
+            per_principal=settings.rate_limit_principal_per_minute,
+            per_ip=settings.rate_limit_ip_per_minute,
+        )
+
+    async def _check(self, key: str, limit: int, what: str) -> None:
+        if limit <= 0:
+            return
+        decision = await self._store.hit(key, limit, self._window, self._clock())
+        if not decision.allowed:
+            raise AppError(
+                ErrorCode.RATE_LIMITED,
+                f"too many requests for this {what}; retry later",
+                retry_after=decision.retry_after,
+            )
+
+    async def check_ip(self, address: str) -> None:
+        await self._check("rl:ip:" + address, self._per_ip, "client address")
+
+    async def check_principal(self, principal_id: str) -> None:
+        await self._check("rl:principal:" + principal_id, self._per_principal, "caller")
