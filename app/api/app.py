@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import health
+from app.api import health, tokens
+from app.api.deps import build_services
 from app.api.errors import install_error_handlers
 from app.api.ops import install_ops, start_draining
+from app.api.security import install_security
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -18,8 +20,12 @@ from app.settings import Settings
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        start_draining(app)
+        async with AsyncExitStack() as stack:
+            # Services are built here, not at import, so each app (and test) gets its own.
+            app.state.services = await build_services(settings, stack)
+            yield
+            # Drain while the services are still up; the stack closes them afterwards.
+            start_draining(app)
 
     app = FastAPI(
         title="avatar-relay",
@@ -30,6 +36,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
+    install_security(app, settings)
     app.include_router(health.router)
+    app.include_router(tokens.router)
     install_ops(app)
     return app
