@@ -2,17 +2,42 @@
 
 Built on httpx, websockets and the generated protobuf code, with regional fallback guarded by
 per-region circuit breakers. Every failure is an `AppError` with a stable code and a phase.
+
+    async with ConsoleClient.from_settings(settings) as console:
+        ingress = IngressClient.from_settings(settings, console)
+        async with await ingress.connect(avatar_id, 16000) as conn:
+            await conn.send_audio(new_request_id(datetime.now(UTC)), pcm, end=True)
+            async for message in conn:
+                ...  # message.raw: the original bytes
 """
 
 from app.ingress.classify import classify
+from app.ingress.client import (
+    IngressClient,
+    IngressConnection,
+    UpstreamMessage,
+    ingress_websocket_url,
+    parse_upstream,
+)
+from app.ingress.console import ConsoleClient, MintedToken
+from app.ingress.fallback import try_regions, worth_another_region
 from app.ingress.regions import BreakerState, CircuitBreaker, RegionBreakers
 from app.ingress.request_ids import is_request_id, new_request_id
 
 __all__ = [
     "BreakerState",
     "CircuitBreaker",
+    "ConsoleClient",
+    "IngressClient",
+    "IngressConnection",
+    "MintedToken",
     "RegionBreakers",
+    "UpstreamMessage",
     "classify",
+    "ingress_websocket_url",
     "is_request_id",
     "new_request_id",
+    "parse_upstream",
+    "try_regions",
+    "worth_another_region",
 ]

@@ -1,0 +1,481 @@
+"""The SpatialReal ingress v2 client: one WebSocket per avatar session.
+
+    ingress = IngressClient(console, app_id)
+    async with await ingress.connect("my-avatar", 16000) as conn:
+        await conn.send_audio(req_id, pcm, end=True)
+        async for message in conn:
+            forward(message.raw)               # the server's bytes, untouched
+            if message.error or message.end:
+                break
+
+Every connection gets a freshly minted token (tokens are single-use) from the region it then
+connects to; if minting, the upgrade or the handshake fails with a transport failure, a timeout
+or a 5xx, the next region is tried with a new token. Messages come back as `UpstreamMessage`
+values holding the original frame bytes, so animation data the published schema does not declare
+survives the trip. Every failure is an `AppError` with a stable code and the phase it happened in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from google.protobuf.message import DecodeError
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    InvalidStatus,
+    WebSocketException,
+)
+
+from app.errors import AppError, ErrorCode, Phase
+from app.ingress.classify import classify
+from app.ingress.console import ConsoleClient, MintedToken
+from app.ingress.fallback import try_regions
+from app.proto import message_pb2
+from app.settings import Endpoint, Settings
+
+log = logging.getLogger("app.ingress")
+
+MESSAGE_SERVER_CONFIRM_SESSION = message_pb2.MESSAGE_SERVER_CONFIRM_SESSION
+MESSAGE_SERVER_ERROR = message_pb2.MESSAGE_SERVER_ERROR
+MESSAGE_SERVER_RESPONSE_ANIMATION = message_pb2.MESSAGE_SERVER_RESPONSE_ANIMATION
+
+WEBSOCKET_PATH = "/websocket"
+_WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+# The size of a real animation frame is not published; stay far above anything plausible while
+# still bounding memory per connection.
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamMessage:
+    """One message from the ingress.
+
+    `raw` is the frame exactly as received: forward it, never re-serialize a parsed copy.
+    `type` is the `message.MessageType` value; `req_id` and `end` come from animation messages
+    (and `req_id` from errors). `error` is set, classified, for SERVER_ERROR messages and for
+    frames that do not decode; the connection stays usable after either.
+    """
+
+    raw: bytes
+    type: int
+    req_id: str = ""
+    end: bool = False
+    error: AppError | None = None
+
+    @property
+    def is_animation(self) -> bool:
+        return self.type == MESSAGE_SERVER_RESPONSE_ANIMATION
+
+
+def _server_error(error: message_pb2.ServerError, phase: Phase, fallback_id: str) -> AppError:
+    detail = error.message
+    code = classify(phase, server_code=error.code, text=detail)
+    where = "handshake rejected" if phase is Phase.WEBSOCKET_HANDSHAKE else "session error"
+    text = f"ingress {where}: {detail or 'no detail'}"
+    if error.code:
+        text += f" (server code {error.code})"
+    return AppError(
+        code,
+        text,
+        phase=phase,
+        server_code=str(error.code) if error.code else None,
+        connection_id=error.connection_id or fallback_id or None,
+        req_id=error.req_id or None,
+    )
+
+
+def parse_upstream(raw: bytes, connection_id: str = "") -> UpstreamMessage:
+    """Parse one frame once, keeping its bytes. Never raises: bad frames carry an error."""
+    message = message_pb2.Message()
+    try:
+        message.ParseFromString(raw)
+    except DecodeError:
+        return UpstreamMessage(
+            raw,
+            message_pb2.MESSAGE_UNSPECIFIED,
+            error=AppError(
+                ErrorCode.PROTOCOL_ERROR,
+                "ingress sent a frame that is not a protobuf Message",
+                phase=Phase.WEBSOCKET_RUNTIME,
+                connection_id=connection_id or None,
+            ),
+        )
+    kind = message.type
+    if kind == MESSAGE_SERVER_RESPONSE_ANIMATION:
+        animation = message.server_response_animation
+        return UpstreamMessage(raw, kind, animation.req_id, animation.end)
+    if kind == MESSAGE_SERVER_ERROR:
+        failure = message.server_error
+        error = _server_error(failure, Phase.WEBSOCKET_RUNTIME, connection_id)
+        return UpstreamMessage(raw, kind, failure.req_id, False, error)
+    return UpstreamMessage(raw, kind)
+
+
+def ingress_websocket_url(
+    ingress_url: str,
+    avatar_id: str,
+    *,
+    app_id: str | None = None,
+    session_token: str | None = None,
+) -> str:
+    """`{ingress}/websocket?id=<avatar>` with http(s) mapped to ws(s); query auth when given."""
+    parts = urlsplit(ingress_url.rstrip("/") + WEBSOCKET_PATH)
+    scheme = _WS_SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(f"unsupported ingress URL scheme {parts.scheme!r}")
+    query = [*parse_qsl(parts.query), ("id", avatar_id)]
+    if app_id is not None and session_token is not None:
+        query += [("appId", app_id), ("sessionKey", session_token)]
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+def _configure_session(sample_rate: int) -> bytes:
+    message = message_pb2.Message(
+        type=message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION,
+        client_configure_session=message_pb2.ClientConfigureSession(
+            sample_rate=sample_rate,
+            bitrate=0,
+            audio_format=message_pb2.AUDIO_FORMAT_PCM_S16LE,
+            transport_compression=message_pb2.TRANSPORT_COMPRESSION_NONE,
+        ),
+    )
+    return message.SerializeToString()
+
+
+def _rejection_text(body: bytes, token: str) -> str:
+    """The human part of a rejected upgrade's body (JSON:API errors or plain text)."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        first = parsed.get("errors", [parsed])
+        entry = first[0] if isinstance(first, list) and first else parsed
+        if isinstance(entry, dict):
+            parts = [entry.get("title"), entry.get("detail") or entry.get("message")]
+            text = " - ".join(str(part) for part in parts if part) or text
+    return text[:300].replace(token, "***") if token else text[:300]
+
+
+def _close_description(exc: ConnectionClosed) -> str:
+    frame = exc.rcvd or exc.sent
+    if frame is None:
+        return "connection lost without a close frame"
+    return f"closed with code {frame.code}" + (f": {frame.reason}" if frame.reason else "")
+
+
+class IngressConnection:
+    """An open, confirmed ingress session. Send audio; iterate for upstream messages.
+
+    Sending and receiving may run in different tasks; one task at a time may receive. Iteration
+    ends when the connection closes normally (or was closed by us) and raises
+    AppError(connectionClosed, phase websocket_runtime) when it is lost.
+    """
+
+    def __init__(
+        self,
+        websocket: ClientConnection,
+        *,
+        connection_id: str,
+        region: str,
+        avatar_id: str,
+        sample_rate: int,
+    ) -> None:
+        self._ws = websocket
+        self.connection_id = connection_id
+        self.region = region
+        self.avatar_id = avatar_id
+        self.sample_rate = sample_rate
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return (
+            f"IngressConnection(connection_id={self.connection_id!r}, region={self.region!r},"
+            f" avatar_id={self.avatar_id!r}, closed={self.closed})"
+        )
+
+    @property
+    def closed(self) -> bool:
+        """True once we closed it or it was lost (any further send raises)."""
+        return self._closing or self._ws.close_code is not None
+
+    async def send_audio(self, req_id: str, audio: bytes, end: bool = False) -> None:
+        """Send a chunk of PCM for request `req_id`; the request's last chunk has `end=True`."""
+        message = message_pb2.Message(
+            type=message_pb2.MESSAGE_CLIENT_AUDIO_INPUT,
+            client_audio_input=message_pb2.ClientAudioInput(req_id=req_id, end=end, audio=audio),
+        )
+        await self._send(message.SerializeToString(), req_id)
+
+    async def interrupt(self, req_id: str) -> None:
+        """Ask the server to stop `req_id` (per the docs it only acts in LiveKit egress mode)."""
+        message = message_pb2.Message(
+            type=message_pb2.MESSAGE_CLIENT_INTERRUPT,
+            client_interrupt=message_pb2.ClientInterrupt(req_id=req_id),
+        )
+        await self._send(message.SerializeToString(), req_id)
+
+    async def _send(self, data: bytes, req_id: str) -> None:
+        if self._closing:
+            raise AppError(
+                ErrorCode.CONNECTION_CLOSED,
+                "ingress connection is already closed",
+                phase=Phase.WEBSOCKET_SEND,
+                connection_id=self.connection_id,
+                req_id=req_id,
+            )
+        try:
+            await self._ws.send(data)
+        except ConnectionClosed as exc:
+            raise AppError(
+                ErrorCode.CONNECTION_CLOSED,
+                f"ingress connection {_close_description(exc)}",
+                phase=Phase.WEBSOCKET_SEND,
+                connection_id=self.connection_id,
+                req_id=req_id,
+            ) from None
+        except OSError as exc:
+            raise AppError(
+                ErrorCode.CONNECTION_FAILED,
+                f"ingress send failed: {exc}",
+                phase=Phase.WEBSOCKET_SEND,
+                connection_id=self.connection_id,
+                req_id=req_id,
+            ) from None
+
+    async def receive(self) -> UpstreamMessage | None:
+        """The next upstream message, or None once the connection closed normally."""
+        while True:
+            try:
+                raw = await self._ws.recv()
+            except ConnectionClosedOK:
+                return None
+            except ConnectionClosed as exc:
+                if self._closing:
+                    return None
+                raise AppError(
+                    ErrorCode.CONNECTION_CLOSED,
+                    f"ingress connection {_close_description(exc)}",
+                    phase=Phase.WEBSOCKET_RUNTIME,
+                    connection_id=self.connection_id,
+                ) from None
+            if isinstance(raw, bytes):
+                return parse_upstream(raw, self.connection_id)
+            # Text frames are not part of the protocol; skip rather than kill the session.
+            log.warning("ingress sent a text frame; ignored", extra={"region": self.region})
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> UpstreamMessage:
+        message = await self.receive()
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+    async def close(self) -> None:
+        """Close normally (code 1000). Idempotent; a receiver in another task then stops."""
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await self._ws.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class IngressClient:
+    """Opens ingress sessions, each with its own freshly minted token, with regional fallback.
+
+    Region health is judged by the whole attempt (mint + upgrade + handshake) and recorded in
+    the console's breakers, so a region whose ingress is down is skipped by token minting too.
+    `connect_timeout` bounds the upgrade and, separately, the configure/confirm handshake.
+    """
+
+    def __init__(
+        self,
+        console: ConsoleClient,
+        app_id: str,
+        *,
+        connect_timeout: float = 5.0,
+        token_ttl: int = 600,
+        wall_clock: Callable[[], float] = time.time,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_queue: int = 64,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float = 5.0,
+    ) -> None:
+        if connect_timeout <= 0:
+            raise ValueError("connect_timeout must be positive")
+        if not 0 < token_ttl < 86_400:
+            raise ValueError("token_ttl must lie between 1 second and 24 hours")
+        self._console = console
+        self.app_id = app_id
+        self._connect_timeout = connect_timeout
+        self._token_ttl = token_ttl
+        self._wall_clock = wall_clock
+        self._max_frame_bytes = max_frame_bytes
+        self._max_queue = max_queue
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._close_timeout = close_timeout
+
+    @classmethod
+    def from_settings(cls, settings: Settings, console: ConsoleClient) -> Self:
+        return cls(console, settings.app_id, connect_timeout=settings.upstream_connect_timeout)
+
+    def __repr__(self) -> str:
+        return f"IngressClient(app_id={self.app_id!r}, console={self._console!r})"
+
+    async def connect(
+        self, avatar_id: str, sample_rate: int, *, query_auth: bool = False
+    ) -> IngressConnection:
+        """Mint a token, connect to that region's ingress and complete the session handshake.
+
+        `query_auth` sends the credentials as query parameters (web style) instead of headers.
+        Raises AppError with phase session_token, websocket_connect or websocket_handshake.
+        """
+
+        async def attempt(endpoint: Endpoint) -> IngressConnection:
+            expire_at = int(self._wall_clock()) + self._token_ttl
+            minted = await self._console.mint_at(endpoint, expire_at)
+            return await self._open(minted, avatar_id, sample_rate, query_auth)
+
+        console = self._console
+        return await try_regions(console.endpoints, console.breakers, console.clock, attempt)
+
+    async def _open(
+        self, minted: MintedToken, avatar_id: str, sample_rate: int, query_auth: bool
+    ) -> IngressConnection:
+        token, region = minted.session_token, minted.region
+        try:
+            url = ingress_websocket_url(
+                minted.endpoint.ingress_url,
+                avatar_id,
+                app_id=self.app_id if query_auth else None,
+                session_token=token if query_auth else None,
+            )
+        except ValueError as exc:
+            raise AppError(
+                ErrorCode.CONNECTION_FAILED,
+                f"ingress URL for {region} is unusable: {exc}",
+                phase=Phase.WEBSOCKET_CONNECT,
+            ) from None
+        headers = None if query_auth else {"X-App-ID": self.app_id, "X-Session-Key": token}
+        try:
+            websocket = await ws_connect(
+                url,
+                additional_headers=headers,
+                open_timeout=self._connect_timeout,
+                compression=None,  # the protocol negotiates none; frames are mostly opaque bytes
+                user_agent_header="avatar-relay",
+                max_size=self._max_frame_bytes,
+                max_queue=self._max_queue,
+                ping_interval=self._ping_interval,
+                ping_timeout=self._ping_timeout,
+                close_timeout=self._close_timeout,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            text = _rejection_text(bytes(exc.response.body or b""), token)
+            raise AppError(
+                classify(Phase.WEBSOCKET_CONNECT, http_status=status, text=text),
+                f"ingress in {region} rejected the connection (HTTP {status}): {text}",
+                phase=Phase.WEBSOCKET_CONNECT,
+                http_status=status,
+            ) from None
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            # `from None` and scrubbing: with query auth the URL (and so the error) holds the token.
+            reason = str(exc).replace(token, "***") or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                reason = f"timed out after {self._connect_timeout:g}s"
+            raise AppError(
+                ErrorCode.CONNECTION_FAILED,
+                f"ingress in {region} unreachable: {reason}",
+                phase=Phase.WEBSOCKET_CONNECT,
+            ) from None
+        try:
+            connection_id = await self._handshake(websocket, sample_rate, region)
+        except BaseException:
+            await _abandon(websocket)
+            raise
+        log.debug("ingress session confirmed", extra={"connection_id": connection_id})
+        return IngressConnection(
+            websocket,
+            connection_id=connection_id,
+            region=region,
+            avatar_id=avatar_id,
+            sample_rate=sample_rate,
+        )
+
+    async def _handshake(self, websocket: ClientConnection, sample_rate: int, region: str) -> str:
+        phase = Phase.WEBSOCKET_HANDSHAKE
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await websocket.send(_configure_session(sample_rate))
+                raw = await websocket.recv()
+        except TimeoutError:
+            raise AppError(
+                ErrorCode.CONNECTION_FAILED,
+                f"ingress in {region} did not confirm the session within"
+                f" {self._connect_timeout:g}s",
+                phase=phase,
+            ) from None
+        except ConnectionClosed as exc:
+            raise AppError(
+                ErrorCode.CONNECTION_CLOSED,
+                f"ingress in {region} {_close_description(exc)} during the handshake",
+                phase=phase,
+            ) from None
+        if not isinstance(raw, bytes):
+            raise AppError(
+                ErrorCode.PROTOCOL_ERROR, "handshake answer is a text frame", phase=phase
+            )
+        message = message_pb2.Message()
+        try:
+            message.ParseFromString(raw)
+        except DecodeError:
+            raise AppError(
+                ErrorCode.PROTOCOL_ERROR, "handshake answer is not a protobuf Message", phase=phase
+            ) from None
+        if message.type == MESSAGE_SERVER_CONFIRM_SESSION:
+            connection_id = message.server_confirm_session.connection_id
+            if connection_id:
+                return connection_id
+            raise AppError(
+                ErrorCode.PROTOCOL_ERROR, "session confirmed without a connection id", phase=phase
+            )
+        if message.type == MESSAGE_SERVER_ERROR:
+            raise _server_error(message.server_error, phase, "")
+        raise AppError(
+            ErrorCode.PROTOCOL_ERROR,
+            f"unexpected message type {message.type} during the handshake",
+            phase=phase,
+        )
+
+
+async def _abandon(websocket: ClientConnection) -> None:
+    """Close a connection that failed its handshake, without letting the close fail louder."""
+    with contextlib.suppress(Exception):
+        await websocket.close()

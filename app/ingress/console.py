@@ -1,0 +1,223 @@
+"""The SpatialReal console client: mint single-use session tokens, with regional fallback.
+
+    async with ConsoleClient.from_settings(settings) as console:
+        minted = await console.mint(expire_at=int(time.time()) + 600)
+        minted.session_token, minted.region
+
+`mint` tries the regions in order (primary first), skipping regions whose circuit breaker is open;
+it moves on only after a transport failure, a timeout or a 5xx, each attempt under its own timeout.
+The API key is sent in one header and nowhere else: not in errors, logs or reprs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from pydantic import SecretStr
+
+from app.errors import AppError, ErrorCode, Phase
+from app.ingress.classify import console_status_code
+from app.ingress.fallback import try_regions
+from app.ingress.regions import RegionBreakers
+from app.settings import Endpoint, Settings
+
+SESSION_TOKENS_PATH = "/session-tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class MintedToken:
+    """A freshly minted session token and where it came from. Its repr hides the token."""
+
+    session_token: str = field(repr=False)
+    expire_at: int
+    region: str
+    endpoint: Endpoint
+
+
+def _scrub(text: str, *secrets: str) -> str:
+    """Defence in depth: should a server ever echo a secret back, it stops here."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _first_error(body: object) -> dict[str, Any]:
+    """The first entry of a JSON:API `errors` list (or the body itself when it is flat)."""
+    if not isinstance(body, dict):
+        return {}
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        return errors[0]
+    return body
+
+
+def _error_text(details: dict[str, Any]) -> str:
+    parts = [details.get("title"), details.get("detail") or details.get("message")]
+    text = " - ".join(str(part) for part in parts if part)
+    code = details.get("code") or details.get("id")
+    return text or (str(code) if code else "")
+
+
+def _status_of(details: dict[str, Any], default: int) -> int:
+    try:
+        return int(details["status"])
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
+class ConsoleClient:
+    """Mints session tokens at `POST {console}/session-tokens` with `X-Api-Key`.
+
+    `endpoints` are tried in order; `breakers` (shared with other clients of the same regions,
+    typically the ingress client) decide which may be tried now. `timeout` bounds each attempt as
+    a whole. Pass `http` to reuse a client; otherwise one is created and closed with this object.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        api_key: SecretStr,
+        *,
+        timeout: float = 10.0,
+        breakers: RegionBreakers | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint is required")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self._endpoints = tuple(endpoints)
+        self._api_key = api_key
+        self._timeout = timeout
+        self.breakers = breakers if breakers is not None else RegionBreakers()
+        self.clock = clock
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        breakers: RegionBreakers | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        http: httpx.AsyncClient | None = None,
+    ) -> Self:
+        if breakers is None:
+            breakers = RegionBreakers(
+                settings.breaker_failure_threshold, settings.breaker_cooldown_seconds
+            )
+        return cls(
+            settings.endpoints(),
+            settings.upstream_api_key,
+            timeout=settings.upstream_request_timeout,
+            breakers=breakers,
+            clock=clock,
+            http=http,
+        )
+
+    def __repr__(self) -> str:
+        regions = ", ".join(ep.region for ep in self._endpoints)
+        return f"ConsoleClient(regions=[{regions}], timeout={self._timeout})"
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The configured regions, primary first."""
+        return self._endpoints
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this object created it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def mint(self, expire_at: int) -> MintedToken:
+        """Mint one token valid until `expire_at` (unix seconds), falling back across regions.
+
+        Raises AppError (phase `session_token`): the failing region's code when every region
+        failed or one refused with a 4xx; `upstreamUnavailable` when every breaker is open.
+        """
+
+        async def attempt(endpoint: Endpoint) -> MintedToken:
+            return await self.mint_at(endpoint, expire_at)
+
+        return await try_regions(self._endpoints, self.breakers, self.clock, attempt)
+
+    async def mint_at(self, endpoint: Endpoint, expire_at: int) -> MintedToken:
+        """One attempt at one region: no fallback and no breaker bookkeeping.
+
+        For callers that run their own fallback loop (the ingress client mints and connects in
+        the same region, and judges the region by both).
+        """
+        key = self._api_key.get_secret_value()
+        url = endpoint.console_url.rstrip("/") + SESSION_TOKENS_PATH
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.post(
+                    url, json={"expireAt": expire_at}, headers={"X-Api-Key": key}
+                )
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, TimeoutError) as exc:
+            # `from None`: httpx errors hold the request, and the request holds the key.
+            reason = _scrub(str(exc), key) or type(exc).__name__
+            if isinstance(exc, TimeoutError | httpx.TimeoutException):
+                reason = f"timed out after {self._timeout:g}s"
+            raise AppError(
+                ErrorCode.CONNECTION_FAILED,
+                f"console in {endpoint.region} unreachable: {reason}",
+                phase=Phase.SESSION_TOKEN,
+            ) from None
+        return self._read_answer(endpoint, expire_at, response, key)
+
+    def _read_answer(
+        self, endpoint: Endpoint, expire_at: int, response: httpx.Response, key: str
+    ) -> MintedToken:
+        try:
+            body: object = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        status = response.status_code
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if status != 200 or errors:
+            details = _first_error(body)
+            if status == 200:
+                status = _status_of(details, status)
+            text = _scrub(_error_text(details) or response.reason_phrase, key)
+            code = details.get("code") or details.get("id")
+            raise AppError(
+                console_status_code(status),
+                f"console in {endpoint.region} refused the token (HTTP {status}): {text}",
+                phase=Phase.SESSION_TOKEN,
+                http_status=status,
+                server_code=str(code) if code else None,
+            )
+        token = body.get("sessionToken") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise AppError(
+                ErrorCode.PROTOCOL_ERROR,
+                f"console in {endpoint.region} answered 200 without a session token",
+                phase=Phase.SESSION_TOKEN,
+                http_status=status,
+            )
+        return MintedToken(token, expire_at, endpoint.region, endpoint)
