@@ -1,0 +1,81 @@
+"""What the relay core asks its I/O shell to do. The core returns these; the shell performs them
+in order, right away, before feeding the core its next event.
+
+`conn` names the client connection an effect is meant for; the shell drops effects for a
+connection that is no longer the session's current one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from app.errors import ErrorCode
+
+Outcome = Literal["completed", "interrupted", "aborted"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendToClient:
+    """Write one already-encoded binary WebSocket message."""
+
+    conn: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseClient:
+    """Close this client connection. The session lives on unless SessionEnded follows."""
+
+    conn: int
+    close_code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendUpstream:
+    """One CLIENT_AUDIO_INPUT{req_id, audio, end} on the session's ingress connection."""
+
+    req_id: str
+    audio: bytes
+    end: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptUpstream:
+    """CLIENT_INTERRUPT{req_id}: the relay no longer wants this request's frames."""
+
+    req_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseUpstream:
+    """The session will never use its ingress connection again; close it (the session lingers
+    only to tell a reconnecting client that its gap is lost)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """The session is over: release everything. `code` is None for a normal end (BYE)."""
+
+    code: ErrorCode | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationEnded:
+    """For metrics and logs: a conversation left the client stream (or was cancelled)."""
+
+    req_id: str
+    outcome: Outcome
+    code: ErrorCode | None = None
+
+
+Effect = (
+    SendToClient
+    | CloseClient
+    | SendUpstream
+    | InterruptUpstream
+    | ReleaseUpstream
+    | SessionEnded
+    | ConversationEnded
+)

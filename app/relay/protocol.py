@@ -1,0 +1,514 @@
+"""The browser wire protocol `avatar-relay.v1`: binary messages, one per WebSocket frame.
+
+docs/protocol.md is the contract; this module is its reference implementation for both directions
+(the relay decodes client messages and encodes server ones; the Python reference client does the
+opposite). Golden vectors in docs/protocol-vectors.json pin the bytes.
+
+Layout: byte 0 is the message type, byte 1 the flags, then fixed little-endian fields, then
+length-prefixed strings, then (for media) the payload up to the end of the frame. Sequenced
+messages carry their u32 sequence number at bytes 2..6, so a reader can find it without knowing
+the type. Decoding is strict: every violation raises `AppError` with a stable code, never a bare
+exception, so bad input cannot crash the caller.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from app.errors import AppError, ErrorCode
+
+SUBPROTOCOL: Final = "avatar-relay.v1"
+
+MAX_ID_BYTES: Final = 64
+MAX_CODE_BYTES: Final = 64
+MAX_SEQ: Final = 0xFFFF_FFFF
+
+
+class ClientType(IntEnum):
+    HELLO = 0x01
+    AUDIO = 0x02
+    INTERRUPT = 0x03
+    ACK = 0x04
+    PING = 0x05
+    PONG = 0x06
+    BYE = 0x07
+
+
+class ServerType(IntEnum):
+    WELCOME = 0x81
+    AUDIO = 0x82
+    FRAME = 0x83
+    CONVERSATION_ABORTED = 0x84
+    INTERRUPTED = 0x85
+    ACK = 0x86
+    PING = 0x87
+    PONG = 0x88
+    ERROR = 0x89
+    RESUME_FAILED = 0x8A
+
+
+# Flag bits. Bits a type does not define must be zero.
+FLAG_END: Final = 0x01  # client AUDIO: last chunk of the utterance; server AUDIO/FRAME: last one
+FLAG_FIRST: Final = 0x02  # server AUDIO: first chunk of its conversation
+FLAG_RESUMED: Final = 0x01  # WELCOME: this connection continues an earlier one
+
+_HEAD = struct.Struct("<BB")  # type, flags
+_HEAD_U32 = struct.Struct("<BBI")  # type, flags, seq or nonce
+_WELCOME = struct.Struct("<BBIIII")  # type, flags, client_ack, server_seq, rate, window_ms
+_RESUME_FAILED = struct.Struct("<BBII")  # type, flags, last_seq, available_from
+
+
+# --- client -> server messages ---
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First message on every connection. `last_seq`: highest server seq received (0 = none)."""
+
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAudio:
+    seq: int
+    pcm: bytes
+    end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInterrupt:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAck:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPing:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPong:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    pass
+
+
+ClientMessage = Hello | ClientAudio | ClientInterrupt | ClientAck | ClientPing | ClientPong | Bye
+
+
+# --- server -> client messages ---
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    session_id: str
+    client_ack: int
+    server_seq: int
+    sample_rate: int
+    resume_window_ms: int
+    resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAudio:
+    seq: int
+    conversation_id: str
+    pcm: bytes
+    first: bool = False
+    end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFrame:
+    seq: int
+    conversation_id: str
+    payload: bytes
+    end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationAborted:
+    seq: int
+    conversation_id: str
+    code: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    seq: int
+    conversation_id: str  # empty when nothing was being delivered
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAck:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPing:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPong:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    code: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeFailed:
+    last_seq: int
+    available_from: int
+    code: str
+
+
+ServerMessage = (
+    Welcome
+    | ServerAudio
+    | ServerFrame
+    | ConversationAborted
+    | Interrupted
+    | ServerAck
+    | ServerPing
+    | ServerPong
+    | ServerError
+    | ResumeFailed
+)
+
+SequencedServerMessage = ServerAudio | ServerFrame | ConversationAborted | Interrupted
+
+
+# --- errors ---
+
+
+def _invalid(message: str) -> AppError:
+    return AppError(ErrorCode.INVALID_REQUEST, message)
+
+
+def _check_u32(value: int, name: str) -> None:
+    if not 0 <= value <= MAX_SEQ:
+        raise ValueError(f"{name} must fit in u32: {value}")
+
+
+# --- strings ---
+
+
+def _short_ascii(value: str, name: str, *, allow_empty: bool = False) -> bytes:
+    """Ids and codes: printable ASCII without spaces, 1..64 bytes, u8 length prefix."""
+    raw = value.encode("ascii")
+    if len(raw) > MAX_ID_BYTES or (not raw and not allow_empty) or not _printable(raw):
+        raise ValueError(f"{name} must be 1..64 printable ASCII characters: {value!r}")
+    return bytes((len(raw),)) + raw
+
+
+def _printable(raw: bytes) -> bool:
+    return all(0x21 <= b <= 0x7E for b in raw)
+
+
+def conversation_tag(conversation_id: str) -> bytes:
+    """The length-prefixed id as it appears on the wire; the relay caches it per conversation."""
+    return _short_ascii(conversation_id, "conversation id")
+
+
+def _read_short(
+    data: bytes, offset: int, name: str, *, allow_empty: bool = False
+) -> tuple[str, int]:
+    if offset >= len(data):
+        raise _invalid(f"truncated {name}")
+    size = data[offset]
+    end = offset + 1 + size
+    if end > len(data):
+        raise _invalid(f"truncated {name}")
+    raw = data[offset + 1 : end]
+    if size > MAX_ID_BYTES or (size == 0 and not allow_empty) or not _printable(raw):
+        raise _invalid(f"{name} must be 1..64 printable ASCII characters")
+    return raw.decode("ascii"), end
+
+
+def _read_text(data: bytes, offset: int) -> str:
+    try:
+        return data[offset:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid("message text is not UTF-8") from None
+
+
+# --- encoding, client -> server ---
+
+
+def encode_client(message: ClientMessage) -> bytes:
+    match message:
+        case Hello(last_seq):
+            _check_u32(last_seq, "last_seq")
+            return _HEAD_U32.pack(ClientType.HELLO, 0, last_seq)
+        case ClientAudio(seq, pcm, end):
+            _check_u32(seq, "seq")
+            if len(pcm) % 2:
+                raise ValueError("PCM s16le needs an even number of bytes")
+            return _HEAD_U32.pack(ClientType.AUDIO, FLAG_END if end else 0, seq) + pcm
+        case ClientInterrupt(seq):
+            _check_u32(seq, "seq")
+            return _HEAD_U32.pack(ClientType.INTERRUPT, 0, seq)
+        case ClientAck(seq):
+            _check_u32(seq, "seq")
+            return _HEAD_U32.pack(ClientType.ACK, 0, seq)
+        case ClientPing(nonce):
+            _check_u32(nonce, "nonce")
+            return _HEAD_U32.pack(ClientType.PING, 0, nonce)
+        case ClientPong(nonce):
+            _check_u32(nonce, "nonce")
+            return _HEAD_U32.pack(ClientType.PONG, 0, nonce)
+        case Bye():
+            return _HEAD.pack(ClientType.BYE, 0)
+    raise TypeError(f"not a client message: {message!r}")  # pragma: no cover
+
+
+# --- decoding, client -> server (the relay's side: strict, every violation has a code) ---
+
+_U32_TYPES: Final = frozenset(
+    {
+        ClientType.HELLO,
+        ClientType.INTERRUPT,
+        ClientType.ACK,
+        ClientType.PING,
+        ClientType.PONG,
+    }
+)
+
+
+def decode_client(data: bytes, max_bytes: int | None = None) -> ClientMessage:
+    """Parse one client frame. Raises AppError: messageTooLarge, unknownMessageType,
+    invalidRequest (truncated, trailing bytes, reserved flags), badAudio (odd or empty PCM)."""
+    size = len(data)
+    if max_bytes is not None and size > max_bytes:
+        raise AppError(ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}")
+    if size < 2:
+        raise _invalid("message shorter than its 2-byte header")
+    kind, flags = data[0], data[1]
+    if kind == ClientType.AUDIO:
+        if flags & ~FLAG_END:
+            raise _invalid("reserved flag bits set")
+        if size < 6:
+            raise _invalid("truncated AUDIO header")
+        (seq,) = struct.unpack_from("<I", data, 2)
+        pcm = data[6:]
+        if len(pcm) % 2:
+            raise AppError(ErrorCode.BAD_AUDIO, "PCM s16le needs an even number of bytes")
+        end = bool(flags & FLAG_END)
+        if not pcm and not end:
+            raise AppError(ErrorCode.BAD_AUDIO, "empty AUDIO without the end flag")
+        _check_seq(seq)
+        return ClientAudio(seq, bytes(pcm), end)
+    if kind in _U32_TYPES:
+        if flags:
+            raise _invalid("reserved flag bits set")
+        if size != 6:
+            raise _invalid(f"{ClientType(kind).name} must be 6 bytes, got {size}")
+        (value,) = struct.unpack_from("<I", data, 2)
+        if kind == ClientType.HELLO:
+            return Hello(value)
+        if kind == ClientType.INTERRUPT:
+            _check_seq(value)
+            return ClientInterrupt(value)
+        if kind == ClientType.ACK:
+            return ClientAck(value)
+        if kind == ClientType.PING:
+            return ClientPing(value)
+        return ClientPong(value)
+    if kind == ClientType.BYE:
+        if flags:
+            raise _invalid("reserved flag bits set")
+        if size != 2:
+            raise _invalid(f"BYE must be 2 bytes, got {size}")
+        return Bye()
+    raise AppError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown client message type 0x{kind:02x}")
+
+
+def _check_seq(seq: int) -> None:
+    if seq == 0:
+        raise AppError(ErrorCode.BAD_SEQUENCE, "sequence numbers start at 1")
+
+
+# --- encoding, server -> client (hot path: a small header, then the payload untouched) ---
+
+
+def encode_audio(seq: int, tag: bytes, pcm: bytes, *, first: bool, end: bool) -> bytes:
+    flags = (FLAG_FIRST if first else 0) | (FLAG_END if end else 0)
+    return b"".join((_HEAD_U32.pack(ServerType.AUDIO, flags, seq), tag, pcm))
+
+
+def encode_frame(seq: int, tag: bytes, payload: bytes, *, end: bool) -> bytes:
+    """A FRAME: 6-byte header, the conversation tag, then the upstream bytes verbatim."""
+    return b"".join((_HEAD_U32.pack(ServerType.FRAME, FLAG_END if end else 0, seq), tag, payload))
+
+
+def encode_aborted(seq: int, tag: bytes, code: str, message: str) -> bytes:
+    return b"".join(
+        (
+            _HEAD_U32.pack(ServerType.CONVERSATION_ABORTED, 0, seq),
+            tag,
+            _short_ascii(code, "code"),
+            message.encode("utf-8"),
+        )
+    )
+
+
+def encode_interrupted(seq: int, tag: bytes) -> bytes:
+    """`tag` may be b"\\x00" (empty id) when no conversation was being delivered."""
+    return _HEAD_U32.pack(ServerType.INTERRUPTED, 0, seq) + tag
+
+
+EMPTY_TAG: Final = b"\x00"
+
+
+def encode_server(message: ServerMessage) -> bytes:
+    match message:
+        case Welcome(session_id, client_ack, server_seq, rate, window_ms, resumed):
+            for value, name in (
+                (client_ack, "client_ack"),
+                (server_seq, "server_seq"),
+                (rate, "sample_rate"),
+                (window_ms, "resume_window_ms"),
+            ):
+                _check_u32(value, name)
+            head = _WELCOME.pack(
+                ServerType.WELCOME,
+                FLAG_RESUMED if resumed else 0,
+                client_ack,
+                server_seq,
+                rate,
+                window_ms,
+            )
+            return head + _short_ascii(session_id, "session id")
+        case ServerAudio(seq, conversation_id, pcm, first, end):
+            _check_u32(seq, "seq")
+            return encode_audio(seq, conversation_tag(conversation_id), pcm, first=first, end=end)
+        case ServerFrame(seq, conversation_id, payload, end):
+            _check_u32(seq, "seq")
+            return encode_frame(seq, conversation_tag(conversation_id), payload, end=end)
+        case ConversationAborted(seq, conversation_id, code, text):
+            _check_u32(seq, "seq")
+            return encode_aborted(seq, conversation_tag(conversation_id), code, text)
+        case Interrupted(seq, conversation_id):
+            _check_u32(seq, "seq")
+            tag = _short_ascii(conversation_id, "conversation id", allow_empty=True)
+            return encode_interrupted(seq, tag)
+        case ServerAck(seq):
+            _check_u32(seq, "seq")
+            return _HEAD_U32.pack(ServerType.ACK, 0, seq)
+        case ServerPing(nonce):
+            _check_u32(nonce, "nonce")
+            return _HEAD_U32.pack(ServerType.PING, 0, nonce)
+        case ServerPong(nonce):
+            _check_u32(nonce, "nonce")
+            return _HEAD_U32.pack(ServerType.PONG, 0, nonce)
+        case ServerError(code, text):
+            return _HEAD.pack(ServerType.ERROR, 0) + _short_ascii(code, "code") + text.encode()
+        case ResumeFailed(last_seq, available_from, code):
+            _check_u32(last_seq, "last_seq")
+            _check_u32(available_from, "available_from")
+            head = _RESUME_FAILED.pack(ServerType.RESUME_FAILED, 0, last_seq, available_from)
+            return head + _short_ascii(code, "code")
+    raise TypeError(f"not a server message: {message!r}")  # pragma: no cover
+
+
+# --- decoding, server -> client (the reference client's side; same strictness) ---
+
+
+def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
+    size = len(data)
+    if max_bytes is not None and size > max_bytes:
+        raise AppError(ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}")
+    if size < 2:
+        raise _invalid("message shorter than its 2-byte header")
+    kind, flags = data[0], data[1]
+    if kind == ServerType.AUDIO:
+        _allowed_flags(flags, FLAG_FIRST | FLAG_END)
+        seq = _u32_at(data, 2)
+        conversation_id, offset = _read_short(data, 6, "conversation id")
+        pcm = data[offset:]
+        if len(pcm) % 2:
+            raise AppError(ErrorCode.BAD_AUDIO, "PCM s16le needs an even number of bytes")
+        return ServerAudio(
+            seq, conversation_id, bytes(pcm), bool(flags & FLAG_FIRST), bool(flags & FLAG_END)
+        )
+    if kind == ServerType.FRAME:
+        _allowed_flags(flags, FLAG_END)
+        seq = _u32_at(data, 2)
+        conversation_id, offset = _read_short(data, 6, "conversation id")
+        return ServerFrame(seq, conversation_id, bytes(data[offset:]), bool(flags & FLAG_END))
+    if kind == ServerType.CONVERSATION_ABORTED:
+        _allowed_flags(flags, 0)
+        seq = _u32_at(data, 2)
+        conversation_id, offset = _read_short(data, 6, "conversation id")
+        code, offset = _read_short(data, offset, "code")
+        return ConversationAborted(seq, conversation_id, code, _read_text(data, offset))
+    if kind == ServerType.INTERRUPTED:
+        _allowed_flags(flags, 0)
+        seq = _u32_at(data, 2)
+        conversation_id, offset = _read_short(data, 6, "conversation id", allow_empty=True)
+        _no_trailing(data, offset)
+        return Interrupted(seq, conversation_id)
+    if kind in (ServerType.ACK, ServerType.PING, ServerType.PONG):
+        _allowed_flags(flags, 0)
+        if size != 6:
+            raise _invalid(f"{ServerType(kind).name} must be 6 bytes, got {size}")
+        value = _u32_at(data, 2)
+        if kind == ServerType.ACK:
+            return ServerAck(value)
+        return ServerPing(value) if kind == ServerType.PING else ServerPong(value)
+    if kind == ServerType.WELCOME:
+        _allowed_flags(flags, FLAG_RESUMED)
+        if size < _WELCOME.size:
+            raise _invalid("truncated WELCOME")
+        _, _, client_ack, server_seq, rate, window_ms = _WELCOME.unpack_from(data)
+        session_id, offset = _read_short(data, _WELCOME.size, "session id")
+        _no_trailing(data, offset)
+        return Welcome(
+            session_id, client_ack, server_seq, rate, window_ms, bool(flags & FLAG_RESUMED)
+        )
+    if kind == ServerType.ERROR:
+        _allowed_flags(flags, 0)
+        code, offset = _read_short(data, 2, "code")
+        return ServerError(code, _read_text(data, offset))
+    if kind == ServerType.RESUME_FAILED:
+        _allowed_flags(flags, 0)
+        if size < _RESUME_FAILED.size:
+            raise _invalid("truncated RESUME_FAILED")
+        _, _, last_seq, available_from = _RESUME_FAILED.unpack_from(data)
+        code, offset = _read_short(data, _RESUME_FAILED.size, "code")
+        _no_trailing(data, offset)
+        return ResumeFailed(last_seq, available_from, code)
+    raise AppError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown server message type 0x{kind:02x}")
+
+
+def _allowed_flags(flags: int, allowed: int) -> None:
+    if flags & ~allowed:
+        raise _invalid("reserved flag bits set")
+
+
+def _u32_at(data: bytes, offset: int) -> int:
+    if len(data) < offset + 4:
+        raise _invalid("truncated header")
+    value: int = struct.unpack_from("<I", data, offset)[0]
+    return value
+
+
+def _no_trailing(data: bytes, offset: int) -> None:
+    if offset != len(data):
+        raise _invalid("unexpected bytes after the message")
