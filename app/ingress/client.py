@@ -131,14 +131,15 @@ def ingress_websocket_url(
     session_token: str | None = None,
 ) -> str:
     """`{ingress}/websocket?id=<avatar>` with http(s) mapped to ws(s); query auth when given."""
-    parts = urlsplit(ingress_url.rstrip("/") + WEBSOCKET_PATH)
+    parts = urlsplit(ingress_url)
     scheme = _WS_SCHEMES.get(parts.scheme.lower())
     if scheme is None:
         raise ValueError(f"unsupported ingress URL scheme {parts.scheme!r}")
+    path = parts.path.rstrip("/") + WEBSOCKET_PATH
     query = [*parse_qsl(parts.query), ("id", avatar_id)]
     if app_id is not None and session_token is not None:
         query += [("appId", app_id), ("sessionKey", session_token)]
-    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), ""))
+    return urlunsplit((scheme, parts.netloc, path, urlencode(query), ""))
 
 
 def _configure_session(sample_rate: int) -> bytes:
