@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from app.errors import AppError, ErrorCode
+from app.metrics import Metrics, RateLimitScope
 from app.settings import ConfigError, Settings
 from app.store import Store
 
@@ -75,7 +76,9 @@ class RateLimiter:
         per_ip: int,
         window: float = WINDOW_SECONDS,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._per_principal = per_principal
         self._per_ip = per_ip
@@ -83,18 +86,23 @@ class RateLimiter:
         self._clock = clock
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: Store) -> RateLimiter:
+    def from_settings(
+        cls, settings: Settings, store: Store, metrics: Metrics | None = None
+    ) -> RateLimiter:
         return cls(
             store,
             per_principal=settings.rate_limit_principal_per_minute,
             per_ip=settings.rate_limit_ip_per_minute,
+            metrics=metrics,
         )
 
-    async def _check(self, key: str, limit: int, what: str) -> None:
+    async def _check(self, key: str, limit: int, scope: RateLimitScope, what: str) -> None:
         if limit <= 0:
             return
         decision = await self._store.hit(key, limit, self._window, self._clock())
         if not decision.allowed:
+            if self._metrics is not None:
+                self._metrics.rate_limited(scope)
             raise AppError(
                 ErrorCode.RATE_LIMITED,
                 f"too many requests for this {what}; retry later",
@@ -102,7 +110,9 @@ class RateLimiter:
             )
 
     async def check_ip(self, address: str) -> None:
-        await self._check("rl:ip:" + address, self._per_ip, "client address")
+        await self._check("rl:ip:" + address, self._per_ip, "ip", "client address")
 
     async def check_principal(self, principal_id: str) -> None:
-        await self._check("rl:principal:" + principal_id, self._per_principal, "caller")
+        await self._check(
+            "rl:principal:" + principal_id, self._per_principal, "principal", "caller"
+        )

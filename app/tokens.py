@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from app.errors import AppError, ErrorCode
+from app.metrics import Metrics
 from app.settings import Settings
 from app.store import Store
 
@@ -106,10 +107,12 @@ class TokenService:
         minter: Minter,
         *,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._minter = minter
         self._clock = clock
+        self._metrics = metrics
         self.app_id = settings.app_id
         self.ttl_default = settings.token_ttl_default_seconds
         self.ttl_min = settings.token_ttl_min_seconds
@@ -173,7 +176,24 @@ class TokenService:
         return Issue(await self._mint(ttl))
 
     async def _mint(self, ttl: int) -> IssuedToken:
-        minted = await self._minter.mint(int(self._clock()) + ttl)
+        try:
+            minted = await self._minter.mint(int(self._clock()) + ttl)
+        except AppError as error:
+            if self._metrics is not None:
+                self._metrics.upstream_error(error.code)
+            if error.code is ErrorCode.INVALID_REQUEST:
+                # The console rejected what *we* sent (our TTL policy is checked above): that is
+                # a server-side fault, not the caller's, so it must not surface as a 400.
+                raise AppError(
+                    ErrorCode.UPSTREAM_ERROR,
+                    error.message,
+                    phase=error.phase,
+                    http_status=error.upstream_http_status,
+                    server_code=error.server_code,
+                ) from None
+            raise
+        if self._metrics is not None:
+            self._metrics.token_minted(minted.region, "success")
         return IssuedToken(minted.session_token, minted.expire_at, self.app_id, minted.region)
 
     async def _idempotent(self, principal: str, ttl: int, key: str) -> Issue:

@@ -22,7 +22,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             # Services are built here, not at import, so each app (and test) gets its own.
-            app.state.services = await build_services(settings, stack)
+            app.state.services = await build_services(settings, stack, app.state.metrics)
             yield
             # Drain while the services are still up; the stack closes them afterwards.
             start_draining(app)

@@ -18,6 +18,7 @@ from starlette.requests import HTTPConnection
 from app.auth import Authenticator, Principal, authenticator_from_settings
 from app.ingress.console import ConsoleClient
 from app.ingress.regions import RegionBreakers
+from app.metrics import Metrics
 from app.ratelimit import Network, RateLimiter, client_ip, parse_networks
 from app.settings import Settings
 from app.store import Store, store_from_settings
@@ -37,7 +38,9 @@ class Services:
     tokens: TokenService
 
 
-async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
+async def build_services(
+    settings: Settings, stack: AsyncExitStack, metrics: Metrics | None = None
+) -> Services:
     """Everything an instance needs, from settings; closed in reverse order by `stack`."""
     auth = authenticator_from_settings(settings)
     trusted = parse_networks(settings.trusted_proxies)
@@ -46,14 +49,14 @@ async def build_services(settings: Settings, stack: AsyncExitStack) -> Services:
     breakers = RegionBreakers(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
     console = ConsoleClient.from_settings(settings, breakers=breakers)
     stack.push_async_callback(console.aclose)
-    tokens = TokenService(settings, store, console)
+    tokens = TokenService(settings, store, console, metrics=metrics)
     await tokens.start()
     stack.push_async_callback(tokens.aclose)
     return Services(
         settings=settings,
         store=store,
         auth=auth,
-        limiter=RateLimiter.from_settings(settings, store),
+        limiter=RateLimiter.from_settings(settings, store, metrics),
         trusted_proxies=trusted,
         breakers=breakers,
         console=console,

@@ -74,6 +74,7 @@ def _idempotency_key(value: str | None) -> str | None:
         ErrorCode.BILLING_REQUIRED,
         ErrorCode.APP_ID_UNRECOGNIZED,
         ErrorCode.PROTOCOL_ERROR,
+        ErrorCode.UPSTREAM_ERROR,
         ErrorCode.CONNECTION_FAILED,
         ErrorCode.UPSTREAM_UNAVAILABLE,
         ErrorCode.STORE_UNAVAILABLE,
