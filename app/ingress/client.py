@@ -51,6 +51,17 @@ MESSAGE_SERVER_CONFIRM_SESSION = message_pb2.MESSAGE_SERVER_CONFIRM_SESSION
 MESSAGE_SERVER_ERROR = message_pb2.MESSAGE_SERVER_ERROR
 MESSAGE_SERVER_RESPONSE_ANIMATION = message_pb2.MESSAGE_SERVER_RESPONSE_ANIMATION
 
+
+class _NoDebugLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets logs the handshake (path and headers, so the session token) and every frame at
+    DEBUG. Refusing DEBUG keeps the token out of logs and the hot path free of log formatting."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+
+_WEBSOCKETS_LOG = _NoDebugLog(logging.getLogger("websockets.client"), {})
+
 WEBSOCKET_PATH = "/websocket"
 _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 # The size of a real animation frame is not published; stay far above anything plausible while
@@ -396,6 +407,7 @@ class IngressClient:
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_timeout,
                 close_timeout=self._close_timeout,
+                logger=_WEBSOCKETS_LOG,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
