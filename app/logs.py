@@ -158,7 +158,9 @@ def redact(value: object, key: str | None = None) -> object:
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRS: Final = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    # uvicorn's ANSI-coloured copy of the message: noise in JSON.
+    | {"message", "asctime", "color_message"}
 )
 
 

@@ -78,6 +78,8 @@ async def serve(settings: Settings) -> None:
                 file=sys.stderr,
                 flush=True,
             )
+            # The emulator's own uvicorn installs uvicorn's default log handlers: take them back.
+            configure_logging(settings)
         app = create_app(settings)
         server = DrainingServer(uvicorn_config(settings, app), app)
         await server.serve()

@@ -88,6 +88,7 @@ async def drain(app: FastAPI, within: float) -> None:
     """Mark the app draining and run every drain hook, together, for at most `within` seconds."""
     start_draining(app)
     hooks: list[DrainHook] = list(getattr(app.state, "drain_hooks", []))
+    log.info("draining: readiness off, %d drain hook(s) to run", len(hooks))
     if not hooks:
         return
     tasks = [asyncio.ensure_future(hook()) for hook in hooks]
