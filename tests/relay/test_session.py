@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.errors import ErrorCode, spec
 from app.relay import protocol as p
@@ -478,3 +480,38 @@ def test_sends_go_only_to_the_current_connection() -> None:
     s.on_client_connected(2, 0)
     effects = s.on_client_message(2, p.Hello(0), 0)
     assert {e.conn for e in of_type(effects, SendToClient)} == {2}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["audio", "end", "frame", "cut", "back"]), st.integers(0, 300)),
+        max_size=200,
+    )
+)
+def test_memory_stays_bounded_whatever_the_client_does(ops: list[tuple[str, int]]) -> None:
+    limit_messages, limit_bytes = 32, 65_536
+    s = new_session(replay_buffer_messages=limit_messages, replay_buffer_bytes=limit_bytes)
+    connect(s)
+    conn, seq = 1, 0
+    req_ids: list[str] = []
+    for op, size in ops:
+        effects: list[Any] = []
+        if op in ("audio", "end") and s.connected:
+            seq += 1
+            chunk = audio(seq, b"\x00" * (2 * size + 2), end=op == "end")
+            effects = s.on_client_message(conn, chunk, 0)
+        elif op == "frame":
+            for req_id in req_ids:
+                effects += s.on_upstream_frame(req_id, b"\x00" * (size * 200), False, 0)
+        elif op == "cut":
+            s.on_client_disconnected(conn, 0)
+        elif op == "back" and not s.connected:
+            conn += 1
+            connect(s, conn=conn, last_seq=s.server_seq, now=0)
+        req_ids += [e.req_id for e in of_type(effects, SendUpstream) if e.req_id not in req_ids]
+        if s.ended:
+            break
+        # over the limit, the session ends (connected) or drops its buffer (away) at once
+        assert s.buffered_messages <= limit_messages
+        assert s.buffered_bytes <= limit_bytes
