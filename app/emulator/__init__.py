@@ -1,0 +1,36 @@
+"""An emulator of the SpatialReal cloud (console + ingress v2) for tests and offline runs.
+
+It imports only `app.proto` and third-party libraries, never the client code it stands in for, so
+a shared bug cannot make both sides agree. See docs/emulator.md.
+"""
+
+from app.emulator.emulator import (
+    DEFAULT_API_KEY,
+    DEFAULT_APP_ID,
+    DEFAULT_AVATAR_ID,
+    Emulator,
+)
+from app.emulator.faults import Faults
+from app.emulator.ingress import OPUS_SAMPLE_RATES, PCM_SAMPLE_RATES
+from app.emulator.state import EmulatorStats
+from app.emulator.wire import (
+    ANIMATION_INDEX_FIELD,
+    ANIMATION_PAYLOAD_FIELD,
+    animation_message,
+    frame_payload,
+)
+
+__all__ = [
+    "ANIMATION_INDEX_FIELD",
+    "ANIMATION_PAYLOAD_FIELD",
+    "DEFAULT_API_KEY",
+    "DEFAULT_APP_ID",
+    "DEFAULT_AVATAR_ID",
+    "OPUS_SAMPLE_RATES",
+    "PCM_SAMPLE_RATES",
+    "Emulator",
+    "EmulatorStats",
+    "Faults",
+    "animation_message",
+    "frame_payload",
+]

@@ -1,0 +1,103 @@
+"""What the emulator remembers: issued session tokens and counters."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+# The console accepts expireAt strictly before now + 24 h (spec: "Console API").
+MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
+EXPIRED_TOKEN_MEMORY_SECONDS = 3600
+
+
+@dataclass
+class EmulatorStats:
+    """Counters. Read as attributes (`stats.frames_sent`) or items (`stats["frames_sent"]`)."""
+
+    console_requests: int = 0
+    console_failures: int = 0
+    tokens_minted: int = 0
+    upgrades_rejected: int = 0
+    connections_opened: int = 0
+    connections_active: int = 0
+    handshakes_completed: int = 0
+    handshakes_failed: int = 0
+    requests_started: int = 0
+    requests_completed: int = 0
+    audio_bytes_received: int = 0
+    frames_sent: int = 0
+    errors_sent: int = 0
+    interrupts_received: int = 0
+    connections_dropped: int = 0
+    idle_timeouts: int = 0
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        # Every counter change wakes `Emulator.wait_until` waiters.
+        hook = self.__dict__.get("_on_change")
+        if hook is not None:
+            hook()
+
+    def on_change(self, hook: Callable[[], None]) -> None:
+        object.__setattr__(self, "_on_change", hook)
+
+    def __getitem__(self, name: str) -> int:
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return int(getattr(self, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class TokenRecord:
+    app_id: str
+    expire_at: int
+    used: bool = False
+
+
+class TokenCheck(Enum):
+    OK = "ok"
+    UNKNOWN = "unknown"  # never issued, or already used
+    EXPIRED = "expired"
+    APP_MISMATCH = "app_mismatch"
+
+
+class TokenStore:
+    """Single-use session tokens, each bound to an app id and an expiry (unix seconds)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._tokens: dict[str, TokenRecord] = {}
+
+    def mint(self, app_id: str, expire_at: int) -> str:
+        self._forget_expired()
+        token = secrets.token_urlsafe(32)
+        self._tokens[token] = TokenRecord(app_id=app_id, expire_at=expire_at)
+        return token
+
+    def check(self, token: str, app_id: str) -> TokenCheck:
+        record = self._tokens.get(token)
+        if record is None or record.used:
+            return TokenCheck.UNKNOWN
+        if self._clock() >= record.expire_at:
+            return TokenCheck.EXPIRED
+        if record.app_id != app_id:
+            return TokenCheck.APP_MISMATCH
+        return TokenCheck.OK
+
+    def consume(self, token: str) -> None:
+        record = self._tokens.get(token)
+        if record is not None:
+            record.used = True
+
+    def _forget_expired(self) -> None:
+        # Keeps memory bounded in long standalone runs. Tokens stay known for an hour past expiry
+        # so a late use is still reported as "token is expired", not as an unknown token.
+        horizon = self._clock() - EXPIRED_TOKEN_MEMORY_SECONDS
+        stale = [token for token, record in self._tokens.items() if record.expire_at <= horizon]
+        for token in stale:
+            del self._tokens[token]

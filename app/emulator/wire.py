@@ -1,0 +1,170 @@
+"""Bytes on the emulator's wire: hand-encoded animation messages and the JSON error bodies.
+
+Animation messages are written by hand (not with message_pb2) on purpose: they carry fields the
+published schema does not declare and put every field out of canonical order, so a relay that
+parses and re-serializes them instead of forwarding them verbatim produces different bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from http import HTTPStatus
+
+from app.proto import message_pb2
+
+# Field numbers of the published schema (spec: "Schema").
+_MESSAGE_TYPE = 1
+_MESSAGE_ANIMATION = 6
+_ANIMATION_CONNECTION_ID = 1
+_ANIMATION_REQ_ID = 2
+_ANIMATION_END = 3
+# Fields the published schema does not declare: the opaque animation payload and a frame index.
+ANIMATION_PAYLOAD_FIELD = 4
+ANIMATION_INDEX_FIELD = 5
+
+_VARINT = 0
+_LENGTH_DELIMITED = 2
+
+# One animation frame per 40 ms of audio: the client SDK animates at 25 frames per second.
+FRAME_SECONDS = 0.040
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("varints here are never negative")
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _key(field: int, wire_type: int) -> bytes:
+    return _varint(field << 3 | wire_type)
+
+
+def _varint_field(field: int, value: int) -> bytes:
+    return _key(field, _VARINT) + _varint(value)
+
+
+def _bytes_field(field: int, value: bytes) -> bytes:
+    return _key(field, _LENGTH_DELIMITED) + _varint(len(value)) + value
+
+
+def frame_payload(req_id: str, index: int, frame_bytes: int) -> bytes:
+    """The opaque animation bytes of frame `index` of request `req_id` (deterministic)."""
+    seed = req_id.encode() + b"\x00" + index.to_bytes(8, "big")
+    out = bytearray()
+    counter = 0
+    while len(out) < frame_bytes:
+        block = hashlib.blake2b(seed + counter.to_bytes(4, "big"), digest_size=64)
+        out += block.digest()
+        counter += 1
+    return bytes(out[:frame_bytes])
+
+
+def animation_message(
+    connection_id: str, req_id: str, index: int, end: bool, frame_bytes: int
+) -> bytes:
+    """The exact bytes of one SERVER_RESPONSE_ANIMATION message as the emulator sends it.
+
+    Layout (all deliberately non-canonical): outer `server_response_animation` (6) before
+    `type` (1); inside it the undeclared payload (4) and frame index (5) first, then `end` (3,
+    only when true), `req_id` (2) and `connection_id` (1).
+    """
+    inner = _bytes_field(ANIMATION_PAYLOAD_FIELD, frame_payload(req_id, index, frame_bytes))
+    inner += _varint_field(ANIMATION_INDEX_FIELD, index)
+    if end:
+        inner += _varint_field(_ANIMATION_END, 1)
+    inner += _bytes_field(_ANIMATION_REQ_ID, req_id.encode())
+    inner += _bytes_field(_ANIMATION_CONNECTION_ID, connection_id.encode())
+    return _bytes_field(_MESSAGE_ANIMATION, inner) + _varint_field(
+        _MESSAGE_TYPE, message_pb2.MESSAGE_SERVER_RESPONSE_ANIMATION
+    )
+
+
+def confirm_message(connection_id: str) -> bytes:
+    message = message_pb2.Message(type=message_pb2.MESSAGE_SERVER_CONFIRM_SESSION)
+    message.server_confirm_session.connection_id = connection_id
+    return message.SerializeToString()
+
+
+def error_message(connection_id: str, req_id: str, code: int, text: str) -> bytes:
+    message = message_pb2.Message(type=message_pb2.MESSAGE_SERVER_ERROR)
+    message.server_error.connection_id = connection_id
+    message.server_error.req_id = req_id
+    message.server_error.code = code
+    message.server_error.message = text
+    return message.SerializeToString()
+
+
+# --- JSON:API-style error bodies (spec: "Console API") ---
+
+# (code, detail) per HTTP status. The codes deliberately avoid the gRPC names the official SDK
+# maps by value (INVALID_ARGUMENT is fine at the console, but UNAUTHENTICATED / UNAVAILABLE would
+# make the SDK report invalidEgressConfig / egressUnavailable for a bad key or a 503).
+_CONSOLE_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("INVALID_ARGUMENT", "invalid request"),
+    401: ("INVALID_API_KEY", "invalid api key"),
+    402: ("BILLING_REQUIRED", "session denied"),
+    403: ("PERMISSION_DENIED", "permission denied"),
+    404: ("APP_ID_UNRECOGNIZED", "app id unrecognized"),
+    429: ("RESOURCE_EXHAUSTED", "too many requests"),
+    500: ("INTERNAL", "internal error"),
+    502: ("BAD_GATEWAY", "bad gateway"),
+    503: ("SERVICE_UNAVAILABLE", "service temporarily unavailable"),
+    504: ("GATEWAY_TIMEOUT", "gateway timeout"),
+}
+
+# Default detail texts for rejected ingress upgrades, worded as the SDK classifies them.
+INGRESS_REJECTIONS: dict[int, tuple[str, str]] = {
+    400: ("SESSION_TOKEN_INVALID", "invalid session token"),
+    401: ("SESSION_TOKEN_EXPIRED", "token is expired"),
+    402: ("BILLING_REQUIRED", "session denied"),
+    403: ("PERMISSION_DENIED", "permission denied"),
+    404: ("AVATAR_NOT_FOUND", "avatar not found"),
+    429: ("RESOURCE_EXHAUSTED", "too many connections"),
+    500: ("INTERNAL", "internal error"),
+    502: ("BAD_GATEWAY", "bad gateway"),
+    503: ("SERVICE_UNAVAILABLE", "service temporarily unavailable"),
+    504: ("GATEWAY_TIMEOUT", "gateway timeout"),
+}
+
+
+def _title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def error_body(status: int, code: str, detail: str, *, title: str | None = None) -> bytes:
+    """`{"errors":[{id, status, code, title, detail}]}` as bytes."""
+    error = {
+        "id": code,
+        "status": status,
+        "code": code,
+        "title": title or _title(status),
+        "detail": detail,
+    }
+    return json.dumps({"errors": [error]}, separators=(",", ":")).encode()
+
+
+def console_error_body(status: int, detail: str | None = None) -> bytes:
+    code, default_detail = _CONSOLE_ERRORS.get(
+        status, ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT", _title(status).lower())
+    )
+    title = "Unauthenticated" if status == 401 else None
+    return error_body(status, code, detail or default_detail, title=title)
+
+
+def ingress_error_body(status: int, detail: str | None = None, code: str | None = None) -> bytes:
+    default_code, default_detail = INGRESS_REJECTIONS.get(
+        status, ("INTERNAL" if status >= 500 else "INVALID_REQUEST", _title(status).lower())
+    )
+    return error_body(status, code or default_code, detail or default_detail)
