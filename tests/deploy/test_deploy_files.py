@@ -10,8 +10,6 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -411,23 +409,3 @@ def test_nginx_upgrades_relay_sockets_sticks_sessions_and_hides_metrics() -> Non
     assert "deny all;" in location(conf, "= /metrics")
     for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Request-ID", "Host"):
         assert f"proxy_set_header {header} " in conf
-
-
-def test_nginx_accepts_the_configuration(tmp_path: Path) -> None:
-    nginx = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
-    )
-    if nginx is None:
-        # No nginx here: the structural checks above are what can be verified.
-        return
-    # `app` resolves inside compose/Kubernetes only; nginx -t resolves upstream names.
-    conf = (DEPLOY / "nginx.conf").read_text().replace("server app:", "server 127.0.0.1:")
-    path = tmp_path / "nginx.conf"
-    path.write_text(conf)
-    result = subprocess.run(
-        [nginx, "-t", "-c", str(path), "-e", str(tmp_path / "error.log")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr

@@ -1,0 +1,147 @@
+"""deploy/nginx.conf run for real in front of two instances (when nginx is installed here).
+
+The structural checks in test_deploy_files.py always run; these start nginx with the committed
+configuration (only addresses, ports and writable paths changed) in front of two small stand-in
+instances that say who they are, and check the routing an operator relies on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from fastapi import FastAPI, WebSocket
+
+from tests.deploy.files import DEPLOY
+from tests.support.servers import free_port, running_app
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+    )
+
+
+def instance(name: str) -> FastAPI:
+    """Answers every request with its name (and the headers nginx passed on)."""
+    app = FastAPI()
+
+    @app.api_route("/{path:path}", methods=["GET", "POST"])
+    async def anything(path: str) -> dict[str, str]:
+        return {"instance": name, "path": path}
+
+    @app.websocket("/v1/relay")
+    async def relay(socket: WebSocket) -> None:
+        await socket.accept()
+        await socket.send_text(name)
+        await socket.close()
+
+    return app
+
+
+def local_config(tmp: Path, port: int, instances: list[str]) -> Path:
+    conf = (DEPLOY / "nginx.conf").read_text()
+    servers = "".join(f"server {address};\n        " for address in instances)
+    conf, count = re.subn(r"server app:8080;\n\s*", servers, conf)
+    assert count == 2  # both upstreams
+    conf = conf.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    conf = conf.replace("pid /tmp/avatar-relay-nginx.pid;", f"pid {tmp}/nginx.pid;")
+    writable = "".join(
+        f"    {name}_temp_path {tmp}/{name};\n"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = conf.replace("http {\n", "http {\n" + writable, 1)
+    path = tmp / "nginx.conf"
+    path.write_text(conf)
+    return path
+
+
+@contextlib.contextmanager
+def running_nginx(nginx: str, conf: Path, port: int) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [
+            nginx,
+            "-c",
+            str(conf),
+            "-p",
+            str(conf.parent),
+            "-e",
+            str(conf.parent / "error.log"),
+            "-g",
+            "daemon off;",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"nginx did not start: {proc.stderr.read() if proc.stderr else ''}"
+                )
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+async def proxy(tmp_path: Path) -> AsyncIterator[str]:
+    nginx = find_nginx()
+    if nginx is None:
+        # Without nginx only the structural checks of test_deploy_files.py can run.
+        yield ""
+        return
+    async with running_app(instance("a")) as a, running_app(instance("b")) as b:
+        port = free_port()
+        conf = local_config(tmp_path, port, [a.removeprefix("http://"), b.removeprefix("http://")])
+        check = subprocess.run(
+            [nginx, "-t", "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "e.log")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert check.returncode == 0, check.stderr
+        with running_nginx(nginx, conf, port) as address:
+            yield address
+
+
+async def test_sessions_stick_to_one_instance_and_sockets_upgrade(proxy: str) -> None:
+    if not proxy:
+        return
+    async with httpx.AsyncClient(base_url=f"http://{proxy}", timeout=10) as client:
+        owners: dict[str, str] = {}
+        for n in range(24):
+            session = f"s-{n}"
+            answers = {
+                (
+                    await client.get("/v1/relay", params={"session": session, "ticket": f"t{k}"})
+                ).json()["instance"]
+                for k in range(3)
+            }
+            assert len(answers) == 1, (session, answers)
+            owners[session] = answers.pop()
+            # Asking for a new ticket goes to the same instance as the socket.
+            tickets = await client.post(f"/v1/relay/sessions/{session}/tickets")
+            assert tickets.json()["instance"] == owners[session]
+        # The hash spreads sessions over both instances.
+        assert set(owners.values()) == {"a", "b"}
+        assert (await client.get("/metrics")).status_code == 403
+        assert (await client.get("/healthz")).json()["path"] == "healthz"
+    session = "s-0"
+    async with websockets.connect(f"ws://{proxy}/v1/relay?session={session}&ticket=x") as ws:
+        assert await ws.recv() == owners[session]
