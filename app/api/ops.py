@@ -7,7 +7,8 @@ nginx configuration in deploy/ refuses it from outside; Kubernetes scrapes the p
 - the store answers (`app.state.services.store.ping()`, or Redis at REDIS_URL directly while no
   services are wired); an in-process store always does;
 - some upstream console answers at all (any HTTP status: the point is that the network path and
-  the service are up), checked at most every few seconds so probes cannot hammer upstream;
+  the service are up), checked at most every few seconds so probes cannot hammer upstream; the
+  detail also shows each region's circuit-breaker state as the token broker sees it;
 - the instance is not draining (`app.state.draining`, set as soon as shutdown begins).
 """
 
@@ -29,6 +30,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.ingress.regions import RegionBreakers
 from app.logs import bind
 from app.metrics import Metrics
 from app.settings import Settings
@@ -54,7 +56,10 @@ class Readiness(BaseModel):
 
 
 @dataclass(slots=True)
-class _UpstreamCache:
+class UpstreamCache:
+    """The last console probe; `ttl` seconds old at most when reused."""
+
+    ttl: float = UPSTREAM_CHECK_TTL_SECONDS
     checked_at: float = -1e18
     result: Check | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -65,7 +70,7 @@ def install_ops(app: FastAPI) -> None:
     app.state.draining = False
     app.state.drain_hooks = []
     app.state.ops_last_ready = None
-    app.state.ops_upstream_cache = _UpstreamCache()
+    app.state.ops_upstream_cache = UpstreamCache()
     app.include_router(router)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
 
@@ -169,25 +174,30 @@ async def _ping_redis(url: str) -> Check:
 
 
 async def _check_upstream(app: FastAPI, settings: Settings) -> Check:
-    cache: _UpstreamCache = app.state.ops_upstream_cache
+    cache: UpstreamCache = app.state.ops_upstream_cache
     async with cache.lock:
         now = time.monotonic()
-        if cache.result is None or now - cache.checked_at >= UPSTREAM_CHECK_TTL_SECONDS:
-            cache.result = await _probe_consoles(settings)
+        if cache.result is None or now - cache.checked_at >= cache.ttl:
+            breakers = getattr(getattr(app.state, "services", None), "breakers", None)
+            cache.result = await _probe_consoles(settings, breakers)
             cache.checked_at = time.monotonic()
         return cache.result
 
 
-async def _probe_consoles(settings: Settings) -> Check:
+async def _probe_consoles(settings: Settings, breakers: RegionBreakers | None) -> Check:
     endpoints = settings.endpoints()
     async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_SECONDS) as client:
         answers = await asyncio.gather(
             *(_answers(client, endpoint.console_url) for endpoint in endpoints)
         )
-    states = [
-        f"{endpoint.region}={'reachable' if ok else 'unreachable'}"
-        for endpoint, ok in zip(endpoints, answers, strict=True)
-    ]
+    now = time.monotonic()
+    states: list[str] = []
+    for endpoint, ok in zip(endpoints, answers, strict=True):
+        state = f"{endpoint.region}={'reachable' if ok else 'unreachable'}"
+        if breakers is not None:
+            # What the token broker currently thinks of the region (same clock as its client).
+            state += f" (breaker {breakers.state(endpoint.region, now).value})"
+        states.append(state)
     return Check(ok=any(answers), detail="console: " + ", ".join(states))
 
 

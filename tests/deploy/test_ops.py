@@ -53,7 +53,10 @@ async def test_ready_without_redis_when_the_console_answers(console_url: str) ->
     body = response.json()
     assert body["status"] == "ready"
     assert body["checks"]["store"]["ok"] is True
-    assert body["checks"]["upstream"] == {"ok": True, "detail": "console: ap-northeast=reachable"}
+    assert body["checks"]["upstream"] == {
+        "ok": True,
+        "detail": "console: ap-northeast=reachable (breaker closed)",
+    }
     assert body["checks"]["draining"]["ok"] is True
 
 
@@ -76,14 +79,45 @@ async def test_unready_when_redis_is_down(console_url: str) -> None:
     assert redis_url not in response.text
 
 
-async def test_unready_when_no_console_answers() -> None:
-    async with running_app(create_app(settings(dead_url()))) as base:
+async def test_unready_when_no_console_answers_with_the_breaker_state() -> None:
+    app = create_app(settings(dead_url()))
+    async with running_app(app) as base:
         response = await get(base, "/readyz")
-    assert response.status_code == 503
-    assert response.json()["checks"]["upstream"] == {
-        "ok": False,
-        "detail": "console: ap-northeast=unreachable",
-    }
+        assert response.status_code == 503
+        assert response.json()["checks"]["upstream"] == {
+            "ok": False,
+            "detail": "console: ap-northeast=unreachable (breaker closed)",
+        }
+        # Failed mints open the region's breaker, and readiness shows it.
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            for _ in range(app.state.settings.breaker_failure_threshold):
+                minted = await client.post("/v1/session-tokens", json={})
+                assert minted.status_code == 503
+        app.state.ops_upstream_cache.ttl = 0
+        response = await get(base, "/readyz")
+    assert response.json()["checks"]["upstream"]["detail"] == (
+        "console: ap-northeast=unreachable (breaker open)"
+    )
+
+
+async def test_probes_reach_the_console_at_most_once_per_cache_period() -> None:
+    console = FastAPI()
+    hits: list[str] = []
+
+    @console.get("/v1/console")
+    async def root() -> dict[str, str]:
+        hits.append("x")
+        return {}
+
+    async with running_app(console) as console_base:
+        app = create_app(settings(f"{console_base}/v1/console"))
+        async with running_app(app) as base:
+            for _ in range(5):
+                assert (await get(base, "/readyz")).status_code == 200
+            assert len(hits) == 1
+            app.state.ops_upstream_cache.ttl = 0
+            assert (await get(base, "/readyz")).status_code == 200
+            assert len(hits) == 2
 
 
 async def test_unready_while_draining_and_after_shutdown(console_url: str) -> None:
@@ -125,7 +159,7 @@ async def test_readiness_changes_are_logged_once_with_the_request_id(
     assert line["msg"] == "readiness: unready"
     assert line["level"] == "warning"
     assert line["request_id"] == "probe-1"
-    assert line["checks"] == {"upstream": "console: ap-northeast=unreachable"}
+    assert line["checks"] == {"upstream": "console: ap-northeast=unreachable (breaker closed)"}
 
 
 def http_samples(text: str) -> dict[tuple[str, str, str], float]:
