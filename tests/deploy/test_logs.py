@@ -161,3 +161,15 @@ def test_uvicorn_access_lines_are_structured_and_masked(captured: io.StringIO) -
     assert line["status"] == 101
     assert line["path"] == f"/v1/relay?session=s-1&ticket={REDACTED}"
     assert "t-abcdefgh" not in captured.getvalue()
+
+
+def test_uvicorn_websocket_lines_do_not_carry_the_ticket(captured: io.StringIO) -> None:
+    logging.getLogger("uvicorn.error").info(
+        '%s - "WebSocket %s" [accepted]', "10.0.0.1:5555", "/v1/relay?session=s-1&ticket=t-zzzz99"
+    )
+    (line,) = lines(captured)
+    assert (
+        line["msg"]
+        == f'10.0.0.1:5555 - "WebSocket /v1/relay?session=s-1&ticket={REDACTED}" [accepted]'
+    )
+    assert "t-zzzz99" not in captured.getvalue()
