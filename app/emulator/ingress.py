@@ -142,7 +142,9 @@ class IngressSession:
         self._opus = False
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._open: _Request | None = None
-        self._busy = 0  # requests queued or streaming
+        # True while the sender has frames it can send; the idle timeout only runs while it waits
+        # for audio (so a long answer never times out, but a stalled request does).
+        self._producing = False
         self._frames_on_connection = 0
         self._error_fired = False
         loop = asyncio.get_running_loop()
@@ -269,7 +271,7 @@ class IngressSession:
 
     def _idle_wait(self) -> float:
         """Seconds the receiver may wait before re-checking the idle timeout."""
-        if self._busy:
+        if self._producing:
             return self._emu.idle_timeout
         return max(0.0, self._last_activity + self._emu.idle_timeout - self._loop.time())
 
@@ -277,7 +279,8 @@ class IngressSession:
         while not self._closed:
             event = await self._next_event(self._idle_wait())
             if event is None:
-                if self._busy or self._loop.time() < self._last_activity + self._emu.idle_timeout:
+                idle_at = self._last_activity + self._emu.idle_timeout
+                if self._producing or self._loop.time() < idle_at:
                     continue
                 self._emu.stats.idle_timeouts += 1
                 await self._fail(CODE_IDLE, f"no audio input for {self._emu.idle_timeout:g}s")
@@ -326,7 +329,6 @@ class IngressSession:
                 req_id=audio.req_id, t0=now, ogg=_OggGranules() if self._opus else None
             )
             self._open = request
-            self._busy += 1
             self._emu.stats.requests_started += 1
             self._queue.put_nowait(request)
         self._emu.stats.audio_bytes_received += len(audio.audio)
@@ -350,22 +352,28 @@ class IngressSession:
         """Frames of an ended request: one per 40 ms, a remainder counts, never fewer than one."""
         return max(1, math.ceil(request.units / self._units_per_frame))
 
+    def _set_producing(self, producing: bool) -> None:
+        if self._producing and not producing:
+            # The end of output counts as activity: the idle clock starts now at the earliest.
+            self._last_activity = max(self._last_activity, self._loop.time())
+        self._producing = producing
+
     async def _wait_sendable(self, request: _Request, index: int) -> None:
         # Frame `index` goes out once audio beyond it exists (so it is surely not the last) or the
         # request has ended (so whether it is the last is known).
         while not (request.ended or (index + 1) * self._units_per_frame < request.units):
+            self._set_producing(False)
             request.changed.clear()
             await request.changed.wait()
+        self._set_producing(True)
 
     async def _sender(self) -> None:
         while not self._closed:
+            self._set_producing(False)
             request = await self._queue.get()
-            try:
-                await self._stream(request)
-            finally:
-                self._busy -= 1
-                self._last_activity = self._loop.time()
-                self._emu.notify()
+            self._set_producing(True)
+            await self._stream(request)
+            self._emu.notify()
 
     async def _stream(self, request: _Request) -> None:
         index = 0

@@ -379,6 +379,28 @@ async def test_idle_timeout() -> None:
         assert emu.stats.idle_timeouts == 1
 
 
+async def test_idle_timeout_on_a_stalled_request() -> None:
+    async with Emulator(speed=100, idle_timeout=0.3) as emu:
+        ws, _ = await session(emu)
+        # Three frames of audio, never ended: two frames go out, then the client goes quiet.
+        await ws.send(audio("stalled", b"\x00" * FRAME_16K * 3))
+        assert [parse(await ws.recv()).server_response_animation.end for _ in range(2)] == [
+            False,
+            False,
+        ]
+        error = await expect_server_error(ws)
+        assert error.message == "no audio input for 0.3s"
+
+
+async def test_long_answer_does_not_time_out() -> None:
+    async with Emulator(speed=1, idle_timeout=0.2) as emu:
+        ws, _ = await session(emu)
+        # 0.4 s of real-time frames after the last audio: output keeps the connection alive.
+        await ws.send(audio("r", b"\x00" * FRAME_16K * 10, end=True))
+        assert len(await frames_until_end(ws)) == 10
+        await ws.close()
+
+
 async def test_idle_timeout_before_configure() -> None:
     async with Emulator(idle_timeout=0.2) as emu:
         ws = await open_ws(emu, await mint(emu))
