@@ -96,23 +96,56 @@ class RateLimiter:
             metrics=metrics,
         )
 
-    async def _check(self, key: str, limit: int, scope: RateLimitScope, what: str) -> None:
-        if limit <= 0:
+    def _rules(
+        self, address: str, principal_id: str | None
+    ) -> list[tuple[RateLimitScope, str, int]]:
+        rules: list[tuple[RateLimitScope, str, int]] = []
+        if self._per_ip > 0:
+            rules.append(("ip", "rl:ip:" + address, self._per_ip))
+        if principal_id is not None and self._per_principal > 0:
+            rules.append(("principal", "rl:principal:" + principal_id, self._per_principal))
+        return rules
+
+    async def check(self, address: str, principal_id: str | None = None) -> None:
+        """Charge the address (and the principal, when known) in one atomic step; all or nothing.
+
+        Raises rateLimited with the longest wait among the buckets that refused.
+        """
+        rules = self._rules(address, principal_id)
+        if not rules:
             return
-        decision = await self._store.hit(key, limit, self._window, self._clock())
-        if not decision.allowed:
-            if self._metrics is not None:
+        buckets = [(key, limit) for _, key, limit in rules]
+        decisions = await self._store.hit_all(buckets, self._window, self._clock())
+        refused = [
+            (scope, decision)
+            for (scope, _, _), decision in zip(rules, decisions, strict=True)
+            if not decision.allowed
+        ]
+        if not refused:
+            return
+        if self._metrics is not None:
+            for scope, _ in refused:
                 self._metrics.rate_limited(scope)
-            raise AppError(
-                ErrorCode.RATE_LIMITED,
-                f"too many requests for this {what}; retry later",
-                retry_after=decision.retry_after,
-            )
+        scope, decision = max(refused, key=lambda item: item[1].retry_after)
+        what = "client address" if scope == "ip" else "caller"
+        raise AppError(
+            ErrorCode.RATE_LIMITED,
+            f"too many requests for this {what}; retry later",
+            retry_after=decision.retry_after,
+        )
 
     async def check_ip(self, address: str) -> None:
-        await self._check("rl:ip:" + address, self._per_ip, "ip", "client address")
+        await self.check(address)
 
     async def check_principal(self, principal_id: str) -> None:
-        await self._check(
-            "rl:principal:" + principal_id, self._per_principal, "principal", "caller"
-        )
+        if self._per_principal > 0:
+            rules = [("rl:principal:" + principal_id, self._per_principal)]
+            decision = (await self._store.hit_all(rules, self._window, self._clock()))[0]
+            if not decision.allowed:
+                if self._metrics is not None:
+                    self._metrics.rate_limited("principal")
+                raise AppError(
+                    ErrorCode.RATE_LIMITED,
+                    "too many requests for this caller; retry later",
+                    retry_after=decision.retry_after,
+                )

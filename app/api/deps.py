@@ -17,6 +17,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from app.auth import Authenticator, Principal, authenticator_from_settings
+from app.errors import AppError
 from app.ingress.console import ConsoleClient
 from app.ingress.regions import RegionBreakers
 from app.metrics import Metrics
@@ -94,14 +95,18 @@ def connection_ip(conn: HTTPConnection, services: Services) -> str:
 async def require_principal(conn: HTTPConnection, services: ServicesDep) -> Principal:
     """Authenticate the caller and charge its rate limits; raises unauthorized / rateLimited.
 
-    The address limit is charged first and also for failed authentication, so guessing keys
-    costs the guesser its own budget.
+    A failed authentication still charges the client address (and an address over its limit
+    gets 429 before 401), so guessing keys costs the guesser its own budget. On success the
+    address and the principal are charged in one atomic store call.
     """
     address = connection_ip(conn, services)
     conn.state.client_ip = address
-    await services.limiter.check_ip(address)
-    principal = services.auth.authenticate(conn.headers)
-    await services.limiter.check_principal(principal.id)
+    try:
+        principal = services.auth.authenticate(conn.headers)
+    except AppError:
+        await services.limiter.check(address)
+        raise
+    await services.limiter.check(address, principal.id)
     conn.state.principal = principal
     return principal
 

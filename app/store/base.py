@@ -8,6 +8,7 @@ multi-step transactions, so services are written to need none.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -50,6 +51,15 @@ class Store(Protocol):
         """Count one request against `limit` per `window` seconds (a GCRA bucket: bursts of up
         to `limit`, then one request every `window / limit`). `now` is wall-clock seconds so
         that every instance sharing the store agrees on time."""
+        ...
+
+    async def hit_all(
+        self, rules: Sequence[tuple[str, int]], window: float, now: float
+    ) -> list[RateDecision]:
+        """Several buckets (key, limit) at once, all or nothing: every bucket is charged when every
+        one allows, none otherwise. One decision per rule, as if it were alone; the request may
+        proceed when all are allowed. (One round trip where `hit` per bucket would take several.)
+        """
         ...
 
     async def push(self, key: str, *values: bytes) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.store.base import RateDecision, gcra
@@ -94,12 +94,21 @@ class MemoryStore:
         self._data.pop(key, None)
 
     async def hit(self, key: str, limit: int, window: float, now: float) -> RateDecision:
-        entry = self._live(key)
-        tat = entry.value if entry is not None and isinstance(entry.value, float) else None
-        decision, new_tat = gcra(tat, limit, window, now)
-        if decision.allowed:
-            self._set(key, new_tat, new_tat - now)
-        return decision
+        return (await self.hit_all([(key, limit)], window, now))[0]
+
+    async def hit_all(
+        self, rules: Sequence[tuple[str, int]], window: float, now: float
+    ) -> list[RateDecision]:
+        steps = []
+        for key, limit in rules:
+            entry = self._live(key)
+            tat = entry.value if entry is not None and isinstance(entry.value, float) else None
+            steps.append((key, *gcra(tat, limit, window, now)))
+        decisions = [decision for _, decision, _ in steps]
+        if all(d.allowed for d in decisions):
+            for key, _, new_tat in steps:
+                self._set(key, new_tat, new_tat - now)
+        return decisions
 
     def _list(self, key: str, create: bool) -> deque[bytes] | None:
         entry = self._live(key)

@@ -9,7 +9,7 @@ becomes `storeUnavailable` (503): limits and single-use guarantees fail closed, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -24,24 +24,38 @@ log = logging.getLogger("avatar_relay.store")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# GCRA (see base.gcra): KEYS[1] holds the theoretical arrival time as a float string.
+# GCRA (see base.gcra) over every bucket in KEYS, all or nothing. ARGV: window, now, then one
+# limit per key. Each bucket holds its theoretical arrival time as a float string.
 _HIT = """
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local interval = window / limit
-local tat = tonumber(redis.call('GET', KEYS[1]) or '')
-if tat == nil or tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - window
-if allow_at - now > 0.001 then
-  return {0, string.format('%.6f', allow_at - now), 0}
+local window = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local out = {}
+local new_tats = {}
+local allowed = true
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[2 + i])
+  local interval = window / limit
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '')
+  if tat == nil or tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - window
+  if allow_at - now > 0.001 then
+    allowed = false
+    table.insert(out, {0, string.format('%.6f', allow_at - now), 0})
+  else
+    new_tats[i] = new_tat
+    local remaining = math.floor((window - (new_tat - now)) / interval + 0.000001)
+    if remaining < 0 then remaining = 0 end
+    table.insert(out, {1, '0', remaining})
+  end
 end
-redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX',
-           math.max(1, math.ceil((new_tat - now) * 1000)))
-local remaining = math.floor((window - (new_tat - now)) / interval + 0.000001)
-if remaining < 0 then remaining = 0 end
-return {1, '0', remaining}
+if allowed then
+  for i = 1, #KEYS do
+    redis.call('SET', KEYS[i], string.format('%.17g', new_tats[i]), 'PX',
+               math.max(1, math.ceil((new_tats[i] - now) * 1000)))
+  end
+end
+return out
 """
 
 # A counter that removes itself at zero; ARGV[2] is a TTL in ms or '' for none.
@@ -114,13 +128,20 @@ class RedisStore:
     async def delete(self, key: str) -> None:
         await self._redis.delete(self._k(key))
 
-    @_guarded
     async def hit(self, key: str, limit: int, window: float, now: float) -> RateDecision:
-        reply: list[Any] = await self._hit(
-            keys=[self._k(key)], args=[limit, repr(window), repr(now)]
-        )
-        allowed, retry_after, remaining = reply
-        return RateDecision(bool(int(allowed)), float(retry_after), int(remaining))
+        return (await self.hit_all([(key, limit)], window, now))[0]
+
+    @_guarded
+    async def hit_all(
+        self, rules: Sequence[tuple[str, int]], window: float, now: float
+    ) -> list[RateDecision]:
+        keys = [self._k(key) for key, _ in rules]
+        args: list[str | int] = [repr(window), repr(now), *(limit for _, limit in rules)]
+        reply: list[list[Any]] = await self._hit(keys=keys, args=args)
+        return [
+            RateDecision(bool(int(allowed)), float(retry_after), int(remaining))
+            for allowed, retry_after, remaining in reply
+        ]
 
     @_guarded
     async def push(self, key: str, *values: bytes) -> int:

@@ -123,6 +123,21 @@ async def test_hit_is_atomic_under_concurrency(subject: Subject) -> None:
     assert all(d.retry_after > 0 for d in decisions if not d.allowed)
 
 
+async def test_hit_all_charges_every_bucket_or_none(subject: Subject) -> None:
+    store = subject.store
+    now = 1_700_000_000.0
+    first = await store.hit_all([("ip", 2), ("caller", 5)], 60, now)
+    assert [d.allowed for d in first] == [True, True]
+    assert [d.remaining for d in first] == [1, 4]
+    await store.hit_all([("ip", 2), ("caller", 5)], 60, now)
+    # The address bucket is spent: nothing is charged, the caller's bucket included.
+    refused = await store.hit_all([("ip", 2), ("caller", 5)], 60, now)
+    assert [d.allowed for d in refused] == [False, True]
+    assert refused[0].retry_after == pytest.approx(30, abs=0.01)
+    alone = [await store.hit("caller", 5, 60, now) for _ in range(4)]
+    assert [d.allowed for d in alone] == [True, True, True, False]
+
+
 async def test_list_is_fifo(subject: Subject) -> None:
     store = subject.store
     assert await store.pop("pool") is None
