@@ -1,4 +1,4 @@
-"""deploy/nginx.conf run for real in front of two instances (when nginx is installed here).
+"""deploy/nginx.conf run for real in front of two instances (scripts/test installs nginx).
 
 The structural checks in test_deploy_files.py always run; these start nginx with the committed
 configuration (only addresses, ports and writable paths changed) in front of two small stand-in
@@ -102,10 +102,8 @@ def running_nginx(nginx: str, conf: Path, port: int) -> Iterator[str]:
 @pytest.fixture
 async def proxy(tmp_path: Path) -> AsyncIterator[str]:
     nginx = find_nginx()
-    if nginx is None:
-        # Without nginx only the structural checks of test_deploy_files.py can run.
-        yield ""
-        return
+    # scripts/ensure-system-deps installs nginx; a missing binary is a broken setup, not a pass.
+    assert nginx is not None, "nginx not found: run the tests through scripts/test"
     async with running_app(instance("a")) as a, running_app(instance("b")) as b:
         port = free_port()
         conf = local_config(tmp_path, port, [a.removeprefix("http://"), b.removeprefix("http://")])
@@ -121,8 +119,6 @@ async def proxy(tmp_path: Path) -> AsyncIterator[str]:
 
 
 async def test_sessions_stick_to_one_instance_and_sockets_upgrade(proxy: str) -> None:
-    if not proxy:
-        return
     async with httpx.AsyncClient(base_url=f"http://{proxy}", timeout=10) as client:
         owners: dict[str, str] = {}
         for n in range(24):
