@@ -39,10 +39,10 @@ RESULTS = ROOT / "bench" / "results" / "tokens.json"
 CALLER_KEY = "bench-caller-key-0123456789abcdef"
 CONCURRENCY = 50
 CONSOLE_LATENCY = 0.150
-POOL_SIZE = 4000
+POOL_SIZE = 5000
 POOL_REQUESTS = 2500
 PACED_RATE = 200.0
-PACED_SECONDS = 5.0
+PACED_SECONDS = 10.0
 
 
 def free_port() -> int:
@@ -356,6 +356,7 @@ async def bench(seconds: float) -> None:
                     raise RuntimeError("the pool did not fill in time")
                 await asyncio.sleep(0.2)
             set_latency(CONSOLE_LATENCY)
+            await asyncio.sleep(1)  # let the refiller notice the pool is full and go idle
             warm_paced = await paced(app_port, mint, b"HTTP/1.1 201", PACED_RATE, PACED_SECONDS)
             results["mint_pool_warm_console_150ms_paced"] = asdict(warm_paced)
             pool_warm = await load(
