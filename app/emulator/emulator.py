@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -38,6 +40,28 @@ CONSOLE_PATH = "/v1/console"
 INGRESS_PATH = "/v2/driveningress"
 SESSION_TOKENS_PATH = CONSOLE_PATH + "/session-tokens"
 WEBSOCKET_PATH = INGRESS_PATH + "/websocket"
+
+
+class _RedactSessionKeys(logging.Filter):
+    """uvicorn logs WebSocket paths with their query string; hide `sessionKey=` values in them."""
+
+    _pattern = re.compile(r"(sessionKey=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, str) and "sessionKey=" in arg for arg in record.args
+        ):
+            record.args = tuple(
+                self._pattern.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def _install_log_redaction() -> None:
+    uvicorn_logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _RedactSessionKeys) for f in uvicorn_logger.filters):
+        uvicorn_logger.addFilter(_RedactSessionKeys())
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -83,7 +107,7 @@ class Emulator:
         faults: Faults | None = None,
         apps: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
-        log_level: str = "warning",
+        log_level: str | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -127,10 +151,14 @@ class Emulator:
             raise RuntimeError("emulator already started")
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()
+        _install_log_redaction()
         config = uvicorn.Config(
             self._asgi,
             host=self.host,
             port=self.port,
+            # Leave the host process's logging alone (uvicorn would reconfigure it); the
+            # standalone command passes a level explicitly.
+            log_config=None,
             log_level=self._log_level,
             lifespan="off",
             interface="asgi3",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from app.proto import message_pb2
 
 if TYPE_CHECKING:
     from app.emulator.emulator import Emulator
+
+logger = logging.getLogger(__name__)
 
 PCM_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -161,12 +164,20 @@ class IngressSession:
         if not await self._handshake():
             return
         sender = asyncio.create_task(self._sender())
+        sender.add_done_callback(self._sender_done)
         try:
             await self._receiver()
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
+
+    def _sender_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # A bug in the emulator must be loud, and the client must not wait forever for frames.
+        logger.error("emulator frame sender failed", exc_info=task.exception())
+        self.drop()
 
     def drop(self) -> None:
         """Abort the TCP connection without a close frame."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any
 
@@ -452,3 +453,15 @@ async def test_ogg_opus_frames_follow_granule_positions(emu: Emulator) -> None:
     frames = await frames_until_end(ws)
     assert len(frames) == 5
     await ws.close()
+
+
+async def test_query_tokens_are_redacted_in_uvicorn_logs(
+    emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    token = await mint(emu)
+    ws = await open_ws(emu, token, query_auth=True)
+    await handshake(ws)
+    await ws.close()
+    assert "sessionKey=[redacted]" in caplog.text
+    assert token not in caplog.text
