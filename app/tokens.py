@@ -29,7 +29,7 @@ from typing import Protocol
 
 from app.errors import AppError, ErrorCode
 from app.metrics import Metrics
-from app.settings import Settings
+from app.settings import ConfigError, Settings
 from app.store import Store
 
 log = logging.getLogger("avatar_relay.tokens")
@@ -119,6 +119,15 @@ class TokenService:
         self.ttl_max = settings.token_ttl_max_seconds
         self.pool_size = settings.token_pool_size
         self.pool_min_remaining = settings.token_pool_min_remaining_seconds
+        if self.pool_size > 0 and self.pool_min_remaining >= self.ttl_default:
+            # Every pooled token would be stale at birth: the refiller would mint and discard
+            # forever.
+            raise ConfigError(
+                [
+                    "TOKEN_POOL_MIN_REMAINING_SECONDS: must be below TOKEN_TTL_DEFAULT_SECONDS"
+                    " when TOKEN_POOL_SIZE > 0"
+                ]
+            )
         self.idempotency_ttl = settings.idempotency_ttl_seconds
         # The marker must outlive the slowest mint: every region timing out in turn.
         self._in_flight_ttl = settings.upstream_request_timeout * len(settings.endpoints()) + 5

@@ -11,7 +11,8 @@ import pytest
 
 from app.emulator import Emulator
 from app.emulator.state import TokenCheck
-from app.ingress.console import ConsoleClient
+from app.ingress.console import ConsoleClient, MintedToken
+from app.settings import ConfigError
 from app.store import MemoryStore, RedisStore, Store
 from app.tokens import TokenService
 from tests.broker.conftest import broker_settings, error_code, running_broker
@@ -145,3 +146,19 @@ async def test_pool_serves_while_the_console_is_down(emu: Emulator, redis_url: s
     assert len({r.json()["sessionToken"] for r in served}) == 3
     assert all(r.status_code == 502 and error_code(r) == "serverError" for r in failed)
     assert emu.stats.tokens_minted == 3
+
+
+async def test_a_pool_of_tokens_stale_at_birth_is_refused(emu: Emulator) -> None:
+    settings = broker_settings(
+        emu,
+        token_pool_size=2,
+        token_ttl_default_seconds=300,
+        token_pool_min_remaining_seconds=300,
+    )
+    with pytest.raises(ConfigError, match="TOKEN_POOL_MIN_REMAINING_SECONDS"):
+        TokenService(settings, MemoryStore(), NeverMint())
+
+
+class NeverMint:
+    async def mint(self, expire_at: int) -> MintedToken:
+        raise AssertionError("not expected to mint")
