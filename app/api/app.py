@@ -8,10 +8,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import health, tokens
+from app.api import health, tokens, web
 from app.api.deps import build_services
 from app.api.errors import install_error_handlers
 from app.api.ops import install_ops, start_draining
+from app.api.relay import install_relay
 from app.api.security import install_security
 from app.metrics import Metrics
 from app.settings import Settings
@@ -39,5 +40,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_security(app, settings)
     app.include_router(health.router)
     app.include_router(tokens.router)
+    app.include_router(web.router)
     install_ops(app)
+    install_relay(app)
     return app

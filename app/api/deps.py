@@ -18,12 +18,16 @@ from starlette.requests import HTTPConnection
 
 from app.auth import Authenticator, Principal, authenticator_from_settings
 from app.errors import AppError
+from app.ingress.client import IngressClient
 from app.ingress.console import ConsoleClient
 from app.ingress.regions import RegionBreakers
 from app.metrics import Metrics
 from app.ratelimit import Network, RateLimiter, client_ip, parse_networks
+from app.relay.upstream import UpstreamPool
+from app.sessions import SessionService
 from app.settings import Settings
 from app.store import Store, store_from_settings
+from app.tickets import TicketService
 from app.tokens import TokenService
 
 # httpcore's pool does O(connections²) bookkeeping on every request, so a big pool costs more
@@ -43,6 +47,9 @@ class Services:
     breakers: RegionBreakers
     console: ConsoleClient
     tokens: TokenService
+    # Host Mode relay: WebSocket tickets and the live relay sessions of this instance.
+    tickets: TicketService
+    sessions: SessionService
 
 
 async def build_services(
@@ -66,6 +73,16 @@ async def build_services(
     tokens = TokenService(settings, store, console, metrics=metrics)
     await tokens.start()
     stack.push_async_callback(tokens.aclose)
+    tickets = TicketService(store, settings.ticket_ttl_seconds, metrics)
+    pool = UpstreamPool(
+        IngressClient.from_settings(settings, console),
+        size=settings.upstream_pool_size,
+        metrics=metrics,
+        default_key=(settings.avatar_id, settings.default_sample_rate),
+    )
+    pool.start()
+    sessions = SessionService(settings, store, tickets, pool, metrics=metrics)
+    stack.push_async_callback(sessions.aclose)
     return Services(
         settings=settings,
         store=store,
@@ -75,6 +92,8 @@ async def build_services(
         breakers=breakers,
         console=console,
         tokens=tokens,
+        tickets=tickets,
+        sessions=sessions,
     )
 
 

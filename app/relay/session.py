@@ -243,6 +243,15 @@ class RelaySession:
             return self._take()
         return self.on_client_message(conn, message, now)
 
+    def on_client_error(self, conn: int, code: ErrorCode, message: str, now: float) -> list[Effect]:
+        """A violation the transport detected (a text frame, a client that stopped reading):
+        handled like a protocol error found by the decoder, so it has the same single path."""
+        if self._ended or conn != self._conn:
+            return []
+        self._begin(now)
+        self._fatal(_Fatal(code, message))
+        return self._take()
+
     def on_client_message(self, conn: int, message: p.ClientMessage, now: float) -> list[Effect]:
         if self._ended or conn != self._conn:
             return []

@@ -1,0 +1,433 @@
+"""The relay shell: one relay session's I/O around its pure core (`RelaySession`).
+
+    browser socket --(bytes)--> RelayRunner.serve --> core.on_client_data --> effects
+    ingress (UpstreamLink reader) --> core.on_upstream_frame --> effects
+    timer (loop.call_at next_deadline) --> core.on_tick --> effects
+
+Every core event is fed from the event loop's single thread and its effects are *performed
+synchronously*: writes are appended to the connection's bounded outgoing queue (`ClientLink`),
+upstream operations to the session's `UpstreamLink` queue. Nothing awaits between an event and
+its effects, so events can never interleave inside the core, whichever task received them, and the
+bytes leave in exactly the order the core produced them. The tasks of a session are: the socket
+handler (reads the client), one writer per client connection, the upstream writer and reader.
+
+Back-pressure: a connection's queue is bounded (messages and bytes) and each socket write must
+finish within `WRITE_TIMEOUT_SECONDS`; either limit ends the session with `slowConsumer` instead of
+growing memory. The core bounds what is kept for replay (REPLAY_BUFFER_*).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from starlette.websockets import WebSocket
+
+from app.errors import AppError, ErrorCode
+from app.ingress.client import UpstreamMessage
+from app.ingress.request_ids import new_request_id
+from app.logs import bind
+from app.metrics import Kind, Metrics
+from app.relay import protocol as p
+from app.relay.effects import (
+    CloseClient,
+    ConversationEnded,
+    Effect,
+    InterruptUpstream,
+    ReleaseUpstream,
+    SendToClient,
+    SendUpstream,
+    SessionEnded,
+)
+from app.relay.session import RelayLimits, RelaySession
+from app.relay.upstream import UpstreamLink, UpstreamPool
+
+log = logging.getLogger("avatar_relay.relay")
+
+# A socket write that cannot finish within this long means the client (or its network) has
+# stopped reading.
+WRITE_TIMEOUT_SECONDS: Final = 10.0
+# After the close frame is queued, how long the writer may take to get it out before the TCP
+# connection is cut.
+CLOSE_GRACE_SECONDS: Final = 2.0
+# Room in a connection's queue beyond the replay buffer's bounds, for unsequenced control
+# messages (PONG, ACK, ERROR) that the replay buffer does not count.
+CONTROL_HEADROOM_MESSAGES: Final = 256
+CONTROL_HEADROOM_BYTES: Final = 64 * 1024
+
+_KIND_BY_TYPE: Final[dict[int, Kind]] = {
+    p.ServerType.AUDIO: "audio",
+    p.ServerType.FRAME: "frame",
+    p.ClientType.AUDIO: "audio",
+}
+
+_connection_ids = itertools.count(1)
+
+
+def _kind(data: bytes) -> Kind:
+    return _KIND_BY_TYPE.get(data[0], "control") if data else "control"
+
+
+def _abort_transport(websocket: WebSocket) -> None:
+    """Cut the TCP connection under a WebSocket whose close cannot get through (uvicorn's
+    protocols hand the app a bound `receive` whose owner holds the transport)."""
+    protocol = getattr(websocket._receive, "__self__", None)
+    transport = getattr(protocol, "transport", None)
+    abort = getattr(transport, "abort", None)
+    if callable(abort):
+        abort()
+
+
+class ClientLink:
+    """One client connection's outgoing side: a bounded queue and the task that writes it."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        conn: int,
+        *,
+        max_messages: int,
+        max_bytes: int,
+        metrics: Metrics | None,
+        on_stuck: Callable[[int], None],
+    ) -> None:
+        self.websocket = websocket
+        self.conn = conn
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._metrics = metrics
+        self._on_stuck = on_stuck
+        self._queue: deque[tuple[bytes, float]] = deque()
+        self._bytes = 0
+        self._wake = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+        self.broken = False  # overflowed or stuck: nothing more is written
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._close is not None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"relay-client-writer-{self.conn}")
+
+    def send(self, data: bytes, received_at: float) -> bool:
+        """Queue one message; False when the queue is over its bounds (the caller ends the
+        session with slowConsumer)."""
+        if self._close is not None or self.broken:
+            return True
+        self._queue.append((data, received_at))
+        self._bytes += len(data)
+        if len(self._queue) > self._max_messages or self._bytes > self._max_bytes:
+            self.broken = True
+            self._queue.clear()
+            self._bytes = 0
+            return False
+        self._wake.set()
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after what is already queued has been written."""
+        if self._close is None:
+            self._close = (code, reason)
+            self._wake.set()
+
+    async def _run(self) -> None:
+        websocket = self.websocket
+        send = websocket.send
+        metrics = self._metrics
+        clock = time.perf_counter
+        try:
+            while True:
+                if not self._queue:
+                    if self._close is not None:
+                        break
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                data, received_at = self._queue.popleft()
+                self._bytes -= len(data)
+                if self.broken:
+                    continue
+                try:
+                    async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                        await send({"type": "websocket.send", "bytes": data})
+                except TimeoutError:
+                    self.broken = True
+                    self._queue.clear()
+                    self._on_stuck(self.conn)
+                    continue
+                if metrics is not None:
+                    metrics.relayed("down", _kind(data), len(data))
+                    if received_at:
+                        metrics.observe_hop(clock() - received_at)
+            code, reason = self._close
+            try:
+                async with asyncio.timeout(CLOSE_GRACE_SECONDS):
+                    await websocket.close(code, reason)
+            except TimeoutError:
+                _abort_transport(websocket)
+        except (OSError, RuntimeError, ConnectionError):
+            # The peer is gone (or the socket already closed): the reader sees the disconnect.
+            pass
+        except Exception:
+            log.exception("relay client writer failed")
+            _abort_transport(websocket)
+
+
+class RelayRunner:
+    """One live relay session: its core, its upstream link, its client connections, its timer."""
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        principal_id: str,
+        avatar_id: str,
+        sample_rate: int,
+        limits: RelayLimits,
+        pool: UpstreamPool,
+        metrics: Metrics | None = None,
+        on_end: Callable[[RelayRunner, ErrorCode | None], None] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.principal_id = principal_id
+        self.avatar_id = avatar_id
+        self.sample_rate = sample_rate
+        self.limits = limits
+        self._metrics = metrics
+        self._on_end = on_end
+        self._loop = asyncio.get_running_loop()
+        self.core = RelaySession(
+            session_id,
+            sample_rate=sample_rate,
+            limits=limits,
+            new_conversation_id=lambda: new_request_id(datetime.now(UTC)),
+            now=self._loop.time(),
+        )
+        self.upstream = UpstreamLink(
+            pool,
+            avatar_id,
+            sample_rate,
+            on_message=self._on_upstream_message,
+            on_lost=self._on_upstream_lost,
+            on_failed=self._on_upstream_failed,
+            max_queued_bytes=limits.replay_buffer_bytes,
+        )
+        self._links: dict[int, ClientLink] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._background: set[asyncio.Task[None]] = set()
+        self._closed = asyncio.Event()
+        self.end_code: ErrorCode | None = None
+        self.ended = False
+
+    # --- lifecycle ---
+
+    def start(self, *, connect_upstream: bool = True) -> None:
+        """Start the upstream link (connecting now, so the first audio finds it ready) and the
+        session's timers (the resume window runs until a client connects)."""
+        with bind(session_id=self.session_id):
+            self.upstream.start(connect_now=connect_upstream)
+        self._schedule()
+
+    def shutdown(self) -> None:
+        """The server is draining: the client gets ERROR{goingAway} and close 1001."""
+        self._perform(self.core.on_shutdown(self._loop.time()))
+
+    async def wait_closed(self) -> None:
+        """Until the session ended and its client writers finished (their close frames out)."""
+        await self._closed.wait()
+        writers = [link.task for link in self._links.values() if link.task is not None]
+        if writers:
+            await asyncio.wait(writers, timeout=CLOSE_GRACE_SECONDS + 1)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=CLOSE_GRACE_SECONDS + 1)
+
+    # --- the client socket ---
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Attach an accepted socket and relay until it disconnects (a newer connection, an
+        error, BYE or the session's end closes it from our side)."""
+        conn = next(_connection_ids)
+        limits = self.limits
+        link = ClientLink(
+            websocket,
+            conn,
+            max_messages=limits.replay_buffer_messages + CONTROL_HEADROOM_MESSAGES,
+            max_bytes=limits.replay_buffer_bytes + CONTROL_HEADROOM_BYTES,
+            metrics=self._metrics,
+            on_stuck=self._on_client_stuck,
+        )
+        self._links[conn] = link
+        loop = self._loop
+        core = self.core
+        metrics = self._metrics
+        with bind(session_id=self.session_id, connection_id=f"c{conn}"):
+            link.start()
+            self._perform(core.on_client_connected(conn, loop.time()))
+            try:
+                while True:
+                    message = await websocket.receive()
+                    if message["type"] != "websocket.receive":
+                        break
+                    data = message.get("bytes")
+                    if data is None:
+                        effects = core.on_client_error(
+                            conn,
+                            ErrorCode.INVALID_REQUEST,
+                            "text frames are not part of avatar-relay.v1",
+                            loop.time(),
+                        )
+                        self._perform(effects)
+                        continue
+                    if metrics is not None and conn == core.connection:
+                        metrics.relayed("up", _kind(data), len(data))
+                    resumes = core.stats.resumes
+                    self._perform(core.on_client_data(conn, data, loop.time()))
+                    if core.stats.resumes != resumes and metrics is not None:
+                        metrics.resume("resumed")
+            except (OSError, RuntimeError):
+                pass  # the transport failed under us: same as a disconnect
+            finally:
+                self._perform(core.on_client_disconnected(conn, loop.time()))
+                link.close(1000, "")
+                if link.task is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            asyncio.shield(link.task), CLOSE_GRACE_SECONDS + WRITE_TIMEOUT_SECONDS
+                        )
+                self._links.pop(conn, None)
+
+    def _on_client_stuck(self, conn: int) -> None:
+        self._perform(
+            self.core.on_client_error(
+                conn, ErrorCode.SLOW_CONSUMER, "client is not reading", self._loop.time()
+            )
+        )
+
+    # --- upstream callbacks (synchronous, from the link's tasks) ---
+
+    def _on_upstream_message(self, message: UpstreamMessage, received_at: float) -> None:
+        now = self._loop.time()
+        if message.is_animation:
+            effects = self.core.on_upstream_frame(message.req_id, message.raw, message.end, now)
+            self._perform(effects, received_at)
+        elif message.error is not None:
+            error = message.error
+            if self._metrics is not None:
+                self._metrics.upstream_error(error.code)
+            log.info("upstream request failed", extra=error.log_fields())
+            self._perform(
+                self.core.on_upstream_error(message.req_id, error.code, error.message, now)
+            )
+
+    def _on_upstream_lost(self, error: AppError) -> bool:
+        if self._metrics is not None:
+            self._metrics.upstream_error(error.code)
+        effects = self.core.on_upstream_lost(error.code, error.message, self._loop.time())
+        aborted = any(isinstance(e, ConversationEnded) for e in effects)
+        log.info(
+            "upstream connection lost",
+            extra={**error.log_fields(), "aborted_conversations": aborted},
+        )
+        self._perform(effects)
+        # Reconnect now when the loss hurt a conversation (the next utterance likely follows);
+        # an idle session reconnects when it next has audio, instead of churning tokens.
+        return aborted and not self.ended
+
+    def _on_upstream_failed(self, req_ids: list[str], error: AppError) -> None:
+        if self._metrics is not None:
+            self._metrics.upstream_error(error.code)
+        for req_id in req_ids:
+            self._perform(
+                self.core.on_upstream_error(req_id, error.code, error.message, self._loop.time())
+            )
+
+    # --- effects ---
+
+    def _perform(self, effects: list[Effect], received_at: float = 0.0) -> None:
+        links = self._links
+        stuck: list[int] = []
+        for effect in effects:
+            if type(effect) is SendToClient:
+                link = links.get(effect.conn)
+                if link is not None and not link.send(effect.data, received_at):
+                    stuck.append(effect.conn)
+                if effect.data[0] == p.ServerType.RESUME_FAILED and self._metrics is not None:
+                    self._metrics.resume("failed")
+            elif type(effect) is SendUpstream:
+                self.upstream.send_audio(effect.req_id, effect.audio, effect.end)
+            elif type(effect) is CloseClient:
+                link = links.get(effect.conn)
+                if link is not None:
+                    link.close(effect.close_code, effect.reason)
+            elif type(effect) is ConversationEnded:
+                if self._metrics is not None:
+                    self._metrics.conversation_ended(effect.outcome)
+            elif type(effect) is InterruptUpstream:
+                self.upstream.interrupt(effect.req_id)
+            elif type(effect) is ReleaseUpstream:
+                self._spawn(self.upstream.aclose())
+            elif type(effect) is SessionEnded:
+                self._finish(effect.code)
+        for conn in stuck:
+            self._on_client_stuck(conn)
+        self._schedule()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _finish(self, code: ErrorCode | None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.end_code = code
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for link in self._links.values():
+            link.close(1000, "")
+        self._spawn(self.upstream.aclose())
+        log.info(
+            "relay session ended",
+            extra={"session_id": self.session_id, "error_code": code.value if code else "none"},
+        )
+        if self._on_end is not None:
+            self._on_end(self, code)
+        self._closed.set()
+
+    # --- timers ---
+
+    def _schedule(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        # A millisecond late, so the tick finds the deadline passed (the loop may fire early
+        # by its clock resolution).
+        deadline += 0.001
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return  # an earlier tick is already due; it reschedules after running
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        with bind(session_id=self.session_id):
+            self._perform(self.core.on_tick(self._loop.time()))
+        if self._timer is None and not self.ended:
+            self._schedule()

@@ -1,0 +1,329 @@
+"""Relay sessions: creation, tickets, limits, lookup and the shutdown drain.
+
+A relay session has two halves:
+
+- a **record** in the store (`relay:session:<id>`: principal, avatar, sample rate, state), so any
+  instance sharing the store can issue tickets for it and knows whether it is new, live or closed;
+- the **live** session (`RelayRunner`: core, upstream connection, buffers) in the one process that
+  serves its sockets.
+
+Where the live half is made depends on the store. With the in-process store there is one instance,
+so `create` makes it at once and starts connecting upstream while the client is still opening its
+socket (time to first frame). With Redis there may be several instances, and the load balancer
+picks the one for the socket by hashing the session id (deploy/nginx.conf), so the live half is
+made by the first socket connection, on that instance; the warm upstream pool keeps that fast.
+
+Limits: `MAX_SESSIONS_PER_PRINCIPAL` live sessions per principal across the fleet (a counter in
+the store, charged when a session goes live and released when it ends) and `MAX_SESSIONS_GLOBAL`
+live sessions per instance (they are this process's memory and sockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from app.errors import AppError, ErrorCode
+from app.metrics import Metrics
+from app.relay.session import RelayLimits
+from app.relay.shell import RelayRunner
+from app.relay.upstream import UpstreamPool
+from app.settings import PCM_SAMPLE_RATES, Settings
+from app.store import Store
+from app.tickets import TicketService
+
+log = logging.getLogger("avatar_relay.sessions")
+audit = logging.getLogger("avatar_relay.audit")
+
+SESSION_PREFIX: Final = "relay:session:"
+PRINCIPAL_PREFIX: Final = "relay:principal:"
+SESSION_ID_BYTES: Final = 18
+
+State = Literal["new", "live", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    session_id: str
+    principal_id: str
+    avatar_id: str
+    sample_rate: int
+    state: State
+
+    def encode(self) -> bytes:
+        data = {"p": self.principal_id, "a": self.avatar_id, "r": self.sample_rate}
+        return json.dumps({**data, "st": self.state}, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, session_id: str, raw: bytes) -> SessionRecord | None:
+        try:
+            data = json.loads(raw)
+            state = data["st"]
+            if state not in ("new", "live", "closed"):
+                return None
+            return cls(session_id, str(data["p"]), str(data["a"]), int(data["r"]), state)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedSession:
+    session_id: str
+    ticket: str
+    avatar_id: str
+    sample_rate: int
+    resume_window_seconds: int
+    ticket_ttl_seconds: int
+
+
+def new_session_id() -> str:
+    return "rs_" + secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+def _principal_key(principal_id: str) -> str:
+    # Principal ids come from callers' credentials (JWT `sub`): hash them into a safe key.
+    digest = hashlib.sha256(principal_id.encode()).hexdigest()[:32]
+    return f"{PRINCIPAL_PREFIX}{digest}:sessions"
+
+
+def _not_found() -> AppError:
+    return AppError(ErrorCode.SESSION_NOT_FOUND, "no such relay session")
+
+
+class SessionService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        tickets: TicketService,
+        pool: UpstreamPool,
+        *,
+        metrics: Metrics | None = None,
+        eager: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.limits = RelayLimits.from_settings(settings)
+        self._store = store
+        self.tickets = tickets
+        self.pool = pool
+        self._metrics = metrics
+        self.eager = settings.redis_url is None if eager is None else eager
+        self._live: dict[str, RelayRunner] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.draining = False
+        # A record outlives any session it describes; an ended one stays as a tombstone as
+        # long as tickets for it may still be presented.
+        self._record_ttl = (
+            settings.max_session_seconds + settings.resume_window_seconds + tickets.ttl_seconds
+        )
+        self._counter_ttl = self._record_ttl + 60
+
+    # --- lookup ---
+
+    def get(self, session_id: str) -> RelayRunner | None:
+        return self._live.get(session_id)
+
+    @property
+    def live_count(self) -> int:
+        return len(self._live)
+
+    # --- creation and tickets ---
+
+    async def create(
+        self, principal_id: str, avatar_id: str | None = None, sample_rate: int | None = None
+    ) -> CreatedSession:
+        settings = self.settings
+        if self.draining:
+            raise AppError(ErrorCode.GOING_AWAY, "this instance is shutting down; retry")
+        avatar = avatar_id if avatar_id is not None else settings.avatar_id
+        if not settings.avatar_allowed(avatar):
+            raise AppError(ErrorCode.AVATAR_NOT_ALLOWED, "avatarId is not on the allow-list")
+        rate = sample_rate if sample_rate is not None else settings.default_sample_rate
+        if rate not in PCM_SAMPLE_RATES:
+            rates = ", ".join(map(str, PCM_SAMPLE_RATES))
+            raise AppError(ErrorCode.INVALID_REQUEST, f"sampleRate must be one of {rates}")
+        session_id = new_session_id()
+        record = SessionRecord(session_id, principal_id, avatar, rate, "new")
+        if self.eager:
+            await self._check_global()
+            await self._charge(principal_id)
+            record = SessionRecord(session_id, principal_id, avatar, rate, "live")
+            try:
+                await self._put(record, self._record_ttl)
+            except BaseException:
+                await self._release(principal_id)
+                raise
+            self._go_live(record)
+        else:
+            # Refuse early when the principal is already at its limit; the charge itself
+            # happens when (and where) the session goes live.
+            current = int(await self._store.get(_principal_key(principal_id)) or b"0")
+            if current >= settings.max_sessions_per_principal:
+                raise self._limit_error("this principal")
+            await self._put(record, self._record_ttl)
+        ticket = await self.tickets.issue(session_id, principal_id)
+        audit.info(
+            "relay session created",
+            extra={
+                "session_id": session_id,
+                "principal": principal_id,
+                "avatar_id": avatar,
+                "sample_rate": rate,
+            },
+        )
+        return CreatedSession(
+            session_id,
+            ticket,
+            avatar,
+            rate,
+            settings.resume_window_seconds,
+            int(self.tickets.ttl_seconds),
+        )
+
+    async def issue_ticket(self, session_id: str, principal_id: str) -> str:
+        """A new ticket for a session of `principal_id` (anyone else: sessionNotFound)."""
+        record = await self._record(session_id)
+        if record is None or not secrets.compare_digest(
+            record.principal_id.encode(), principal_id.encode()
+        ):
+            raise _not_found()
+        runner = self._live.get(session_id)
+        if record.state == "closed" or (runner is not None and runner.ended):
+            raise AppError(ErrorCode.SESSION_CLOSED, "the relay session has ended")
+        return await self.tickets.issue(session_id, principal_id)
+
+    async def attach(self, session_id: str, ticket: str) -> RelayRunner:
+        """Redeem a socket's ticket and return the live session it may serve; the session goes
+        live here when it was created elsewhere or lazily. Raises AppError: ticketInvalid,
+        sessionNotFound, sessionClosed, sessionLimit, goingAway."""
+        grant = await self.tickets.redeem(session_id, ticket)
+        runner = self._live.get(session_id)
+        if runner is not None:
+            if runner.principal_id != grant.principal_id:
+                raise _not_found()
+            if runner.ended:
+                raise AppError(ErrorCode.SESSION_CLOSED, "the relay session has ended")
+            return runner
+        record = await self._record(session_id)
+        if record is None or record.principal_id != grant.principal_id:
+            raise _not_found()
+        if record.state == "closed":
+            raise AppError(ErrorCode.SESSION_CLOSED, "the relay session has ended")
+        if record.state == "live":
+            # Live on another instance (or on one that died): this one cannot serve it.
+            raise _not_found()
+        if self.draining:
+            raise AppError(ErrorCode.GOING_AWAY, "this instance is shutting down; retry")
+        await self._check_global()
+        await self._charge(record.principal_id)
+        existing = self._live.get(session_id)
+        if existing is not None:  # another socket made it live while we were charging
+            await self._release(record.principal_id)
+            return existing
+        live = SessionRecord(
+            session_id, record.principal_id, record.avatar_id, record.sample_rate, "live"
+        )
+        runner = self._go_live(live)
+        self._spawn(self._put(live, self._record_ttl))
+        return runner
+
+    # --- shutdown ---
+
+    async def shutdown(self, within: float = 10.0) -> None:
+        """Drain: every live session's client gets ERROR{goingAway} and close 1001."""
+        self.draining = True
+        runners = list(self._live.values())
+        for runner in runners:
+            runner.shutdown()
+        if runners:
+            waits = [asyncio.ensure_future(runner.wait_closed()) for runner in runners]
+            _, pending = await asyncio.wait(waits, timeout=within)
+            for task in pending:
+                task.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=within)
+
+    async def aclose(self) -> None:
+        await self.shutdown()
+        await self.pool.aclose()
+
+    # --- internals ---
+
+    def _go_live(self, record: SessionRecord) -> RelayRunner:
+        runner = RelayRunner(
+            record.session_id,
+            principal_id=record.principal_id,
+            avatar_id=record.avatar_id,
+            sample_rate=record.sample_rate,
+            limits=self.limits,
+            pool=self.pool,
+            metrics=self._metrics,
+            on_end=self._ended,
+        )
+        self._live[record.session_id] = runner
+        if self._metrics is not None:
+            self._metrics.relay_sessions_active.inc()
+        runner.start(connect_upstream=True)
+        return runner
+
+    def _ended(self, runner: RelayRunner, code: ErrorCode | None) -> None:
+        if self._live.get(runner.session_id) is runner:
+            del self._live[runner.session_id]
+            if self._metrics is not None:
+                self._metrics.relay_sessions_active.dec()
+        closed = SessionRecord(
+            runner.session_id, runner.principal_id, runner.avatar_id, runner.sample_rate, "closed"
+        )
+        self._spawn(self._settle(closed))
+
+    async def _settle(self, closed: SessionRecord) -> None:
+        try:
+            await self._release(closed.principal_id)
+            await self._put(closed, self.tickets.ttl_seconds)
+        except AppError as error:
+            log.warning("could not record the session's end", extra=error.log_fields())
+
+    async def _check_global(self) -> None:
+        if len(self._live) >= self.settings.max_sessions_global:
+            raise self._limit_error("this instance")
+
+    async def _charge(self, principal_id: str) -> None:
+        key = _principal_key(principal_id)
+        count = await self._store.add(key, 1, self._counter_ttl)
+        if count > self.settings.max_sessions_per_principal:
+            await self._store.add(key, -1, self._counter_ttl)
+            raise self._limit_error("this principal")
+
+    async def _release(self, principal_id: str) -> None:
+        await self._store.add(_principal_key(principal_id), -1, self._counter_ttl)
+
+    def _limit_error(self, scope: str) -> AppError:
+        return AppError(ErrorCode.SESSION_LIMIT, f"too many concurrent relay sessions for {scope}")
+
+    async def _record(self, session_id: str) -> SessionRecord | None:
+        if not session_id or len(session_id) > 64 or not session_id.isascii():
+            return None
+        raw = await self._store.get(SESSION_PREFIX + session_id)
+        return None if raw is None else SessionRecord.decode(session_id, raw)
+
+    async def _put(self, record: SessionRecord, ttl: float) -> None:
+        await self._store.put(SESSION_PREFIX + record.session_id, record.encode(), ttl)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        with contextlib.suppress(Exception):
+            log.error("relay background task failed", exc_info=task.exception())
