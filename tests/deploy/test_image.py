@@ -166,7 +166,8 @@ def server(installed: Installed) -> Iterator[Server]:
     )
     running = Server(proc, port)
     try:
-        running.wait_for_log("Uvicorn running on")
+        # The in-process emulator logs its own "Uvicorn running on" first: wait for ours.
+        running.wait_for_log(f"Uvicorn running on http://127.0.0.1:{port}")
         yield running
     finally:
         if proc.poll() is None:
