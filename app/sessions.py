@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -45,6 +46,9 @@ audit = logging.getLogger("avatar_relay.audit")
 SESSION_PREFIX: Final = "relay:session:"
 PRINCIPAL_PREFIX: Final = "relay:principal:"
 SESSION_ID_BYTES: Final = 18
+# Ended sessions remembered in-process, so a late socket hears "closed" even before the store's
+# tombstone is written.
+RECENTLY_ENDED: Final = 4096
 
 State = Literal["new", "live", "closed"]
 
@@ -116,6 +120,7 @@ class SessionService:
         self._metrics = metrics
         self.eager = settings.redis_url is None if eager is None else eager
         self._live: dict[str, RelayRunner] = {}
+        self._ended_ids: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
         self.draining = False
         # A record outlives any session it describes; an ended one stays as a tombstone as
@@ -194,8 +199,7 @@ class SessionService:
             record.principal_id.encode(), principal_id.encode()
         ):
             raise _not_found()
-        runner = self._live.get(session_id)
-        if record.state == "closed" or (runner is not None and runner.ended):
+        if record.state == "closed" or session_id in self._ended_ids:
             raise AppError(ErrorCode.SESSION_CLOSED, "the relay session has ended")
         return await self.tickets.issue(session_id, principal_id)
 
@@ -214,7 +218,7 @@ class SessionService:
         record = await self._record(session_id)
         if record is None or record.principal_id != grant.principal_id:
             raise _not_found()
-        if record.state == "closed":
+        if record.state == "closed" or session_id in self._ended_ids:
             raise AppError(ErrorCode.SESSION_CLOSED, "the relay session has ended")
         if record.state == "live":
             # Live on another instance (or on one that died): this one cannot serve it.
@@ -233,6 +237,11 @@ class SessionService:
         runner = self._go_live(live)
         self._spawn(self._put(live, self._record_ttl))
         return runner
+
+    async def settled(self) -> None:
+        """Until the store reflects every session that has ended so far (counters, records)."""
+        while self._background:
+            await asyncio.wait(list(self._background))
 
     # --- shutdown ---
 
@@ -278,6 +287,9 @@ class SessionService:
             del self._live[runner.session_id]
             if self._metrics is not None:
                 self._metrics.relay_sessions_active.dec()
+        self._ended_ids[runner.session_id] = None
+        if len(self._ended_ids) > RECENTLY_ENDED:
+            self._ended_ids.popitem(last=False)
         closed = SessionRecord(
             runner.session_id, runner.principal_id, runner.avatar_id, runner.sample_rate, "closed"
         )

@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.errors import AppError, ErrorCode
 from app.ingress.client import UpstreamMessage
@@ -174,7 +174,7 @@ class ClientLink:
                     await websocket.close(code, reason)
             except TimeoutError:
                 _abort_transport(websocket)
-        except (OSError, RuntimeError, ConnectionError):
+        except (OSError, RuntimeError, WebSocketDisconnect):
             # The peer is gone (or the socket already closed): the reader sees the disconnect.
             pass
         except Exception:
@@ -294,7 +294,7 @@ class RelayRunner:
                     self._perform(core.on_client_data(conn, data, loop.time()))
                     if core.stats.resumes != resumes and metrics is not None:
                         metrics.resume("resumed")
-            except (OSError, RuntimeError):
+            except (OSError, RuntimeError, WebSocketDisconnect):
                 pass  # the transport failed under us: same as a disconnect
             finally:
                 self._perform(core.on_client_disconnected(conn, loop.time()))
