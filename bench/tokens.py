@@ -39,10 +39,11 @@ RESULTS = ROOT / "bench" / "results" / "tokens.json"
 CALLER_KEY = "bench-caller-key-0123456789abcdef"
 CONCURRENCY = 50
 CONSOLE_LATENCY = 0.150
-POOL_SIZE = 5000
-POOL_REQUESTS = 2500
+POOL_SIZE = 10000
+POOL_REQUESTS = 6000
 PACED_RATE = 200.0
-PACED_SECONDS = 10.0
+PACED_SECONDS = 5.0
+PACED_ROUNDS = 3
 
 
 def free_port() -> int:
@@ -293,6 +294,7 @@ async def bench(seconds: float) -> None:
         "RATE_LIMIT_IP_PER_MINUTE": "1000000000",
         "LOG_LEVEL": "warning",
     }
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     healthz = _request("GET", "/healthz")
     mint = _request("POST", "/v1/session-tokens", b"{}", auth=True)
     results: dict[str, object] = {}
@@ -350,15 +352,21 @@ async def bench(seconds: float) -> None:
         app_port = free_port()
         env = {**env_base, "PORT": str(app_port), "TOKEN_POOL_SIZE": str(POOL_SIZE)}
         with process([*me, "--role", "app"], app_port, env=env):
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 180
             while _pool_length(redis_port) < POOL_SIZE:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the pool did not fill in time")
                 await asyncio.sleep(0.2)
             set_latency(CONSOLE_LATENCY)
             await asyncio.sleep(1)  # let the refiller notice the pool is full and go idle
-            warm_paced = await paced(app_port, mint, b"HTTP/1.1 201", PACED_RATE, PACED_SECONDS)
+            # Three rounds: on a shared 2-core machine one scheduler hiccup moves a p99 a lot.
+            rounds = [
+                await paced(app_port, mint, b"HTTP/1.1 201", PACED_RATE, PACED_SECONDS)
+                for _ in range(PACED_ROUNDS)
+            ]
+            warm_paced = sorted(rounds, key=lambda r: r.p99_ms)[len(rounds) // 2]
             results["mint_pool_warm_console_150ms_paced"] = asdict(warm_paced)
+            results["mint_pool_warm_console_150ms_paced_rounds_p99_ms"] = [r.p99_ms for r in rounds]
             pool_warm = await load(
                 app_port, mint, b"HTTP/1.1 201", seconds=120, total=POOL_REQUESTS
             )
@@ -376,6 +384,8 @@ async def bench(seconds: float) -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            # Other work on the machine skews every figure; ratios to the baseline less so.
+            "load_average_at_start": load_at_start,
         },
         "setup": {
             "concurrency": CONCURRENCY,
@@ -390,6 +400,8 @@ async def bench(seconds: float) -> None:
             "console_latency_ms_during_pool_run": CONSOLE_LATENCY * 1000,
             "paced_rate_per_second": PACED_RATE,
             "paced_seconds": PACED_SECONDS,
+            "paced_rounds": PACED_ROUNDS,
+            "paced_reported": "the round with the median p99",
         },
         "results": results,
         "ratios": {
