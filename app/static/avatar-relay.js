@@ -601,9 +601,10 @@ export const States = Object.freeze({
 });
 
 // Close codes after which the session is over: reconnecting cannot help (docs/protocol.md §6).
+// Everything else (1005, 1006, 1012-1014, 4008, ...) is a drop: get a new ticket and resume.
 const FATAL_CLOSE = new Map([
-  [1000, 'sessionClosed'], [1001, 'goingAway'], [1009, 'messageTooLarge'],
-  [4001, 'connectionReplaced'], [4400, 'invalidRequest'], [4403, 'originNotAllowed'],
+  [1000, 'sessionClosed'], [1001, 'goingAway'], [1009, 'messageTooLarge'], [1011, 'internalError'],
+  [4001, 'connectionReplaced'], [4400, 'invalidRequest'], [4401, 'ticketInvalid'], [4403, 'originNotAllowed'],
   [4404, 'sessionNotFound'], [4408, 'idleTimeout'], [4409, 'resumeFailed'],
   [4410, 'sessionClosed'], [4429, 'sessionLimit'],
 ]);
@@ -806,27 +807,12 @@ export class AvatarRelayClient extends Emitter {
 
   // --- REST ---
 
-  async _fetchOptions() {
-    const opt = this.options.fetchOptions;
-    return (typeof opt === 'function' ? await opt() : opt) ?? {};
-  }
-
-  async _post(path, body) {
-    const extra = await this._fetchOptions();
-    const response = await this._fetch(this.baseUrl + path, {
-      ...extra,
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', ...(extra.headers ?? {}) },
-      body: JSON.stringify(body ?? {}),
-    });
-    return readJson(response);
+  _post(path, body) {
+    return postJson(this._fetch, this.baseUrl + path, this.options.fetchOptions, body);
   }
 
   _createSession() {
-    const body = { ...(this.options.sessionRequest ?? {}) };
-    if (this.options.avatarId && body.avatarId === undefined) body.avatarId = this.options.avatarId;
-    if (this.options.sampleRate && body.sampleRate === undefined) body.sampleRate = this.options.sampleRate;
-    return this._post('/v1/relay/sessions', body);
+    return createRelaySession({ ...this.options, baseUrl: this.baseUrl, fetch: this._fetch });
   }
 
   async _newTicket() {
@@ -1277,6 +1263,30 @@ function httpCode(status) {
   return status >= 500 ? 'serverError' : 'invalidRequest';
 }
 
+async function postJson(fetchImpl, url, fetchOptions, body, headers = {}) {
+  const extra = (typeof fetchOptions === 'function' ? await fetchOptions() : fetchOptions) ?? {};
+  const doFetch = fetchImpl ?? globalThis.fetch.bind(globalThis);
+  const response = await doFetch(url, {
+    ...extra,
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', ...(extra.headers ?? {}), ...headers },
+    body: JSON.stringify(body ?? {}),
+  });
+  return readJson(response);
+}
+
+/**
+ * Create a relay session (POST /v1/relay/sessions) without connecting, e.g. to learn its sample
+ * rate and avatar before initialising the AvatarKit SDK; then pass it to `client.connect(session)`.
+ */
+export function createRelaySession({ baseUrl, fetchOptions, avatarId, sampleRate, sessionRequest, fetch: fetchImpl } = {}) {
+  const base = trimSlash(baseUrl ?? globalThis.location?.origin ?? '');
+  const body = { ...(sessionRequest ?? {}) };
+  if (avatarId && body.avatarId === undefined) body.avatarId = avatarId;
+  if (sampleRate && body.sampleRate === undefined) body.sampleRate = sampleRate;
+  return postJson(fetchImpl, `${base}/v1/relay/sessions`, fetchOptions, body);
+}
+
 // --- SDK (direct) mode: session tokens from the broker -------------------------------------------
 
 /**
@@ -1285,19 +1295,11 @@ function httpCode(status) {
  * `{sessionToken, expireAt, appId, region}`; rejects with a RelayError (e.g. `unauthorized`,
  * `rateLimited`, `upstreamUnavailable`).
  */
-export async function fetchSessionToken({ baseUrl, fetchOptions, ttlSeconds, idempotencyKey, fetch: fetchImpl } = {}) {
+export function fetchSessionToken({ baseUrl, fetchOptions, ttlSeconds, idempotencyKey, fetch: fetchImpl } = {}) {
   const base = trimSlash(baseUrl ?? globalThis.location?.origin ?? '');
-  const extra = (typeof fetchOptions === 'function' ? await fetchOptions() : fetchOptions) ?? {};
-  const headers = { 'Content-Type': 'application/json', ...(extra.headers ?? {}) };
-  if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
-  const doFetch = fetchImpl ?? globalThis.fetch.bind(globalThis);
-  const response = await doFetch(`${base}/v1/session-tokens`, {
-    ...extra,
-    method: 'POST',
-    headers,
-    body: JSON.stringify(ttlSeconds == null ? {} : { ttlSeconds }),
-  });
-  return readJson(response);
+  const headers = idempotencyKey ? { 'Idempotency-Key': idempotencyKey } : {};
+  const body = ttlSeconds == null ? {} : { ttlSeconds };
+  return postJson(fetchImpl, `${base}/v1/session-tokens`, fetchOptions, body, headers);
 }
 
 // --- microphone -----------------------------------------------------------------------------------

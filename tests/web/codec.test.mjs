@@ -269,7 +269,13 @@ class FakeServer {
   }
 }
 
-const tick = () => new Promise((r) => setTimeout(r, 5));
+/** Wait (by polling the fake, no fixed sleeps) until `predicate()` holds. */
+async function until(predicate) {
+  for (let i = 0; i < 1000 && !predicate(); i++) await new Promise((r) => setTimeout(r, 1));
+  assert.ok(predicate(), 'condition never held');
+}
+
+const helloCount = (server) => server.received.filter((m) => m.type === 'HELLO').length;
 
 test('client: resumes after a drop, resends unacked audio and ignores replayed duplicates', async () => {
   const server = new FakeServer();
@@ -281,7 +287,7 @@ test('client: resumes after a drop, resends unacked audio and ignores replayed d
   const states = [];
   client.on('state', (e) => states.push(e.state));
   const connecting = client.connect();
-  await tick();
+  await until(() => helloCount(server) === 1);
   assert.equal(server.socket.url, 'ws://relay.test/v1/relay?session=rs_1&ticket=t0');
   assert.equal(server.socket.protocol, 'avatar-relay.v1');
   assert.equal(server.lastInit.headers.Authorization, 'Bearer k');
@@ -296,8 +302,8 @@ test('client: resumes after a drop, resends unacked audio and ignores replayed d
   server.socket.deliver({ type: 'ACK', seq: 1 });
   server.received.length = 0;
   client.dropConnection(); // seq 2 (the END chunk) is unacknowledged
-  await tick();
   assert.equal(client.state, 'reconnecting');
+  await until(() => helloCount(server) === 1);
   assert.ok(server.socket.url.endsWith('ticket=t1'));
   server.socket.deliver({ type: 'WELCOME', sessionId: 'rs_1', clientAck: 1, serverSeq: 3, sampleRate: 16000, resumeWindowMs: 30000, resumed: true });
   // The first thing after HELLO{1} is the resend of seq 2 only.
@@ -310,8 +316,8 @@ test('client: resumes after a drop, resends unacked audio and ignores replayed d
   ]);
   assert.equal(client.stats().duplicatesIgnored, 1);
   assert.deepEqual(states, ['connecting', 'open', 'reconnecting', 'open']);
-  await new Promise((r) => setTimeout(r, 300));
-  assert.deepEqual(server.received.filter((m) => m.type === 'ACK').at(-1), { type: 'ACK', seq: 3 });
+  // Three messages are fewer than ackEvery: the ack timer sends ACK{3}.
+  await until(() => server.received.some((m) => m.type === 'ACK' && m.seq === 3));
   await client.close();
   assert.deepEqual(server.received.at(-1), { type: 'BYE' });
   assert.equal(client.state, 'closed');
@@ -323,14 +329,14 @@ test('client: answers pings, and RESUME_FAILED ends the session with its code', 
   const errors = [];
   client.on('error', (e) => errors.push(e));
   const connecting = client.connect();
-  await tick();
+  await until(() => helloCount(server) === 1);
   server.socket.deliver({ type: 'WELCOME', sessionId: 'rs_1', clientAck: 0, serverSeq: 0, sampleRate: 24000, resumeWindowMs: 30000 });
   await connecting;
   assert.equal(client.sampleRate, 24000);
   server.socket.deliver({ type: 'PING', nonce: 77 });
   assert.deepEqual(server.received.at(-1), { type: 'PONG', nonce: 77 });
   client.dropConnection();
-  await tick();
+  await until(() => helloCount(server) === 2);
   server.socket.deliver({ type: 'RESUME_FAILED', lastSeq: 0, availableFrom: 5, code: 'slowConsumer' });
   server.socket.onclose({ code: 4409, reason: 'slowConsumer' });
   assert.equal(client.state, 'failed');
@@ -344,7 +350,7 @@ test('client: a sequence gap is never delivered; the client reconnects instead',
   const controller = new FakeController();
   const client = new AvatarRelayClient({ baseUrl: 'http://relay.test', fetch: server.fetch, WebSocket: server.WebSocket, controller, pingIntervalMs: 0 });
   const connecting = client.connect();
-  await tick();
+  await until(() => helloCount(server) === 1);
   server.socket.deliver({ type: 'WELCOME', sessionId: 'rs_1', clientAck: 0, serverSeq: 0, sampleRate: 16000, resumeWindowMs: 30000 });
   await connecting;
   server.socket.deliver({ type: 'AUDIO', seq: 2, conversationId: 'c', first: true, pcm: Int16Array.of(1) });

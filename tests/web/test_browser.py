@@ -1,0 +1,296 @@
+"""The demo page in headless Chromium against the real server in emulator mode.
+
+The page (served by the app) uses avatar-relay.js and its built-in recording controller; the test
+compares what that controller was given with what the emulator recorded: the audio the upstream
+received, and every animation message it sent, byte for byte, in order, exactly once, mapped to
+the conversation id that `yieldAudioData()` returned. The emulator runs in this process (its record
+is inspected directly); Chromium is driven over the DevTools protocol (tests/web/cdp.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from app.api.app import create_app
+from app.emulator import Emulator
+from app.proto import message_pb2
+from app.server import emulator_settings
+from app.settings import Settings
+from tests.support.servers import FIXTURES, running_app
+from tests.web.cdp import Page, launch
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CALLER_KEY = "web-demo-caller-key-0123456789abcdef"
+SAMPLE = (FIXTURES / "speech_16000.pcm").read_bytes()
+CHUNK_BYTES = 16000 * 2 * 40 // 1000  # the page sends 40 ms chunks
+WAIT = 60.0  # upper bound for anything the page does; a hang fails instead of stalling CI
+
+# Resolves once `predicate` holds, re-checking on every client event (no polling, no sleeps).
+WAIT_FOR_JS = """
+window.__waitFor = (predicate) => new Promise((resolve, reject) => {
+  const client = window.avatarDemo.client;
+  let off = () => {};
+  const check = () => {
+    try {
+      if (predicate(client)) { off(); resolve(true); }
+    } catch (err) { off(); reject(err); }
+  };
+  off = client.on('*', check);
+  check();
+});
+"""
+
+
+@dataclass
+class Demo:
+    url: str
+    emulator: Emulator
+    page: Page
+
+    async def js(self, expression: str) -> Any:
+        async with asyncio.timeout(WAIT):
+            return await self.page.evaluate(expression)
+
+    async def wait_for(self, predicate: str) -> None:
+        """Wait until the JS arrow function `predicate(client)` is true."""
+        await self.js(f"window.__waitFor({predicate})")
+
+    async def recording(self) -> list[dict[str, Any]]:
+        log: list[dict[str, Any]] = await self.js("window.avatarDemo.recorder.export()")
+        return log
+
+    async def conversations(self) -> list[dict[str, Any]]:
+        convs: list[dict[str, Any]] = await self.js("window.avatarDemo.client.conversations()")
+        return convs
+
+
+def _settings(emulator: Emulator) -> Settings:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        app_env="test",
+        auth_mode="api-key",
+        auth_api_keys=[SecretStr(CALLER_KEY)],
+        redis_url=None,
+        rate_limit_principal_per_minute=0,
+        rate_limit_ip_per_minute=0,
+    )
+    return emulator_settings(settings, emulator)
+
+
+@pytest.fixture
+async def demo() -> AsyncIterator[Demo]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    # speed 2: frames may run ahead of real time, but never ahead of the audio that causes them,
+    # so the page's real-time pacing still decides when they come.
+    async with (
+        Emulator(speed=2.0, record=True) as emulator,
+        running_app(create_app(_settings(emulator))) as url,
+        launch() as browser,
+    ):
+        page = await browser.new_page()
+        await page.goto(url + "/")
+        demo = Demo(url, emulator, page)
+        # What a person does: type the API key into the settings, press Connect.
+        await demo.js(
+            f"document.getElementById('api-key').value = {json.dumps(CALLER_KEY)};"
+            "window.avatarDemo.connect().then(() => true)"
+        )
+        await demo.js(WAIT_FOR_JS)
+        yield demo
+        assert page.exceptions == [], page.exceptions
+
+
+def upstream_frames(emulator: Emulator) -> dict[str, list[bytes]]:
+    """Every animation message the emulator sent, per request id, in the order it sent them."""
+    out: dict[str, list[bytes]] = defaultdict(list)
+    for messages in emulator.sent.values():
+        for raw in messages:
+            message = message_pb2.Message()
+            message.ParseFromString(raw)
+            if message.type == message_pb2.MESSAGE_SERVER_RESPONSE_ANIMATION:
+                out[message.server_response_animation.req_id].append(raw)
+    return out
+
+
+def check_delivery(
+    log: list[dict[str, Any]], conversations: list[dict[str, Any]], emulator: Emulator
+) -> dict[str, tuple[bytes, list[bytes]]]:
+    """Host Mode as the web SDK documents it, checked call by call; returns, per relay
+    conversation, the audio and frames the controller received.
+
+    - each conversation's audio goes to yieldAudioData() before any of its frames;
+    - its frames go to yieldFramesData() with the id yieldAudioData() returned, and are accepted;
+    - conversations do not interleave;
+    - the frames are exactly the emulator's animation messages for that request (byte for byte,
+      in order, none lost, none twice) and the audio is exactly what the upstream received.
+    """
+    upstream = upstream_frames(emulator)
+    by_controller_id = {c["controllerConversationId"]: c["conversationId"] for c in conversations}
+    assert None not in by_controller_id
+    audio: dict[str, bytearray] = defaultdict(bytearray)
+    frames: dict[str, list[bytes]] = defaultdict(list)
+    order: list[str] = []
+    for entry in log:
+        if entry["call"] == "yieldAudioData":
+            controller_id = entry["returned"]
+            if not order or order[-1] != controller_id:
+                assert controller_id not in order, "conversations interleaved"
+                order.append(controller_id)
+            audio[controller_id] += bytes.fromhex(entry["audio"])
+        elif entry["call"] == "yieldFramesData":
+            controller_id = entry["conversationId"]
+            assert order[-1:] == [controller_id], "frames before their audio"
+            assert entry["accepted"], "the controller would have discarded these frames"
+            assert entry["payloads"], "an audio-only switch in a conversation that did not fail"
+            frames[controller_id].extend(bytes.fromhex(p) for p in entry["payloads"])
+    assert [by_controller_id[c] for c in order] == [c["conversationId"] for c in conversations]
+    out: dict[str, tuple[bytes, list[bytes]]] = {}
+    for controller_id in order:
+        request_id = by_controller_id[controller_id]
+        assert frames[controller_id] == upstream[request_id]
+        assert bytes(audio[controller_id]) == emulator.received_audio[request_id]
+        out[request_id] = (bytes(audio[controller_id]), frames[controller_id])
+    return out
+
+
+async def test_page_plays_the_sample_and_the_controller_gets_every_frame_byte_exact(
+    demo: Demo,
+) -> None:
+    await demo.js("window.avatarDemo.playSample()")
+    await demo.wait_for("(c) => c.conversations().some((x) => x.status !== 'active')")
+    await demo.page.screenshot(str(ARTIFACTS / "web-demo.png"))
+
+    conversations = await demo.conversations()
+    assert [c["status"] for c in conversations] == ["completed"]
+    delivered = check_delivery(await demo.recording(), conversations, demo.emulator)
+    ((audio, frames),) = delivered.values()
+    # The whole sample went up and came back, and its animation ends with the final frame.
+    assert audio == SAMPLE
+    assert len(frames) == -(-len(SAMPLE) // 1280)  # one 40 ms frame per 1280 bytes at 16 kHz
+    last = message_pb2.Message()
+    last.ParseFromString(frames[-1])
+    assert last.server_response_animation.end
+
+    stats = await demo.js("window.avatarDemo.client.stats()")
+    assert stats["audioChunksSent"] == -(-len(SAMPLE) // CHUNK_BYTES)
+    assert stats["framesHeld"] == 0
+    assert stats["outboxMessages"] == 0 or stats["state"] == "open"
+    # The page shows the conversation it drew.
+    row = await demo.js("document.querySelector('#conversations tbody tr').textContent")
+    assert conversations[0]["conversationId"] in row
+    assert "completed" in row
+
+
+async def test_a_dropped_connection_mid_conversation_still_delivers_exactly_once(
+    demo: Demo,
+) -> None:
+    playing = asyncio.create_task(demo.js("window.avatarDemo.playSample({seconds: 4})"))
+    # Mid-conversation: audio is still going up and frames are coming back.
+    await demo.wait_for("(c) => c.stats().framesReceived >= 25")
+    assert await demo.js("document.getElementById('drop').click(), true")
+    assert await demo.js("window.avatarDemo.client.state") == "reconnecting"
+    await playing
+    await demo.wait_for("(c) => c.conversations().some((x) => x.status !== 'active')")
+    # A second utterance on the resumed connection.
+    await demo.js("window.avatarDemo.playSample({seconds: 1.5})")
+    await demo.wait_for("(c) => c.conversations().filter((x) => x.status !== 'active').length == 2")
+    await demo.page.screenshot(str(ARTIFACTS / "web-demo-resume.png"))
+
+    conversations = await demo.conversations()
+    assert [c["status"] for c in conversations] == ["completed", "completed"]
+    delivered = check_delivery(await demo.recording(), conversations, demo.emulator)
+    audios = [audio for audio, _ in delivered.values()]
+    # Upstream got each utterance exactly once despite the resend after the resume.
+    assert audios == [SAMPLE[: 4 * 32000], SAMPLE[:48000]]
+
+    stats = await demo.js("window.avatarDemo.client.stats()")
+    assert stats["drops"] == 1
+    assert stats["connects"] == 2
+    assert stats["state"] == "open"
+    marks = await demo.js("window.avatarDemo.timeline.marks.map((m) => m.kind)")
+    assert marks == ["drop", "resumed"]
+
+
+async def test_interrupt_stops_the_avatar_and_the_next_audio_is_a_new_conversation(
+    demo: Demo,
+) -> None:
+    playing = asyncio.create_task(demo.js("window.avatarDemo.playSample({seconds: 6})"))
+    await demo.wait_for("(c) => c.stats().framesReceived >= 10")
+    await demo.js("document.getElementById('interrupt').click(), true")
+    await playing
+    await demo.wait_for("(c) => c.stats().interruptsReceived === 1")
+    await demo.js("window.avatarDemo.playSample({seconds: 1})")
+    await demo.wait_for("(c) => c.conversations().some((x) => x.status === 'completed')")
+
+    conversations = await demo.conversations()
+    assert [c["status"] for c in conversations] == ["interrupted", "completed"]
+    log = await demo.recording()
+    calls = [entry["call"] for entry in log]
+    assert calls.count("interrupt") == 1
+    cut = calls.index("interrupt")
+    first_id, second_id = (c["controllerConversationId"] for c in conversations)
+    assert first_id != second_id
+    # Nothing of the interrupted conversation reaches the controller after interrupt().
+    assert all(
+        entry.get("returned") != first_id and entry.get("conversationId") != first_id
+        for entry in log[cut + 1 :]
+    )
+    second = [e for e in log[cut + 1 :] if e["call"] == "yieldFramesData"]
+    request_id = conversations[1]["conversationId"]
+    sent = [bytes.fromhex(p) for e in second for p in e["payloads"]]
+    assert sent == upstream_frames(demo.emulator)[request_id]
+
+
+async def test_microphone_streams_resampled_audio_through_the_worklet(demo: Demo) -> None:
+    # Chromium's fake capture device (a beep) stands in for a microphone.
+    await demo.js("window.avatarDemo.startMic().then(() => true)")
+    await demo.wait_for("(c) => c.stats().framesReceived >= 10")
+    await demo.js("window.avatarDemo.stopMic(), true")
+    await demo.wait_for("(c) => c.conversations().some((x) => x.status === 'completed')")
+    conversations = await demo.conversations()
+    delivered = check_delivery(await demo.recording(), conversations, demo.emulator)
+    ((audio, _frames),) = delivered.values()
+    # s16le at the session's 16 kHz, and not silence.
+    assert len(audio) % 2 == 0
+    assert len(audio) >= 10 * 1280
+    assert any(audio[i : i + 2] != b"\x00\x00" for i in range(0, len(audio), 2))
+
+
+async def test_the_client_library_is_served_with_its_types() -> None:
+    async with (
+        Emulator() as emulator,
+        running_app(create_app(_settings(emulator))) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        expected = {
+            "/": "text/html",
+            "/client/avatar-relay.js": "text/javascript",
+            "/client/avatar-relay.d.ts": "application/typescript",
+            "/client/pcm-capture-worklet.js": "text/javascript",
+            "/static/demo.js": "text/javascript",
+            "/static/demo.css": "text/css",
+            "/static/recording-controller.js": "text/javascript",
+            "/static/sample_16000.pcm": "application/octet-stream",
+        }
+        for path, media_type in expected.items():
+            response = await http.get(path)
+            assert response.status_code == 200, path
+            assert response.headers["content-type"].startswith(media_type), path
+            assert response.headers["x-content-type-options"] == "nosniff"
+        assert (await http.get("/static/sample_16000.pcm")).content == SAMPLE
+        for missing in ("/client/nope.js", "/static/index.html", "/static/..%2Fapi%2Fweb.py"):
+            response = await http.get(missing)
+            assert response.status_code == 404, missing
+            assert response.json()["error"]["code"] == "notFound"
