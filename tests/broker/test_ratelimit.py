@@ -45,7 +45,8 @@ async def test_principal_limit_answers_429_with_retry_after(emu: Emulator) -> No
     assert [r.status_code for r in allowed] == [201, 201, 201]
     assert refused.status_code == 429
     assert error_code(refused) == "rateLimited"
-    assert refused.headers["retry-after"] == "20"
+    # One request per 20 s refills the bucket (a little less is left by the time we ask).
+    assert 19 <= int(refused.headers["retry-after"]) <= 20
     assert someone_else.status_code == 201
     assert emu.stats.tokens_minted == 4
 

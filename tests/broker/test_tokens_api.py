@@ -105,20 +105,23 @@ async def test_idempotency_is_scoped_to_the_caller(emu: Emulator) -> None:
 
 
 async def test_concurrent_duplicates_never_mint_twice(emu: Emulator, redis_url: str) -> None:
-    emu.faults.console_latency = 0.3
+    emu.faults.console_latency = 1.0  # keeps the first request in flight while the others arrive
     settings = broker_settings(emu, redis_url=redis_url)
     async with running_broker(settings) as a, running_broker(settings) as b:
         key = {"Idempotency-Key": unique("dup")}
-        results = await asyncio.gather(*(x.mint(headers=key) for x in (a, b, a, b, a, b)))
+        first = asyncio.create_task(a.mint(headers=key))
+        while emu.stats.console_requests == 0:  # the first request has reached the console
+            await asyncio.sleep(0.01)
+        duplicates = await asyncio.gather(*(x.mint(headers=key) for x in (a, b, a, b)))
+        winner = await first
         emu.faults.console_latency = 0
-        settled = await a.mint(headers=key)
-    statuses = sorted(r.status_code for r in results)
-    assert statuses.count(201) == 1
-    assert set(statuses) == {201, 409}
-    conflict = next(r for r in results if r.status_code == 409)
-    assert error_code(conflict) == "requestInProgress"
-    assert conflict.headers["retry-after"] == "1"
-    winner = next(r for r in results if r.status_code == 201)
+        settled = await b.mint(headers=key)
+    assert winner.status_code == 201
+    for conflict in duplicates:
+        assert conflict.status_code == 409
+        assert error_code(conflict) == "requestInProgress"
+        assert conflict.headers["retry-after"] == "1"
+    assert settled.status_code == 201
     assert settled.json() == winner.json()
     assert emu.stats.tokens_minted == 1
 
