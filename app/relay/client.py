@@ -238,6 +238,8 @@ class RelayClient:
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
         self._error: AppError | None = None
+        self._offline_until = 0.0
+        self._connected = asyncio.Event()
 
     # --- lifecycle ---
 
@@ -423,18 +425,32 @@ class RelayClient:
         """Why the session ended, if it failed."""
         return self._error
 
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    async def wait_connected(self) -> None:
+        """Return once a socket is open and welcomed; raises AppError if the session is over."""
+        self._check_usable()
+        await self._connected.wait()
+        self._check_usable()
+
     # --- testing and demos ---
 
-    def drop_connection(self) -> bool:
+    def drop_connection(self, offline_for: float = 0.0) -> bool:
         """Kill the current socket abruptly (TCP abort, no close frame), like a network cut.
 
-        The client then reconnects and resumes as it would after a real drop. False when no
-        socket was open.
+        The client then reconnects and resumes as it would after a real drop, after staying
+        offline for `offline_for` seconds (a tunnel, a sleeping laptop). False when no socket
+        was open.
         """
         ws = self._ws
         if ws is None:
             return False
         self.stats.drops += 1
+        self._offline_until = asyncio.get_running_loop().time() + offline_for
+        self._ws = None  # nothing more is written to it; the reader sees the loss and resumes
+        self._connected.clear()
         ws.transport.abort()
         return True
 
@@ -499,6 +515,7 @@ class RelayClient:
         # What the server accepted on earlier connections is not resent; everything after it is.
         self._sent_upto = welcome.client_ack
         self._ws = ws
+        self._connected.set()
         self._acked = self._last_seq  # HELLO{lastSeq} acknowledges everything up to it
         self._flusher = asyncio.create_task(self._flush())
 
@@ -565,6 +582,7 @@ class RelayClient:
                 if self._closing:
                     return
                 self._ws = None
+                self._connected.clear()
                 if ws is not None:
                     ws.transport.abort()
                 await self._put(StateChange("disconnected", self.stats.reconnects))
@@ -585,21 +603,26 @@ class RelayClient:
             self._error = error
         self._closing = True
         self._acked_changed.set()
+        self._connected.set()  # wake wait_connected(), which then raises
         if self._ws is not None:
             self._ws.transport.abort()
             self._ws = None
         self._push_end()
 
     async def _resume(self) -> None:
-        """Reconnect within the resume window, or raise the AppError that says why not."""
+        """Reconnect within the resume window, or raise the AppError that says why not.
+
+        At least one attempt is made even past the window, so the server's own verdict
+        (resumeFailed, sessionNotFound, ...) is what the consumer sees.
+        """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(self.resume_window, 1.0)
+        deadline = loop.time() + self.resume_window
+        offline = self._offline_until - loop.time()
+        if offline > 0:
+            await asyncio.sleep(offline)
         attempt = 0
-        last = "no attempt"
-        while loop.time() < deadline:
+        while True:
             attempt += 1
-            if attempt > 1:
-                await asyncio.sleep(self.backoff.delay(attempt - 1, self._rng))
             try:
                 answer = await self._post(f"/v1/relay/sessions/{self.session_id}/tickets", {})
                 if answer.get("url"):
@@ -607,22 +630,24 @@ class RelayClient:
                 await self._connect(str(answer["ticket"]))
             except _Lost as exc:
                 last = str(exc)
-                continue
             except AppError as exc:
-                # A refused ticket can be a race with its expiry; the server's other refusals
-                # (unknown session, resume impossible, session closed) are final.
-                if exc.code in (ErrorCode.CONNECTION_FAILED, ErrorCode.TICKET_INVALID) or (
-                    exc.upstream_http_status in _RETRYABLE_STATUSES
+                # A refused ticket can be a race with its expiry, a 5xx or 429 is transient; the
+                # server's other refusals (unknown session, resume impossible, closed) are final.
+                if exc.code not in (ErrorCode.CONNECTION_FAILED, ErrorCode.TICKET_INVALID) and (
+                    exc.upstream_http_status not in _RETRYABLE_STATUSES
                 ):
-                    last = exc.message
-                    continue
-                raise
-            self.stats.reconnects += 1
-            return
-        raise AppError(
-            ErrorCode.RESUME_FAILED,
-            f"could not reconnect within the {self.resume_window:g}s resume window ({last})",
-        )
+                    raise
+                last = exc.message
+            else:
+                self.stats.reconnects += 1
+                return
+            if loop.time() >= deadline:
+                raise AppError(
+                    ErrorCode.RESUME_FAILED,
+                    f"could not reconnect within the {self.resume_window:g}s resume window"
+                    f" ({last})",
+                )
+            await asyncio.sleep(self.backoff.delay(attempt, self._rng))
 
     async def _read(self, ws: ClientConnection) -> None:
         """Handle server messages until the socket closes; returns only on our own close."""
