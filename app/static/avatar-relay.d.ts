@@ -111,8 +111,10 @@ export interface RelayStats {
   duplicatesIgnored: number;
   audioChunksSent: number;
   audioBytesSent: number;
-  /** Client messages sent again after a resume. */
+  /** Client messages (re)sent right after a resume: unacknowledged or queued while away. */
   resentMessages: number;
+  /** Server messages replayed on resumes (sent before a drop, never processed). */
+  replayedOnResume: number;
   audioChunksReceived: number;
   audioBytesReceived: number;
   framesReceived: number;

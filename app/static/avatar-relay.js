@@ -454,7 +454,7 @@ class Emitter {
   }
 
   emit(type, event = {}) {
-    const payload = { type, time: now(), ...event };
+    const payload = { ...event, type, time: now() };
     for (const key of [type, '*']) {
       for (const handler of [...(this._handlers.get(key) ?? [])]) {
         try {
@@ -675,7 +675,7 @@ export class AvatarRelayClient extends Emitter {
     this._fatalError = null;
     this._stats = {
       connects: 0, reconnects: 0, drops: 0, messagesReceived: 0, duplicatesIgnored: 0,
-      audioChunksSent: 0, audioBytesSent: 0, resentMessages: 0, audioChunksReceived: 0,
+      audioChunksSent: 0, audioBytesSent: 0, resentMessages: 0, replayedOnResume: 0, audioChunksReceived: 0,
       audioBytesReceived: 0, framesReceived: 0, frameBytesReceived: 0, conversationsStarted: 0,
       conversationsCompleted: 0, conversationsAborted: 0, interruptsSent: 0, interruptsReceived: 0,
       acksSent: 0, rttMs: null,
@@ -1091,7 +1091,11 @@ export class AvatarRelayClient extends Emitter {
       this._ws.send(bytes);
       resent += 1;
     }
-    if (message.resumed) this._stats.resentMessages += resent;
+    if (message.resumed) {
+      this._stats.resentMessages += resent;
+      // What the server sent that this client never processed: it comes again now.
+      this._stats.replayedOnResume += message.serverSeq - this._lastSeq;
+    }
     this._ackedSeq = Math.min(this._ackedSeq, this._lastSeq);
     this._startPings();
     this._setState(States.OPEN, { resumed: message.resumed });

@@ -442,7 +442,7 @@ function drawTimeline() {
     g.stroke();
     g.setLineDash([]);
     g.fillStyle = g.strokeStyle;
-    g.fillText(m.kind, px + 3, m.kind === 'resumed' ? 282 : 270);
+    g.fillText(m.kind, px + 3, m.kind === 'resumed' ? 280 : 22);
   }
 }
 
@@ -492,7 +492,8 @@ function renderConversations() {
 }
 
 const STAT_KEYS = [
-  ['state', 'state'], ['connects', 'connections'], ['drops', 'drops'], ['resentMessages', 'resent after resume'],
+  ['state', 'state'], ['connects', 'connections'], ['drops', 'drops'],
+  ['replayedOnResume', 'replayed by the server on resume'], ['resentMessages', 'sent again after resume'],
   ['duplicatesIgnored', 'replayed duplicates ignored'], ['audioChunksSent', 'audio chunks sent'],
   ['audioChunksReceived', 'audio chunks yielded'], ['framesReceived', 'frames received'],
   ['framesHeld', 'frames held (no id yet)'], ['lastServerSeq', 'server seq'], ['clientSeqAcked', 'client seq acked'],
@@ -537,7 +538,7 @@ function updateButtons() {
   const live = client && !['closed', 'failed', 'idle'].includes(client.state);
   $('connect').textContent = live ? 'Disconnect' : 'Connect';
   $('play').textContent = playback ? '■ Stop sample' : '▶ Play speech sample';
-  $('mic').textContent = mic ? '■ Stop microphone' : '🎤 Start microphone';
+  $('mic').textContent = mic ? '■ Stop microphone' : '● Start microphone';
   $('mic').classList.toggle('active', !!mic);
   $('play').classList.toggle('active', !!playback);
   $('interrupt').disabled = !live;

@@ -178,13 +178,16 @@ class Browser:
 
 
 @contextlib.asynccontextmanager
-async def launch(log: Callable[[str], None] | None = None) -> AsyncIterator[Browser]:
+async def launch(
+    *extra_args: str, log: Callable[[str], None] | None = None
+) -> AsyncIterator[Browser]:
     """Start headless Chromium with a throwaway profile; yield a connected Browser."""
     stderr_tail: collections.deque[str] = collections.deque(maxlen=50)
     with tempfile.TemporaryDirectory(prefix="avatar-relay-chromium-") as profile:
         process = await asyncio.create_subprocess_exec(
             find_chromium(),
             *CHROMIUM_ARGS,
+            *extra_args,
             f"--user-data-dir={profile}",
             "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0",

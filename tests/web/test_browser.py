@@ -9,8 +9,11 @@ is inspected directly); Chromium is driven over the DevTools protocol (tests/web
 
 from __future__ import annotations
 
+import array
 import asyncio
 import json
+import math
+import wave
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -90,14 +93,21 @@ def _settings(emulator: Emulator) -> Settings:
 
 
 @pytest.fixture
-async def demo() -> AsyncIterator[Demo]:
+async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     ARTIFACTS.mkdir(exist_ok=True)
+    # The fake microphone plays the speech sample (Chromium resamples it to its device rate).
+    speech = tmp_path / "speech.wav"
+    with wave.open(str(speech), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(SAMPLE)
     # speed 2: frames may run ahead of real time, but never ahead of the audio that causes them,
     # so the page's real-time pacing still decides when they come.
     async with (
         Emulator(speed=2.0, record=True) as emulator,
         running_app(create_app(_settings(emulator))) as url,
-        launch() as browser,
+        launch(f"--use-file-for-fake-audio-capture={speech}") as browser,
     ):
         page = await browser.new_page()
         await page.goto(url + "/")
@@ -110,6 +120,11 @@ async def demo() -> AsyncIterator[Demo]:
         await demo.js(WAIT_FOR_JS)
         yield demo
         assert page.exceptions == [], page.exceptions
+
+
+def rms(pcm: bytes) -> float:
+    samples = array.array("h", pcm)
+    return math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
 
 
 def upstream_frames(emulator: Emulator) -> dict[str, list[bytes]]:
@@ -197,10 +212,17 @@ async def test_a_dropped_connection_mid_conversation_still_delivers_exactly_once
     demo: Demo,
 ) -> None:
     playing = asyncio.create_task(demo.js("window.avatarDemo.playSample({seconds: 4})"))
-    # Mid-conversation: audio is still going up and frames are coming back.
-    await demo.wait_for("(c) => c.stats().framesReceived >= 25")
-    assert await demo.js("document.getElementById('drop').click(), true")
-    assert await demo.js("window.avatarDemo.client.state") == "reconnecting"
+    # Mid-conversation (audio still going up, frames coming back), press the button. The click
+    # runs in the same task as the check, so nothing arrives in between.
+    at_drop = await demo.js(
+        "window.__waitFor((c) => c.stats().framesReceived >= 25).then(() => {"
+        "  const c = window.avatarDemo.client;"
+        "  const before = {log: window.avatarRecording.length, stats: c.stats()};"
+        "  document.getElementById('drop').click();"
+        "  return {...before, state: c.state};"
+        "})"
+    )
+    assert at_drop["state"] == "reconnecting"
     await playing
     await demo.wait_for("(c) => c.conversations().some((x) => x.status !== 'active')")
     # A second utterance on the resumed connection.
@@ -221,6 +243,11 @@ async def test_a_dropped_connection_mid_conversation_still_delivers_exactly_once
     assert stats["state"] == "open"
     marks = await demo.js("window.avatarDemo.timeline.marks.map((m) => m.kind)")
     assert marks == ["drop", "resumed"]
+    # The drop really cut the first conversation: its frames kept coming after the resume.
+    first_id = conversations[0]["controllerConversationId"]
+    log = await demo.recording()
+    assert at_drop["stats"]["conversationsStarted"] == 1
+    assert any(e.get("conversationId") == first_id for e in log[at_drop["log"] :])
 
 
 async def test_interrupt_stops_the_avatar_and_the_next_audio_is_a_new_conversation(
@@ -253,19 +280,51 @@ async def test_interrupt_stops_the_avatar_and_the_next_audio_is_a_new_conversati
     assert sent == upstream_frames(demo.emulator)[request_id]
 
 
+async def test_an_upstream_failure_switches_the_conversation_to_audio_only(demo: Demo) -> None:
+    # The avatar service fails the request after 10 frames (SERVER_ERROR for it).
+    demo.emulator.faults.error_after_frames = (10, 500, "injected failure")
+    await demo.js("window.avatarDemo.playSample({seconds: 2})")
+    await demo.wait_for("(c) => c.conversations().some((x) => x.status === 'aborted')")
+    await demo.js("window.avatarDemo.playSample({seconds: 1})")
+    await demo.wait_for("(c) => c.conversations().some((x) => x.status === 'completed')")
+
+    conversations = await demo.conversations()
+    assert [c["status"] for c in conversations] == ["aborted", "completed"]
+    assert conversations[0]["code"]
+    log = await demo.recording()
+    failed_id, next_id = (c["controllerConversationId"] for c in conversations)
+    assert failed_id != next_id
+    failed_frames = [e for e in log if e.get("conversationId") == failed_id]
+    # Its frames, then the audio-only switch (empty frame data), as the SDK documents.
+    assert failed_frames[-1]["payloads"] == []
+    assert failed_frames[-1]["accepted"]
+    payloads = [bytes.fromhex(p) for e in failed_frames for p in e["payloads"]]
+    assert payloads == upstream_frames(demo.emulator)[conversations[0]["conversationId"]]
+    # Its round was closed (END) before the next conversation's audio, so that one is new.
+    first_next = next(i for i, e in enumerate(log) if e.get("returned") == next_id)
+    closing = [e for e in log[:first_next] if e["call"] == "yieldAudioData"][-1]
+    assert closing["returned"] == failed_id
+    assert closing["end"]
+    frames = [e for e in log if e.get("conversationId") == next_id]
+    sent = [bytes.fromhex(p) for e in frames for p in e["payloads"]]
+    assert sent == upstream_frames(demo.emulator)[conversations[1]["conversationId"]]
+
+
 async def test_microphone_streams_resampled_audio_through_the_worklet(demo: Demo) -> None:
-    # Chromium's fake capture device (a beep) stands in for a microphone.
+    # Chromium's fake capture device, playing the speech sample, stands in for a microphone.
     await demo.js("window.avatarDemo.startMic().then(() => true)")
-    await demo.wait_for("(c) => c.stats().framesReceived >= 10")
+    await demo.wait_for("(c) => c.stats().framesReceived >= 50")
     await demo.js("window.avatarDemo.stopMic(), true")
     await demo.wait_for("(c) => c.conversations().some((x) => x.status === 'completed')")
     conversations = await demo.conversations()
     delivered = check_delivery(await demo.recording(), conversations, demo.emulator)
     ((audio, _frames),) = delivered.values()
-    # s16le at the session's 16 kHz, and not silence.
+    # s16le mono at the session's 16 kHz: speech, not silence or noise from a wrong format.
     assert len(audio) % 2 == 0
-    assert len(audio) >= 10 * 1280
-    assert any(audio[i : i + 2] != b"\x00\x00" for i in range(0, len(audio), 2))
+    assert len(audio) >= 50 * 1280
+    # Two seconds of speech at about the sample's level (a wrong byte order or format would be
+    # noise far louder; a broken capture, silence).
+    assert 0.2 < rms(audio) / rms(SAMPLE) < 5
 
 
 async def test_the_client_library_is_served_with_its_types() -> None:
