@@ -13,7 +13,8 @@ def test_client_unit_tests_pass_under_node() -> None:
     node = shutil.which("node")
     assert node is not None, "node not found: run the tests through scripts/test"
     result = subprocess.run(
-        [node, "--test", str(WEB_TESTS / "codec.test.mjs")],
+        # TAP explicitly: newer Node versions default to a human-readable reporter.
+        [node, "--test", "--test-reporter=tap", str(WEB_TESTS / "codec.test.mjs")],
         capture_output=True,
         text=True,
         timeout=120,
