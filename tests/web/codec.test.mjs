@@ -367,3 +367,10 @@ test('client: the session-creation error keeps the server code', async () => {
   await assert.rejects(client.connect(), (err) => err.code === 'unauthorized' && err.status === 401 && err.requestId === 'r1');
   assert.equal(client.state, 'failed');
 });
+
+test('the type declarations declare exactly what the module exports', async () => {
+  const module = await import('../../app/static/avatar-relay.js');
+  const dts = readFileSync(new URL('../../app/static/avatar-relay.d.ts', import.meta.url), 'utf8');
+  const declared = [...dts.matchAll(/^export declare (?:const|class|function) (\w+)/gm)].map((m) => m[1]);
+  assert.deepEqual(new Set(declared), new Set(Object.keys(module)));
+});

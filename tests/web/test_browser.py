@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 from pydantic import SecretStr
 
 from app.api.app import create_app
@@ -79,29 +81,36 @@ class Demo:
         return convs
 
 
-def _settings(emulator: Emulator) -> Settings:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        app_env="test",
-        auth_mode="api-key",
-        auth_api_keys=[SecretStr(CALLER_KEY)],
-        redis_url=None,
-        rate_limit_principal_per_minute=0,
-        rate_limit_ip_per_minute=0,
-    )
+def _settings(emulator: Emulator, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "app_env": "test",
+        "auth_mode": "api-key",
+        "auth_api_keys": [SecretStr(CALLER_KEY)],
+        "redis_url": None,
+        "rate_limit_principal_per_minute": 0,
+        "rate_limit_ip_per_minute": 0,
+    }
+    values.update(overrides)
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
     return emulator_settings(settings, emulator)
+
+
+def speech_wav(directory: Path) -> Path:
+    """The speech sample as a WAV file, for Chromium's fake microphone to play."""
+    path = directory / "speech.wav"
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(SAMPLE)
+    return path
 
 
 @pytest.fixture
 async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     ARTIFACTS.mkdir(exist_ok=True)
     # The fake microphone plays the speech sample (Chromium resamples it to its device rate).
-    speech = tmp_path / "speech.wav"
-    with wave.open(str(speech), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16000)
-        wav.writeframes(SAMPLE)
+    speech = speech_wav(tmp_path)
     # speed 2: frames may run ahead of real time, but never ahead of the audio that causes them,
     # so the page's real-time pacing still decides when they come.
     async with (
@@ -353,3 +362,64 @@ async def test_the_client_library_is_served_with_its_types() -> None:
             response = await http.get(missing)
             assert response.status_code == 404, missing
             assert response.json()["error"]["code"] == "notFound"
+
+
+# The README's snippet, on a page of another origin, with the recording controller standing in
+# for the AvatarKit SDK (which needs an App ID and the network).
+README_PAGE = """<!doctype html><meta charset="utf-8"><title>my app</title><script type="module">
+  import {
+    AvatarRelayClient, createRelaySession, startMicrophone,
+  } from '%(relay)s/client/avatar-relay.js';
+  import { RecordingController } from '%(relay)s/static/recording-controller.js';
+  const RELAY = '%(relay)s';
+  const fetchOptions = { headers: { Authorization: 'Bearer %(key)s' } };
+  const session = await createRelaySession({ baseUrl: RELAY, fetchOptions });
+  const controller = new RecordingController();
+  const relay = new AvatarRelayClient({ baseUrl: RELAY, fetchOptions, controller });
+  window.app = { session, controller, relay, talk: async () => {
+    if (relay.state === 'idle') await relay.connect(session);
+    window.app.mic = await startMicrophone(relay);
+    return true;
+  } };
+  document.dispatchEvent(new Event('app-ready'));
+</script>"""
+
+
+async def test_the_readme_snippet_works_from_another_origin(tmp_path: Path) -> None:
+    page_app = FastAPI()
+    html: dict[str, str] = {}
+
+    @page_app.get("/")
+    async def my_page() -> HTMLResponse:
+        return HTMLResponse(html["page"])
+
+    async with (
+        Emulator(speed=2.0, record=True) as emulator,
+        running_app(page_app) as page_url,
+    ):
+        # Another origin for the browser: same loopback address, another host name and port.
+        origin = page_url.replace("127.0.0.1", "localhost")
+        settings = _settings(emulator, cors_origins=[origin])
+        async with (
+            running_app(create_app(settings)) as relay_url,
+            launch(f"--use-file-for-fake-audio-capture={speech_wav(tmp_path)}") as browser,
+        ):
+            html["page"] = README_PAGE % {"relay": relay_url, "key": CALLER_KEY}
+            page = await browser.new_page()
+            await page.goto(origin + "/")
+            async with asyncio.timeout(WAIT):
+                await page.evaluate(
+                    "window.app ? true : new Promise((resolve) =>"
+                    " document.addEventListener('app-ready', () => resolve(true)))"
+                )
+                assert await page.evaluate("window.app.talk()")
+                await page.evaluate(WAIT_FOR_JS.replace("avatarDemo.client", "app.relay"))
+                await page.evaluate("window.__waitFor((c) => c.stats().framesReceived >= 25)")
+                await page.evaluate("window.app.mic.stop(), true")
+                await page.evaluate(
+                    "window.__waitFor((c) => c.conversations()[0]?.status === 'completed')"
+                )
+                log = await page.evaluate("window.app.controller.export()")
+                conversations = await page.evaluate("window.app.relay.conversations()")
+            assert page.exceptions == []
+        check_delivery(log, conversations, emulator)
