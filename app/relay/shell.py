@@ -370,6 +370,7 @@ class RelayRunner:
                 if link is not None:
                     link.close(effect.close_code, effect.reason)
             elif type(effect) is ConversationEnded:
+                self.upstream.forget(effect.req_id)
                 if self._metrics is not None:
                     self._metrics.conversation_ended(effect.outcome)
             elif type(effect) is InterruptUpstream:

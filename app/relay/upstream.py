@@ -145,10 +145,9 @@ class UpstreamPool:
             if len(ready) < self.size:
                 try:
                     conn = await self._ingress.connect(*key)
-                except AppError as error:
-                    log.warning(
-                        "upstream pool refill failed", extra={"error_code": error.code.value}
-                    )
+                except Exception as error:
+                    code = error.code.value if isinstance(error, AppError) else "internalError"
+                    log.warning("upstream pool refill failed", extra={"error_code": code})
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, POOL_RETRY_MAX_SECONDS)
                     continue
@@ -259,8 +258,10 @@ class UpstreamLink:
         if self._queued_bytes > self._max_queued_bytes and self._conn is not None:
             # Upstream is not taking audio as fast as the client sends it: treat it as lost
             # rather than buffer without bound; the shell aborts and reconnects.
+            # Deferred: this runs while the shell performs effects, and the loss's own effects
+            # must come after those.
             error = AppError(ErrorCode.CONNECTION_FAILED, "ingress is not accepting audio")
-            self._lose(self._conn, error)
+            asyncio.get_running_loop().call_soon(self._lose, self._conn, error)
 
     def interrupt(self, req_id: str) -> None:
         if self._closed:
@@ -277,6 +278,10 @@ class UpstreamLink:
         if req_id in self._sent_ids:
             self._ops.append(_Interrupt(req_id))
             self._wake.set()
+
+    def forget(self, req_id: str) -> None:
+        """The request's conversation is over: no interrupt will be needed for it."""
+        self._sent_ids.discard(req_id)
 
     async def aclose(self) -> None:
         """Stop everything and close the connection. Idempotent."""
