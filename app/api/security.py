@@ -8,6 +8,8 @@ token endpoint's hot path.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -61,8 +63,38 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+# OpenAPI names of the credentials `require_principal` accepts; routes list them in `security`.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "AUTH_MODE=api-key: one of AUTH_API_KEYS; AUTH_MODE=jwt: a signed JWT.",
+    },
+    "apiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "AUTH_MODE=api-key only: one of AUTH_API_KEYS.",
+    },
+}
+SECURITY_REQUIREMENT: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+
+
+def _document_security_schemes(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_security(app: FastAPI, settings: Settings) -> None:
     """Add the headers middleware, then CORS outside it (so preflights are answered first)."""
+    _document_security_schemes(app)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.app_env == "production")
     if settings.cors_origins:
         app.add_middleware(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import PrincipalDep, ServicesDep
 from app.api.errors import ErrorResponse, request_id
+from app.api.security import SECURITY_REQUIREMENT
 from app.errors import AppError, ErrorCode
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
@@ -62,6 +63,7 @@ def _idempotency_key(value: str | None) -> str | None:
     "/session-tokens",
     status_code=201,
     summary="Mint a single-use session token",
+    openapi_extra={"security": SECURITY_REQUIREMENT},
     responses=_errors(
         ErrorCode.INVALID_REQUEST,
         ErrorCode.UNAUTHORIZED,

@@ -309,6 +309,10 @@ async def test_openapi_lists_the_error_responses(emu: Emulator) -> None:
         "$ref": "#/components/schemas/ErrorResponse"
     }
     assert "rateLimited" in operation["responses"]["429"]["description"]
+    assert operation["security"] == [{"bearer": []}, {"apiKey": []}]
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["bearer"]["scheme"] == "bearer"
+    assert schemes["apiKey"]["name"] == "X-API-Key"
 
 
 async def test_security_headers_and_cors(emu: Emulator) -> None:
