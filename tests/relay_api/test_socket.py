@@ -215,3 +215,46 @@ async def test_an_ack_below_an_earlier_ack_is_ignored(relay: Relay) -> None:
         await peer.send(p.ClientAck(1))
         await peer.send(p.ClientPing(99))
         assert await peer.until(lambda m: isinstance(m, p.ServerPong)) == [p.ServerPong(99)]
+
+
+async def test_audio_after_bye_is_ignored(relay: Relay) -> None:
+    body = await relay.create()
+    async with Peer.open(body["url"]) as peer:
+        await peer.hello()
+        await peer.send(p.Bye())
+        await peer.send_raw(audio(1, b"\x00\x00"))
+        assert await peer.closed() == (1000, "bye")
+    assert relay.services.sessions.live_count == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "code"),
+    [("idle_timeout_seconds", "idleTimeout"), ("max_session_seconds", "sessionDurationExceeded")],
+)
+async def test_session_timers_end_the_session(emu: Emulator, setting: str, code: str) -> None:
+    async with running_relay(relay_settings(emu, **{setting: 0.3})) as relay:
+        body = await relay.create()
+        async with Peer.open(body["url"]) as peer:
+            await peer.hello()
+            error = await peer.recv()
+            assert error == p.ServerError(code, error.message)  # type: ignore[union-attr]
+            assert await peer.closed() == (4408, code)
+        await emu.wait_until(lambda: emu.stats.connections_active == 0)
+
+
+async def test_tickets_never_reach_the_logs(relay: Relay, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    body = await relay.create()
+    spare = await relay.ticket(body["sessionId"])
+    async with Peer.open(body["url"]) as peer:
+        await peer.hello()
+        await peer.utterance(SHORT_PCM[:6400])
+        await peer.until(final_frame)
+        async with Peer.open(body["url"]) as replayed:  # refused: logged, without the ticket
+            await replayed.closed()
+    # The server's records (the test's own websockets client logs its request line at DEBUG).
+    server = [r for r in caplog.records if not r.name.startswith("websockets.client")]
+    assert any(r.name.startswith("avatar_relay") for r in server)
+    for ticket in (body["ticket"], spare.json()["ticket"]):
+        for record in server:
+            assert ticket not in repr(record.__dict__), record.name
