@@ -89,6 +89,11 @@ class Store(Protocol):
     async def aclose(self) -> None: ...
 
 
+def check_rules(rules: Sequence[tuple[str, int]], window: float) -> None:
+    if window <= 0 or any(limit < 1 for _, limit in rules):
+        raise ValueError("rate limits need a positive window and limits of at least 1")
+
+
 def gcra(tat: float | None, limit: int, window: float, now: float) -> tuple[RateDecision, float]:
     """One step of the generic cell rate algorithm, shared by the in-memory store and the tests.
 

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from app.store.base import RateDecision, gcra
+from app.store.base import RateDecision, check_rules, gcra
 
 
 @dataclass(slots=True)
@@ -99,6 +99,7 @@ class MemoryStore:
     async def hit_all(
         self, rules: Sequence[tuple[str, int]], window: float, now: float
     ) -> list[RateDecision]:
+        check_rules(rules, window)
         steps = []
         for key, limit in rules:
             entry = self._live(key)

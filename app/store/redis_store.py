@@ -17,7 +17,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.errors import AppError, ErrorCode
-from app.store.base import RateDecision
+from app.store.base import RateDecision, check_rules
 
 log = logging.getLogger("avatar_relay.store")
 
@@ -135,6 +135,7 @@ class RedisStore:
     async def hit_all(
         self, rules: Sequence[tuple[str, int]], window: float, now: float
     ) -> list[RateDecision]:
+        check_rules(rules, window)
         keys = [self._k(key) for key, _ in rules]
         args: list[str | int] = [repr(window), repr(now), *(limit for _, limit in rules)]
         reply: list[list[Any]] = await self._hit(keys=keys, args=args)

@@ -138,6 +138,13 @@ async def test_hit_all_charges_every_bucket_or_none(subject: Subject) -> None:
     assert [d.allowed for d in alone] == [True, True, True, False]
 
 
+async def test_hit_refuses_nonsense_limits(subject: Subject) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        await subject.store.hit("rl", 0, 60, 0.0)
+    with pytest.raises(ValueError, match="positive window"):
+        await subject.store.hit_all([("rl", 5)], 0, 0.0)
+
+
 async def test_list_is_fifo(subject: Subject) -> None:
     store = subject.store
     assert await store.pop("pool") is None
