@@ -510,7 +510,14 @@ export class HostModeDriver {
     if (first || !this.current) this.current = rec;
     if (rec.cancelled) return rec;
     if (end) rec.audioEnded = true;
-    const result = this.controller.yieldAudioData(pcm, end);
+    let result;
+    try {
+      result = this.controller.yieldAudioData(pcm, end);
+    } catch (err) {
+      // The controller's failure must not stall the stream; later audio may still start it.
+      this._failed('controllerError', err);
+      return rec;
+    }
     if (isThenable(result)) {
       result.then((id) => this._learnId(rec, id), (err) => this._failed('controllerError', err));
     } else {
@@ -556,15 +563,23 @@ export class HostModeDriver {
     }
     this.held = Math.max(0, this.held);
     this.current = null;
-    this.controller.interrupt?.();
+    try {
+      this.controller.interrupt?.();
+    } catch (err) {
+      this._failed('controllerError', err);
+    }
   }
 
   _closeRound(rec) {
     if (rec.audioEnded || rec.cancelled) return;
     rec.audioEnded = true;
-    const result = this.controller.yieldAudioData(EMPTY, true);
-    if (isThenable(result)) result.then((id) => this._learnId(rec, id), () => {});
-    else this._learnId(rec, result);
+    try {
+      const result = this.controller.yieldAudioData(EMPTY, true);
+      if (isThenable(result)) result.then((id) => this._learnId(rec, id), () => {});
+      else this._learnId(rec, result);
+    } catch (err) {
+      this._failed('controllerError', err);
+    }
   }
 
   _learnId(rec, id) {
@@ -621,6 +636,9 @@ const DEFAULTS = Object.freeze({
   maxBackoffMs: 5000,
 });
 
+// Socket attempts before a session that never got a WELCOME gives up.
+const MAX_UNWELCOMED_ATTEMPTS = 4;
+
 // Upstream animation runs at 25 frames per second: one frame animates 40 ms of audio.
 const FRAME_MS = 40;
 
@@ -673,6 +691,7 @@ export class AvatarRelayClient extends Emitter {
     this._connectPromise = null;
     this._settle = null;
     this._fatalError = null;
+    this._everWelcomed = false;
     this._stats = {
       connects: 0, reconnects: 0, drops: 0, messagesReceived: 0, duplicatesIgnored: 0,
       audioChunksSent: 0, audioBytesSent: 0, resentMessages: 0, replayedOnResume: 0, audioChunksReceived: 0,
@@ -890,6 +909,12 @@ export class AvatarRelayClient extends Emitter {
       this._fail(new RelayError('connectionFailed', 'could not open the relay session'));
       return;
     }
+    // A socket that was never welcomed is refused at the upgrade (wrong origin, proxy without
+    // WebSocket support, ...); browsers hide the HTTP status, so stop after a few tries.
+    if (!this._everWelcomed && this._attempt >= MAX_UNWELCOMED_ATTEMPTS) {
+      this._fail(new RelayError('connectionFailed', 'the relay socket could not be opened (is this page\'s origin in CORS_ORIGINS?)'));
+      return;
+    }
     const windowMs = this.resumeWindowMs ?? 30000;
     const elapsed = now() - this._dropAt;
     if (elapsed > windowMs) {
@@ -1076,6 +1101,7 @@ export class AvatarRelayClient extends Emitter {
       return;
     }
     this._welcomed = true;
+    this._everWelcomed = true;
     this._fatalError = null;
     this.sessionId = message.sessionId;
     this.sampleRate = message.sampleRate;

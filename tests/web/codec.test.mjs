@@ -374,3 +374,40 @@ test('the type declarations declare exactly what the module exports', async () =
   const declared = [...dts.matchAll(/^export declare (?:const|class|function) (\w+)/gm)].map((m) => m[1]);
   assert.deepEqual(new Set(declared), new Set(Object.keys(module)));
 });
+
+test('driver: a throwing controller is reported and does not stop the stream', () => {
+  const errors = [];
+  let calls = 0;
+  const controller = {
+    yieldAudioData() {
+      calls += 1;
+      if (calls === 1) throw new Error('not ready');
+      return 'sdk-x';
+    },
+    yieldFramesData() {},
+    interrupt() { throw new Error('boom'); },
+  };
+  const d = new HostModeDriver(controller, (type, event) => errors.push([type, event.code]));
+  d.audio('A', new Uint8Array(2), { first: true });
+  d.frame('A', Uint8Array.of(1));
+  d.audio('A', new Uint8Array(2), {});
+  d.interrupted();
+  assert.deepEqual(errors, [['error', 'controllerError'], ['conversationid', undefined], ['error', 'controllerError']]);
+});
+
+test('client: a socket that is never welcomed gives up with connectionFailed', async () => {
+  const server = new FakeServer();
+  const Refusing = class extends server.WebSocket {
+    constructor(url, protocol) {
+      super(url, protocol);
+      setTimeout(() => this.onclose?.({ code: 1006, reason: '' }), 1);
+    }
+  };
+  const client = new AvatarRelayClient({
+    baseUrl: 'http://relay.test', fetch: server.fetch, WebSocket: Refusing, pingIntervalMs: 0,
+    initialBackoffMs: 1, maxBackoffMs: 2,
+  });
+  await assert.rejects(client.connect(), { code: 'connectionFailed' });
+  assert.equal(client.state, 'failed');
+  assert.equal(server.sockets.length, 5);
+});
