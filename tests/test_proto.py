@@ -1,4 +1,4 @@
-"""The committed generated protobuf code must match proto/ exactly (regenerate with scripts/gen-proto)."""
+"""The committed generated protobuf code must match proto/ (regenerate: scripts/gen-proto)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,7 @@ def test_committed_generated_code_is_fresh(tmp_path: Path) -> None:
 
 
 def test_field_numbers_are_the_wire_contract() -> None:
-    fields = {
-        f.name: f.number for f in message_pb2.Message.DESCRIPTOR.fields
-    }
+    fields = {f.name: f.number for f in message_pb2.Message.DESCRIPTOR.fields}
     assert fields == {
         "type": 1,
         "client_configure_session": 2,

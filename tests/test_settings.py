@@ -71,7 +71,9 @@ def test_secrets_are_never_printed() -> None:
 
 def test_every_problem_gets_its_own_line() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings(port=70000, cors_origins="*", default_sample_rate=12345, spatialreal_region="eu")
+        load_settings(
+            port=70000, cors_origins="*", default_sample_rate=12345, spatialreal_region="eu"
+        )
     problems = caught.value.problems
     assert len(problems) == 4
     assert any(p.startswith("PORT:") for p in problems)
@@ -100,7 +102,12 @@ def test_auth_modes_need_their_credentials() -> None:
 
 
 def test_cli_reports_invalid_configuration_one_line_each(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "PORT": "notaport", "APP_ENV": "production", "HOME": str(tmp_path)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PORT": "notaport",
+        "APP_ENV": "production",
+        "HOME": str(tmp_path),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "serve"],
         cwd=tmp_path,
