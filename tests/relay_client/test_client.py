@@ -94,7 +94,7 @@ async def test_resume_fails_explicitly_when_the_buffer_overflowed_while_away() -
             await client.send_audio(chunk, end=index == len(CHUNKS) - 1)
         with pytest.raises(AppError) as caught:
             await _drain(client)
-        assert caught.value.code in (ErrorCode.SLOW_CONSUMER, ErrorCode.RESUME_FAILED)
+        assert caught.value.code is ErrorCode.SLOW_CONSUMER
         assert client.error is caught.value
         with pytest.raises(AppError):
             await client.send_audio(CHUNKS[0])
@@ -111,11 +111,8 @@ async def test_reconnecting_after_the_resume_window_surfaces_the_servers_refusal
         with pytest.raises(AppError) as caught:
             async with asyncio.timeout(20):
                 await _next_media(client)
-        assert caught.value.code in (
-            ErrorCode.SESSION_NOT_FOUND,
-            ErrorCode.SESSION_CLOSED,
-            ErrorCode.RESUME_FAILED,
-        )
+        # The server's verdict, not a client-side guess: the session is gone.
+        assert caught.value.code in (ErrorCode.SESSION_NOT_FOUND, ErrorCode.SESSION_CLOSED)
 
 
 async def test_without_reconnect_a_drop_ends_the_stream_with_connection_closed() -> None:
