@@ -196,8 +196,9 @@ export declare class AvatarRelayClient {
   sendAudio(pcm: Int16Array | ArrayBuffer | Uint8Array | null, options?: SendAudioOptions): number;
   endUtterance(): number;
   interrupt(): void;
-  /** Drop the socket as a network failure would (demo/tests); the client resumes. */
-  dropConnection(): boolean;
+  /** Drop the socket as a network failure would (demo/tests); the client resumes, after
+   *  `offlineMs` as if the network were down that long. False when there is no socket. */
+  dropConnection(options?: { offlineMs?: number }): boolean;
   /** End the session (BYE). */
   close(): Promise<void>;
   stats(): RelayStats;

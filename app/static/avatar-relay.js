@@ -692,6 +692,7 @@ export class AvatarRelayClient extends Emitter {
     this._settle = null;
     this._fatalError = null;
     this._everWelcomed = false;
+    this._offlineUntil = 0;
     this._stats = {
       connects: 0, reconnects: 0, drops: 0, messagesReceived: 0, duplicatesIgnored: 0,
       audioChunksSent: 0, audioBytesSent: 0, resentMessages: 0, replayedOnResume: 0, audioChunksReceived: 0,
@@ -777,9 +778,13 @@ export class AvatarRelayClient extends Emitter {
     this._utteranceStarts = [];
   }
 
-  /** Simulate a network failure: the socket goes away without a goodbye; resume follows. */
-  dropConnection() {
+  /**
+   * Simulate a network failure: the socket goes away without a goodbye (whatever is in flight
+   * is lost) and the client resumes, after `offlineMs` (default 0) as if the network were down.
+   */
+  dropConnection({ offlineMs = 0 } = {}) {
     if (!this._ws) return false;
+    this._offlineUntil = now() + offlineMs;
     this._abandonSocket(4000, 'simulated drop');
     this._onDrop('simulated drop');
     return true;
@@ -922,7 +927,8 @@ export class AvatarRelayClient extends Emitter {
       return;
     }
     const base = Math.min(this.options.maxBackoffMs, this.options.initialBackoffMs * 2 ** this._attempt);
-    const delay = this._attempt === 0 ? 0 : base * (0.8 + 0.4 * Math.random());
+    const backoff = this._attempt === 0 ? 0 : base * (0.8 + 0.4 * Math.random());
+    const delay = Math.max(backoff, this._offlineUntil - now());
     this._attempt += 1;
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = setTimeout(() => this._reconnect(), delay);

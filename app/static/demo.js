@@ -43,7 +43,7 @@ window.avatarDemo = {
   startMic,
   stopMic,
   interrupt: () => client?.interrupt(),
-  dropConnection: () => client?.dropConnection() ?? false,
+  dropConnection: (options) => client?.dropConnection(options) ?? false,
 };
 
 // --- settings ----------------------------------------------------------------------------------
@@ -567,8 +567,10 @@ $('interrupt').addEventListener('click', () => {
   stopPlayback(true);
   client?.interrupt();
 });
+// One second offline: long enough to see audio queue up, be resent and the frames catch up.
+const OFFLINE_MS = Number(params.get('offlineMs') ?? 1000);
 $('drop').addEventListener('click', () => {
-  if (client?.dropConnection()) logEvent('simulated dropped connection', 'error');
+  if (client?.dropConnection({ offlineMs: OFFLINE_MS })) logEvent(`simulated dropped connection (${OFFLINE_MS} ms offline)`, 'error');
 });
 
 async function showUpstream() {

@@ -250,6 +250,8 @@ async def test_a_dropped_connection_mid_conversation_still_delivers_exactly_once
     assert stats["drops"] == 1
     assert stats["connects"] == 2
     assert stats["state"] == "open"
+    # The page kept talking through the (one second) outage: that audio went after the resume.
+    assert stats["resentMessages"] > 0
     marks = await demo.js("window.avatarDemo.timeline.marks.map((m) => m.kind)")
     assert marks == ["drop", "resumed"]
     # The drop really cut the first conversation: its frames kept coming after the resume.
