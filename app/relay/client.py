@@ -93,6 +93,7 @@ class ClientStats:
     reconnects: int = 0
     resent: int = 0  # client AUDIO/INTERRUPT written again after a reconnect
     acks_sent: int = 0
+    pings_sent: int = 0
     drops: int = 0  # connections killed by drop_connection()
     out_of_order: int = 0  # sequenced messages that were not lastSeq + 1 (a server bug)
 
@@ -192,6 +193,7 @@ class RelayClient:
         origin: str | None = None,
         ack_every: int = 10,
         ack_interval: float = 0.25,
+        liveness_timeout: float = 45.0,
         open_timeout: float = 10.0,
         max_unacked_bytes: int = 4 * 1024 * 1024,
         max_pending_events: int = 100_000,
@@ -208,6 +210,9 @@ class RelayClient:
         self._origin = origin
         self._ack_every = ack_every
         self._ack_interval = ack_interval
+        self._liveness_timeout = liveness_timeout
+        self._last_rx = 0.0  # loop time of the last message from the server
+        self._ping_nonce = 0
         self._open_timeout = open_timeout
         self._max_unacked_bytes = max_unacked_bytes
         self._max_message_bytes = max_message_bytes
@@ -557,6 +562,7 @@ class RelayClient:
         raise AppError(ErrorCode.PROTOCOL_ERROR, f"expected WELCOME, got {type(message).__name__}")
 
     def _decode(self, raw: str | bytes) -> p.ServerMessage:
+        self._last_rx = asyncio.get_running_loop().time()
         if isinstance(raw, str):
             raise AppError(ErrorCode.PROTOCOL_ERROR, "relay server sent a text frame")
         self.stats.messages_received += 1
@@ -707,9 +713,25 @@ class RelayClient:
             self.stats.acks_sent += 1
 
     async def _ack_timer(self) -> None:
-        """Acknowledge what arrived within `ack_interval` even when fewer than `ack_every` did."""
+        """Acknowledge what arrived within `ack_interval` even when fewer than `ack_every` did;
+        watch liveness: a silent socket gets a PING, and is dropped (then resumed) when nothing
+        at all arrives for `liveness_timeout` (a dead network path sends no FIN)."""
+        loop = asyncio.get_running_loop()
+        pinged_at = 0.0
         while not self._closing:
             await asyncio.sleep(self._ack_interval)
             ws = self._ws
-            if ws is not None and self._last_seq > self._acked:
+            if ws is None:
+                continue
+            if self._last_seq > self._acked:
                 await self._send_ack(ws)
+            silent = loop.time() - self._last_rx
+            if silent > self._liveness_timeout:
+                log.info("relay connection silent for %.0fs; reconnecting", silent)
+                ws.transport.abort()
+            elif silent > self._liveness_timeout / 3 and pinged_at < self._last_rx:
+                pinged_at = loop.time()
+                self._ping_nonce = (self._ping_nonce + 1) & p.MAX_SEQ
+                with contextlib.suppress(ConnectionClosed, OSError):
+                    await self._write(ws, p.encode_client(p.ClientPing(self._ping_nonce)))
+                    self.stats.pings_sent += 1

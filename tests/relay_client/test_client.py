@@ -17,6 +17,7 @@ from app.relay.client import (
     _ws_url,
 )
 from tests.relay_client.conftest import AUTH, running_relay
+from tests.relay_client.proxy import FreezingProxy
 from tests.support.servers import FIXTURES
 
 CHUNK_BYTES = 1280
@@ -175,3 +176,24 @@ def test_socket_url_carries_the_ticket() -> None:
     assert (
         _ws_url(base, "ws://h:1/v1/relay?session=a", "x") == "ws://h:1/v1/relay?session=a&ticket=x"
     )
+
+
+async def test_a_silent_dead_connection_is_detected_and_resumed() -> None:
+    async with running_relay() as relay:
+        port = int(relay.url.rsplit(":", 1)[1])
+        async with (
+            FreezingProxy(port).running() as proxy,
+            RelayClient(proxy.url, headers=AUTH, liveness_timeout=0.6) as client,
+        ):
+            await client.send_audio(CHUNKS[0], end=True)
+            first = await _until(client, Frame)
+            # The socket goes silent without a close (REST connections keep working).
+            assert proxy.freeze(lambda head: head.startswith(b"GET /v1/relay?")) == 1
+            await client.send_audio(CHUNKS[1], end=True)
+            # PING unanswered -> the client gives up on the socket and resumes on a new one.
+            second = await _until(client, Frame)
+            assert client.stats.pings_sent >= 1
+            assert client.stats.reconnects == 1
+            assert b"".join(e.pcm for e in second if isinstance(e, Audio)) == CHUNKS[1]
+            seqs = [e.seq for e in first + second]
+            assert seqs == list(range(1, len(seqs) + 1))
