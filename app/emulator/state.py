@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -72,11 +73,15 @@ class TokenStore:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._tokens: dict[str, TokenRecord] = {}
+        # (expire_at, token) for every stored token, soonest first: purging looks only at what
+        # is due instead of scanning every token on every mint (O(log n) amortised per mint).
+        self._expiries: list[tuple[int, str]] = []
 
     def mint(self, app_id: str, expire_at: int) -> str:
         self._forget_expired()
         token = secrets.token_urlsafe(32)
         self._tokens[token] = TokenRecord(app_id=app_id, expire_at=expire_at)
+        heapq.heappush(self._expiries, (expire_at, token))
         return token
 
     def check(self, token: str, app_id: str) -> TokenCheck:
@@ -98,6 +103,9 @@ class TokenStore:
         # Keeps memory bounded in long standalone runs. Tokens stay known for an hour past expiry
         # so a late use is still reported as "token is expired", not as an unknown token.
         horizon = self._clock() - EXPIRED_TOKEN_MEMORY_SECONDS
-        stale = [token for token, record in self._tokens.items() if record.expire_at <= horizon]
-        for token in stale:
-            del self._tokens[token]
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= horizon:
+            _, token = heapq.heappop(expiries)
+            record = self._tokens.get(token)
+            if record is not None and record.expire_at <= horizon:
+                del self._tokens[token]
