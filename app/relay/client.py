@@ -285,6 +285,9 @@ class RelayClient:
             self.resume_window = float(answer["resumeWindowSeconds"])
             self._url = str(answer["url"])
             await self._connect(str(answer["ticket"]))
+        except _Lost as exc:
+            await self._shutdown()
+            raise AppError(ErrorCode.CONNECTION_FAILED, f"relay socket: {exc}") from None
         except BaseException:
             await self._shutdown()
             raise

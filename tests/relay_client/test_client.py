@@ -18,7 +18,7 @@ from app.relay.client import (
 )
 from tests.relay_client.conftest import AUTH, running_relay
 from tests.relay_client.proxy import FreezingProxy
-from tests.support.servers import FIXTURES
+from tests.support.servers import FIXTURES, free_port
 
 CHUNK_BYTES = 1280
 PCM = (FIXTURES / "short_16000.pcm").read_bytes()
@@ -153,6 +153,10 @@ async def test_session_creation_errors_are_app_errors() -> None:
             async with RelayClient(relay.url, headers=AUTH, sample_rate=12345):
                 pass
         assert caught.value.code is ErrorCode.INVALID_REQUEST
+    with pytest.raises(AppError) as caught:
+        async with RelayClient(f"http://127.0.0.1:{free_port()}", headers=AUTH):
+            pass
+    assert caught.value.code is ErrorCode.CONNECTION_FAILED
 
 
 async def test_bad_audio_is_refused_before_it_is_sent() -> None:
