@@ -12,7 +12,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Annotated
 
-import httpx
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
@@ -30,10 +29,8 @@ from app.store import Store, store_from_settings
 from app.tickets import TicketService
 from app.tokens import TokenService
 
-# httpcore's pool does O(connections²) bookkeeping on every request, so a big pool costs more
-# CPU than it saves in waiting (measured in bench/tokens.py: ~100 connections made minting 10x
-# slower than 32). Mints beyond this many in flight queue briefly for a connection.
-CONSOLE_MAX_CONNECTIONS = 8
+# Connections to the console (all regions): mints beyond this many in flight wait for one.
+CONSOLE_MAX_CONNECTIONS = 64
 
 
 @dataclass(slots=True)
@@ -61,15 +58,10 @@ async def build_services(
     store = store_from_settings(settings)
     stack.push_async_callback(store.aclose)
     breakers = RegionBreakers(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.upstream_request_timeout),
-        limits=httpx.Limits(
-            max_connections=CONSOLE_MAX_CONNECTIONS,
-            max_keepalive_connections=CONSOLE_MAX_CONNECTIONS,
-        ),
+    console = ConsoleClient.from_settings(
+        settings, breakers=breakers, max_connections=CONSOLE_MAX_CONNECTIONS
     )
-    stack.push_async_callback(http.aclose)
-    console = ConsoleClient.from_settings(settings, breakers=breakers, http=http)
+    stack.push_async_callback(console.aclose)
     tokens = TokenService(settings, store, console, metrics=metrics)
     await tokens.start()
     stack.push_async_callback(tokens.aclose)
