@@ -1,32 +1,29 @@
 """The relay session core: one pure state machine per relay session.
 
-It owns everything that makes delivery exactly-once and in order: client sequence numbers and
-dedup, conversations and their order on the client stream, interrupt, server sequence numbers,
-the replay buffer, resume, and the session's limits. It performs no I/O and reads no clock: the
-shell feeds it events (with `now`, in seconds on any monotonic scale) and performs the effects it
-returns, in order, before the next event. See docs/protocol.md for the rules it implements.
+It performs no I/O and reads no clock: the shell feeds it events (with `now`, in seconds on any
+monotonic scale) and performs the effects it returns, in order, before the next event. A client
+message goes: decode, dedupe by client seq (and acknowledge), then the conversations
+(`conversations.py`: which one, live or held), then the server seq and the replay buffer
+(`replay.py`), then out as an effect (`effects.py`). Upstream frames join at the conversations.
 
-Conversations on the client stream follow one rule: the stream carries one conversation at a
-time, in the order the client started them. The conversation at the head of the queue is
-released live; later ones wait (their audio is still sent upstream at once) and are flushed when
-the head ends. A conversation ends with its final frame, with CONVERSATION_ABORTED, or with an
-interrupt; nothing of it is released after that.
+The session itself owns what makes delivery exactly-once across reconnects: client sequence
+numbers and acks, server sequence numbers, resume, liveness and the limits (the buffer bounds
+count held messages too). See docs/protocol.md for the rules.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.errors import AppError, ErrorCode, spec
 from app.relay import protocol as p
+from app.relay.conversations import Conversation, Conversations, Item
 from app.relay.effects import (
     CloseClient,
     ConversationEnded,
     Effect,
-    InterruptUpstream,
     Outcome,
     ReleaseUpstream,
     SendToClient,
@@ -78,20 +75,10 @@ class RelayStats:
     replayed_messages: int = 0
 
 
-# A message waiting for its conversation to reach the head of the queue:
-# (server type, payload, flags, code, text)
-_Item = tuple[int, bytes, int, str, str]
-
-
-@dataclass(slots=True, eq=False)
-class _Conversation:
-    id: str
-    tag: bytes
-    pending: list[_Item] = field(default_factory=list)
-    # Set when the conversation's terminal message (final frame or ABORTED) has been emitted or
-    # queued; it then leaves the queue once that message is released.
-    outcome: Outcome | None = None
-    code: ErrorCode | None = None
+# Plain ints: compared once per message on the frame path.
+_AUDIO = int(p.ServerType.AUDIO)
+_FRAME = int(p.ServerType.FRAME)
+_ABORTED = int(p.ServerType.CONVERSATION_ABORTED)
 
 
 class _Fatal(Exception):
@@ -121,7 +108,6 @@ class RelaySession:
         self.sample_rate = sample_rate
         self.limits = limits
         self.stats = RelayStats()
-        self._new_conversation_id = new_conversation_id
         self._created = now
         self._now = now
         self._last_activity = now
@@ -145,13 +131,8 @@ class RelaySession:
         self._ack_due: float | None = None
 
         # server -> client
+        self._conversations = Conversations(new_conversation_id)
         self._replay = ReplayBuffer()
-        self._pending_count = 0
-        self._pending_bytes = 0
-        self._queue: deque[_Conversation] = deque()
-        self._by_id: dict[str, _Conversation] = {}  # conversations still expecting upstream
-        self._input: _Conversation | None = None  # the conversation taking client audio
-        self._discarding = False  # swallow the rest of an utterance whose conversation ended
 
     # --- read-only views for the shell ---
 
@@ -179,11 +160,11 @@ class RelaySession:
 
     @property
     def buffered_messages(self) -> int:
-        return len(self._replay) + self._pending_count
+        return len(self._replay) + self._conversations.held_messages
 
     @property
     def buffered_bytes(self) -> int:
-        return self._replay.size + self._pending_bytes
+        return self._replay.size + self._conversations.held_bytes
 
     def next_deadline(self) -> float | None:
         """When the shell should call `on_tick` next at the latest (None: never again)."""
@@ -268,14 +249,15 @@ class RelaySession:
         """One SERVER_RESPONSE_ANIMATION message, `raw` exactly as the ingress sent it."""
         if self._ended or self._broken is not None:
             return []
-        conversation = self._by_id.get(req_id)
+        conversation = self._conversations.expecting(req_id)
         if conversation is None:
             # Interrupted, aborted, finished or never ours: nothing of it may reach the client.
             self.stats.frames_dropped += 1
             return []
         self._begin(now)
         try:
-            self._deliver(conversation, p.ServerType.FRAME, raw, p.FLAG_END if end else 0)
+            item = (conversation.tag, _FRAME, raw, p.FLAG_END if end else 0, "", "")
+            self._deliver(conversation, item)
             if end:
                 self._finish(conversation, "completed", None)
         except _Fatal as fatal:
@@ -290,7 +272,7 @@ class RelaySession:
             return []
         self._begin(now)
         try:
-            conversation = self._by_id.get(req_id)
+            conversation = self._conversations.expecting(req_id)
             if conversation is not None:
                 self._abort(conversation, code, message)
         except _Fatal as fatal:
@@ -304,7 +286,7 @@ class RelaySession:
             return []
         self._begin(now)
         try:
-            for conversation in list(self._by_id.values()):
+            for conversation in self._conversations.expecting_upstream():
                 self._abort(conversation, code, message)
         except _Fatal as fatal:
             self._fatal(fatal)
@@ -449,113 +431,61 @@ class RelaySession:
         self._ack_due = None
         self._send(p.encode_server(p.ServerAck(self._client_seq)))
 
+    # --- internals: conversations (their rules live in conversations.py) ---
+
     def _audio(self, pcm: bytes, end: bool) -> None:
-        if self._discarding:
-            # The utterance's conversation already ended (abort or early final frame): the
-            # rest of it up to its end flag has nowhere to go.
-            if end:
-                self._discarding = False
-            return
-        conversation = self._input
-        first = conversation is None
-        if conversation is None:
-            req_id = self._new_conversation_id()
-            conversation = _Conversation(req_id, p.conversation_tag(req_id))
-            self._queue.append(conversation)
-            self._by_id[req_id] = conversation
-            self._input = conversation
+        taken = self._conversations.take_audio(end)
+        if taken is None:
+            return  # the rest of an utterance whose conversation already ended
+        conversation, first = taken
+        if first:
             self.stats.conversations_started += 1
         self._out.append(SendUpstream(conversation.id, pcm, end))
-        if end:
-            self._input = None
         flags = (p.FLAG_FIRST if first else 0) | (p.FLAG_END if end else 0)
-        self._deliver(conversation, p.ServerType.AUDIO, pcm, flags)
+        self._deliver(conversation, (conversation.tag, _AUDIO, pcm, flags, "", ""))
 
     def _interrupt(self) -> None:
-        head = self._queue[0] if self._queue else None
-        for conversation in self._queue:
-            if conversation.id in self._by_id:
-                self._out.append(InterruptUpstream(conversation.id))
-            self._out.append(ConversationEnded(conversation.id, "interrupted"))
-        self._queue.clear()
-        self._by_id.clear()
-        self._pending_count = 0
-        self._pending_bytes = 0
-        self._input = None
-        self._discarding = False
-        tag = head.tag if head is not None else p.EMPTY_TAG
+        conversations = self._conversations
+        live = conversations.live  # INTERRUPTED names the conversation being delivered
+        tag = live.tag if live is not None else p.EMPTY_TAG
+        self._out.extend(conversations.interrupt())
         self._release(p.encode_interrupted(self._replay.next_seq, tag))
 
-    # --- internals: conversations on the client stream ---
-
-    def _deliver(
-        self,
-        conversation: _Conversation,
-        kind: int,
-        payload: bytes,
-        flags: int,
-        code: str = "",
-        text: str = "",
-    ) -> None:
-        """Release now if the conversation is at the head of the stream, else hold it."""
-        if self._queue[0] is conversation:
-            self._release(self._encode(conversation, (kind, payload, flags, code, text)))
-            return
-        conversation.pending.append((kind, payload, flags, code, text))
-        self._pending_count += 1
-        self._pending_bytes += len(payload)
-        self._check_bounds()
-
-    def _encode(self, conversation: _Conversation, item: _Item) -> bytes:
-        kind, payload, flags, code, text = item
-        seq = self._replay.next_seq
-        if kind == p.ServerType.FRAME:
-            return p.encode_frame(seq, conversation.tag, payload, end=bool(flags & p.FLAG_END))
-        if kind == p.ServerType.AUDIO:
-            return p.encode_audio(
-                seq,
-                conversation.tag,
-                payload,
-                first=bool(flags & p.FLAG_FIRST),
-                end=bool(flags & p.FLAG_END),
-            )
-        return p.encode_aborted(seq, conversation.tag, code, text)
-
-    def _abort(self, conversation: _Conversation, code: ErrorCode, message: str) -> None:
-        kind = p.ServerType.CONVERSATION_ABORTED
-        self._deliver(conversation, kind, b"", 0, code.value, message)
+    def _abort(self, conversation: Conversation, code: ErrorCode, message: str) -> None:
+        self._deliver(conversation, (conversation.tag, _ABORTED, b"", 0, code.value, message))
         self._finish(conversation, "aborted", code)
 
-    def _finish(
-        self, conversation: _Conversation, outcome: Outcome, code: ErrorCode | None
-    ) -> None:
-        """Its terminal message is out or queued: nothing more of it is accepted from upstream."""
-        conversation.outcome = outcome
-        conversation.code = code
-        del self._by_id[conversation.id]
-        if conversation is self._input:
-            self._input = None
-            self._discarding = True
-        if self._queue[0] is conversation:
-            self._retire_head()
+    def _finish(self, conversation: Conversation, outcome: Outcome, code: ErrorCode | None) -> None:
+        self._flush(self._conversations.finish(conversation, outcome, code))
 
-    def _retire_head(self) -> None:
-        """The head ended: promote the next conversations, flushing what they held."""
-        queue = self._queue
-        done = queue.popleft()
-        assert done.outcome is not None
-        self._out.append(ConversationEnded(done.id, done.outcome, done.code))
-        while queue:
-            head = queue[0]
-            for item in head.pending:
-                self._pending_count -= 1
-                self._pending_bytes -= len(item[1])
-                self._release(self._encode(head, item))
-            head.pending.clear()
-            if head.outcome is None:
-                return
-            queue.popleft()
-            self._out.append(ConversationEnded(head.id, head.outcome, head.code))
+    # --- internals: sequencing, the replay buffer and its bounds ---
+
+    def _deliver(self, conversation: Conversation, item: Item) -> None:
+        """Release now if the conversation is live, else it waits (and counts) in the queue."""
+        if self._conversations.hold(conversation, item):
+            self._check_bounds()
+        else:
+            self._release(self._encode(item))
+
+    def _flush(self, steps: Iterator[Item | ConversationEnded]) -> None:
+        """Release what the conversations hand back, in their order, as they hand it back."""
+        for step in steps:
+            if isinstance(step, ConversationEnded):
+                self._out.append(step)
+            else:
+                self._release(self._encode(step))
+
+    def _encode(self, item: Item) -> bytes:
+        """The message as it goes out: numbered with the next server seq."""
+        tag, kind, payload, flags, code, text = item
+        seq = self._replay.next_seq
+        if kind == _FRAME:
+            return p.encode_frame(seq, tag, payload, end=bool(flags & p.FLAG_END))
+        if kind == _AUDIO:
+            return p.encode_audio(
+                seq, tag, payload, first=bool(flags & p.FLAG_FIRST), end=bool(flags & p.FLAG_END)
+            )
+        return p.encode_aborted(seq, tag, code, text)
 
     def _release(self, data: bytes) -> None:
         """Give `data` the next server seq (the caller encoded it so), keep it, send it."""
@@ -567,8 +497,8 @@ class RelaySession:
     def _check_bounds(self) -> None:
         limits = self.limits
         if (
-            len(self._replay) + self._pending_count > limits.replay_buffer_messages
-            or self._replay.size + self._pending_bytes > limits.replay_buffer_bytes
+            len(self._replay) + self._conversations.held_messages > limits.replay_buffer_messages
+            or self._replay.size + self._conversations.held_bytes > limits.replay_buffer_bytes
         ):
             raise _Overflow(ErrorCode.SLOW_CONSUMER, "unacknowledged messages exceed the buffer")
 
@@ -603,21 +533,12 @@ class RelaySession:
         """The buffer overflowed while the client was away: the gap is lost for good. Keep the
         session until the resume window closes only to answer a reconnect with RESUME_FAILED."""
         self._broken = code
-        self._drop_conversations(code)
+        self._out.extend(self._conversations.drop(code))
         self._replay.clear()
         self._out.append(ReleaseUpstream())
 
-    def _drop_conversations(self, code: ErrorCode) -> None:
-        for conversation in self._queue:
-            self._out.append(ConversationEnded(conversation.id, "aborted", code))
-        self._queue.clear()
-        self._by_id.clear()
-        self._pending_count = 0
-        self._pending_bytes = 0
-        self._input = None
-
     def _end(self, code: ErrorCode | None) -> None:
-        self._drop_conversations(code or ErrorCode.SESSION_CLOSED)
+        self._out.extend(self._conversations.drop(code or ErrorCode.SESSION_CLOSED))
         self._replay.clear()
         self._ended = True
         self._conn = None

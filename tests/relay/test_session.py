@@ -359,6 +359,22 @@ def test_byte_bound_counts_held_messages_too() -> None:
     _fatal(effects, ErrorCode.SLOW_CONSUMER)
 
 
+def test_an_overflow_while_flushing_a_held_conversation_still_ends_it() -> None:
+    # The shell forgets an upstream request on ConversationEnded: every one must get it.
+    s = new_session(replay_buffer_bytes=200)
+    connect(s)
+    s.on_client_message(1, audio(1, end=True), 0)  # A live
+    s.on_client_message(1, audio(2, end=True), 0)  # B held behind it
+    s.on_upstream_frame(cid(2), b"x" * 100, True, 0)  # B finished upstream, still held
+    # A ends; B's messages grow by their headers as they are released, and overflow
+    effects = s.on_upstream_frame(cid(1), b"", True, 0)
+    _fatal(effects, ErrorCode.SLOW_CONSUMER)
+    assert of_type(effects, ConversationEnded) == [
+        ConversationEnded(cid(1), "completed"),
+        ConversationEnded(cid(2), "aborted", ErrorCode.SLOW_CONSUMER),
+    ]
+
+
 def test_overflow_while_away_makes_the_resume_fail() -> None:
     s = new_session(replay_buffer_messages=16)
     connect(s)
