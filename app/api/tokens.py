@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Request, Response
+from fastapi import APIRouter, Body, Header, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import PrincipalDep, ServicesDep
@@ -62,6 +63,7 @@ def _idempotency_key(value: str | None) -> str | None:
 @router.post(
     "/session-tokens",
     status_code=201,
+    response_model=SessionToken,
     summary="Mint a single-use session token",
     openapi_extra={"security": SECURITY_REQUIREMENT},
     responses=_errors(
@@ -84,7 +86,6 @@ def _idempotency_key(value: str | None) -> str | None:
 )
 async def create_session_token(
     request: Request,
-    response: Response,
     principal: PrincipalDep,
     services: ServicesDep,
     body: Annotated[TokenRequest | None, Body()] = None,
@@ -96,7 +97,7 @@ async def create_session_token(
             " get the first answer instead of a second token.",
         ),
     ] = None,
-) -> SessionToken:
+) -> JSONResponse:
     rid = request_id(request)
     outcome = await services.tokens.issue(
         principal.id,
@@ -104,15 +105,16 @@ async def create_session_token(
         idempotency_key=_idempotency_key(idempotency_key),
         request_id=rid,
     )
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    response.headers["X-Request-ID"] = rid
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache", "X-Request-ID": rid}
     if outcome.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+        headers["Idempotent-Replayed"] = "true"
     token = outcome.token
-    return SessionToken(
-        sessionToken=token.session_token,
-        expireAt=token.expire_at,
-        appId=token.app_id,
-        region=token.region,
-    )
+    # A response built here, not a model for FastAPI to validate and serialise again: the body
+    # is four fields this module just wrote (`response_model` still documents the shape).
+    content = {
+        "sessionToken": token.session_token,
+        "expireAt": token.expire_at,
+        "appId": token.app_id,
+        "region": token.region,
+    }
+    return JSONResponse(content, status_code=201, headers=headers)
