@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
@@ -217,6 +218,11 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Label children resolved once per label set, not per request (`labels()` takes a lock
+        # and builds keys each time). Bounded like the series themselves: methods x routes x
+        # statuses.
+        self._counts: dict[tuple[str, str, int], Counter] = {}
+        self._durations: dict[tuple[str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -243,12 +249,19 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
+            elapsed = time.perf_counter() - started
             route = _route_template(scope)
             method = _method(scope)
-            self.metrics.http_requests_total.labels(method, route, str(status)).inc()
-            self.metrics.http_request_duration_seconds.labels(method, route).observe(
-                time.perf_counter() - started
-            )
+            count = self._counts.get((method, route, status))
+            if count is None:
+                count = self.metrics.http_requests_total.labels(method, route, str(status))
+                self._counts[(method, route, status)] = count
+            count.inc()
+            duration = self._durations.get((method, route))
+            if duration is None:
+                duration = self.metrics.http_request_duration_seconds.labels(method, route)
+                self._durations[(method, route)] = duration
+            duration.observe(elapsed)
 
 
 def _request_id(scope: Scope) -> str:

@@ -39,6 +39,17 @@ class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
         self.app = app
         self.hsts = hsts
+        # The four possible header sets (API or page, 401 or not), built once.
+        self._extra: dict[tuple[bool, bool], list[tuple[bytes, bytes]]] = {}
+        for api in (False, True):
+            for unauthorized in (False, True):
+                extra = list(_BASE_HEADERS)
+                extra.extend(_API_HEADERS if api else [_PAGE_CSP])
+                if hsts:
+                    extra.append(_HSTS)
+                if unauthorized:
+                    extra.append(_WWW_AUTHENTICATE)
+                self._extra[(api, unauthorized)] = extra
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,12 +61,7 @@ class SecurityHeadersMiddleware:
             if message["type"] == "http.response.start":
                 headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                extra = list(_BASE_HEADERS)
-                extra.extend(_API_HEADERS if api else [_PAGE_CSP])
-                if self.hsts:
-                    extra.append(_HSTS)
-                if message["status"] == 401:
-                    extra.append(_WWW_AUTHENTICATE)
+                extra = self._extra[(api, message["status"] == 401)]
                 headers.extend(item for item in extra if item[0] not in present)
                 message["headers"] = headers
             await send(message)
