@@ -25,7 +25,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 # GCRA (see base.gcra) over every bucket in KEYS, all or nothing. ARGV: window, now, then one
-# limit per key. Each bucket holds its theoretical arrival time as a float string.
+# limit per key. Each bucket holds its theoretical arrival time as a float string. The reply is
+# one string, "allowed retry_after remaining" per key joined by ";": a single bulk reply costs the
+# client far less to parse than nested arrays (this runs on every authenticated request).
 _HIT = """
 local window = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
@@ -41,12 +43,12 @@ for i = 1, #KEYS do
   local allow_at = new_tat - window
   if allow_at - now > 0.001 then
     allowed = false
-    table.insert(out, {0, string.format('%.6f', allow_at - now), 0})
+    table.insert(out, string.format('0 %.6f 0', allow_at - now))
   else
     new_tats[i] = new_tat
     local remaining = math.floor((window - (new_tat - now)) / interval + 0.000001)
     if remaining < 0 then remaining = 0 end
-    table.insert(out, {1, '0', remaining})
+    table.insert(out, string.format('1 0 %d', remaining))
   end
 end
 if allowed then
@@ -55,7 +57,7 @@ if allowed then
                math.max(1, math.ceil((new_tats[i] - now) * 1000)))
   end
 end
-return out
+return table.concat(out, ';')
 """
 
 # A counter that removes itself at zero; ARGV[2] is a TTL in ms or '' for none.
@@ -138,11 +140,12 @@ class RedisStore:
         check_rules(rules, window)
         keys = [self._k(key) for key, _ in rules]
         args: list[str | int] = [repr(window), repr(now), *(limit for _, limit in rules)]
-        reply: list[list[Any]] = await self._hit(keys=keys, args=args)
-        return [
-            RateDecision(bool(int(allowed)), float(retry_after), int(remaining))
-            for allowed, retry_after, remaining in reply
-        ]
+        reply: bytes = await self._hit(keys=keys, args=args)
+        decisions = []
+        for entry in reply.split(b";"):
+            allowed, retry_after, remaining = entry.split()
+            decisions.append(RateDecision(allowed == b"1", float(retry_after), int(remaining)))
+        return decisions
 
     @_guarded
     async def push(self, key: str, *values: bytes) -> int:
