@@ -23,6 +23,7 @@ Still, nothing reaches the output unscrubbed:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -107,7 +108,9 @@ _secrets_pattern: re.Pattern[str] | None = None
 _secrets_lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=1024)
 def is_secret_key(key: str) -> bool:
+    # Cached: the same few field names come by on every record.
     normal = key.lower().replace("_", "").replace("-", "")
     return normal.endswith(_SECRET_KEY_SUFFIXES)
 
@@ -130,11 +133,27 @@ def register_secret(value: str | SecretStr | None) -> None:
 def scrub(text: str) -> str:
     """`text` with registered secrets, secret query parameters and credentials masked."""
     pattern = _secrets_pattern
-    if pattern is not None:
+    if pattern is not None and len(text) >= _MIN_SECRET_LENGTH:
         text = pattern.sub(REDACTED, text)
-    for rule in (_QUERY_SECRET, _BEARER, _HEADER_SECRET):
-        text = rule.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
+    # Each rule runs only when the text has what it needs to match (most log text has none of
+    # it): exact for ASCII text; other text always gets every rule (IGNORECASE folds some
+    # non-ASCII letters onto ASCII ones).
+    plain = text.isascii()
+    if "=" in text:
+        text = _QUERY_SECRET.sub(_mask, text)
+    if not plain or "bearer" in text.lower():
+        text = _BEARER.sub(_mask, text)
+    if (":" in text or "=" in text) and (not plain or _names_header(text.lower())):
+        text = _HEADER_SECRET.sub(_mask, text)
     return text
+
+
+def _mask(match: re.Match[str]) -> str:
+    return f"{match.group('key')}{REDACTED}"
+
+
+def _names_header(lower: str) -> bool:
+    return "x-api-key" in lower or "authorization" in lower
 
 
 def redact(value: object, key: str | None = None) -> object:
