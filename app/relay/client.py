@@ -92,6 +92,7 @@ class ClientStats:
     connections: int = 0
     reconnects: int = 0
     resent: int = 0  # client AUDIO/INTERRUPT written again after a reconnect
+    missed: int = 0  # server messages sent while we were away (replayed after WELCOME)
     acks_sent: int = 0
     pings_sent: int = 0
     drops: int = 0  # connections killed by drop_connection()
@@ -242,6 +243,7 @@ class RelayClient:
         self._pending: deque[_Pending] = deque()
         self._pending_bytes = 0
         self._sent_upto = 0  # highest client seq written on the current connection
+        self._written_max = 0  # highest client seq ever written
         self._send_lock = asyncio.Lock()
         self._acked_changed = asyncio.Event()
 
@@ -382,6 +384,9 @@ class RelayClient:
                     await self._write(ws, item.data)
                 except (ConnectionClosed, OSError):
                     return  # the reader notices the loss and reconnects
+                if item.seq <= self._written_max:
+                    self.stats.resent += 1
+                self._written_max = max(self._written_max, item.seq)
                 if ws is self._ws:
                     self._sent_upto = item.seq
 
@@ -525,6 +530,7 @@ class RelayClient:
             ws.transport.abort()
             raise
         self.stats.connections += 1
+        self.stats.missed += welcome.server_seq - self._last_seq
         if welcome.sample_rate:
             self.sample_rate = welcome.sample_rate
         self._on_ack(welcome.client_ack)

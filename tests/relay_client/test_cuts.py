@@ -54,6 +54,8 @@ class SessionRun:
     cuts_while_sending: int = 0
     cuts_while_streaming: int = 0
     reconnects: int = 0
+    resent: int = 0
+    missed: int = 0
 
 
 def _final(event: Media) -> bool:
@@ -106,6 +108,8 @@ async def _play_session(relay: Relay, rng: random.Random, *, cuts: bool) -> Sess
         async with asyncio.timeout(30):
             await client.wait_connected()  # the last cut, too, ends in a resumed connection
         run.reconnects = client.stats.reconnects
+        run.resent = client.stats.resent
+        run.missed = client.stats.missed
         assert client.stats.out_of_order == 0
     return run
 
@@ -198,6 +202,10 @@ async def test_random_cuts_change_nothing_the_consumer_sees() -> None:
     streaming = sum(run.cuts_while_streaming for run in runs)
     assert sending == streaming == SESSIONS * UTTERANCES * SEND_CUTS
     assert sending + streaming >= MIN_CUTS
+    # The cuts did hit data in flight both ways: audio had to be resent, and messages sent while
+    # the client was away had to be replayed.
+    assert sum(run.resent for run in runs) > 0
+    assert sum(run.missed for run in runs) > 0
     # Every cut was followed by exactly one successful resume.
     assert all(run.reconnects == run.cuts_while_sending + run.cuts_while_streaming for run in runs)
 
