@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import socket
 import sys
 from contextlib import AsyncExitStack
@@ -50,15 +52,40 @@ DRAIN_SECONDS = 10.0
 
 class DrainingServer(uvicorn.Server):
     """uvicorn, but shutdown first drains the app (readiness 503, drain hooks such as telling
-    relay clients "going away") before uvicorn closes the listening sockets and connections."""
+    relay clients "going away") before uvicorn closes the listening sockets and connections.
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+    With `freeze_heap`, everything alive once the app has started (modules, routes, schemas,
+    services: ~100k objects) is moved out of the garbage collector's sight (`gc.freeze`). Those
+    objects live as long as the process anyway, and without this every full collection walks
+    them all: a ~30 ms pause for every request in flight (measured under bench/tokens.py).
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, *, freeze_heap: bool = False) -> None:
         super().__init__(config)
         self._app = app
+        self._freeze_heap = freeze_heap
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._freeze_heap and not self.should_exit:
+            gc.collect()
+            gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await drain(self._app, DRAIN_SECONDS)
         await super().shutdown(sockets)
+
+
+def run(settings: Settings) -> None:
+    """Run `serve` until stopped, on uvloop when it is installed (uvicorn's own runner would pick
+    it; `asyncio.run(serve(...))` does not: uvicorn's `loop` setting only applies when uvicorn
+    creates the loop). uvloop takes ~5% off the token endpoint's CPU per request."""
+    try:
+        import uvloop
+    except ImportError:  # uvicorn[standard] installs it; plain asyncio still works
+        asyncio.run(serve(settings))
+        return
+    uvloop.run(serve(settings))
 
 
 async def serve(settings: Settings) -> None:
@@ -81,5 +108,5 @@ async def serve(settings: Settings) -> None:
             # The emulator's own uvicorn installs uvicorn's default log handlers: take them back.
             configure_logging(settings)
         app = create_app(settings)
-        server = DrainingServer(uvicorn_config(settings, app), app)
+        server = DrainingServer(uvicorn_config(settings, app), app, freeze_heap=True)
         await server.serve()
