@@ -162,10 +162,15 @@ async def run_emulator(port: int) -> None:
 
 
 def server_settings(emulator_url: str, port: int, pool: int) -> Any:
-    from app.settings import Settings
+    from app.settings import EMULATOR_API_KEY, EMULATOR_APP_ID, EMULATOR_AVATAR_ID, Settings
 
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
+        # Credentials set (the emulator's own), so app.server talks to the emulator process
+        # given here instead of starting one in-process.
+        spatialreal_api_key=EMULATOR_API_KEY,
+        spatialreal_app_id=EMULATOR_APP_ID,
+        default_avatar_id=EMULATOR_AVATAR_ID,
         app_env="test",
         host="127.0.0.1",
         port=port,
@@ -183,19 +188,24 @@ def server_settings(emulator_url: str, port: int, pool: int) -> Any:
     )
 
 
-async def run_server(kind: str, emulator_url: str, port: int, pool: int) -> None:
-    import uvicorn
+def run_server(kind: str, emulator_url: str, port: int, pool: int) -> None:
+    """The relay runs exactly as `avatar-relay serve` runs it (app.server.run: JSON logging,
+    uvicorn settings from app.server, heap frozen after startup, uvloop + httptools, imported
+    here so the figures never silently come from the slower fallbacks); the floor gets the same
+    server, loop and settings around its own app."""
+    import httptools  # noqa: F401
+    import uvloop
 
-    from app.server import uvicorn_config
+    from app.logs import configure_logging
+    from app.server import DrainingServer, run, uvicorn_config
 
     settings = server_settings(emulator_url, port, pool)
     if kind == "relay":
-        from app.api.app import create_app
-
-        app = create_app(settings)
-    else:
-        app = floor_app(settings, pool)
-    await uvicorn.Server(uvicorn_config(settings, app)).serve()
+        run(settings)
+        return
+    configure_logging(settings)
+    app = floor_app(settings, pool)
+    uvloop.run(DrainingServer(uvicorn_config(settings, app), app, freeze_heap=True).serve())
 
 
 def floor_app(settings: Any, pool_size: int) -> Any:
@@ -752,7 +762,7 @@ def main() -> None:
     if ns.role == "emulator":
         asyncio.run(run_emulator(int(args[0])))
     elif ns.role == "server":
-        asyncio.run(run_server(args[0], args[1], int(args[2]), int(args[3])))
+        run_server(args[0], args[1], int(args[2]), int(args[3]))
     elif ns.role == "load":
         out = asyncio.run(load(args[0], args[1], int(args[2]), int(args[3]), int(args[4])))
         print(json.dumps(out))
