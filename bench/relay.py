@@ -162,13 +162,15 @@ async def run_emulator(port: int) -> None:
 
 
 def server_settings(emulator_url: str, port: int, pool: int) -> Any:
+    from pydantic import SecretStr
+
     from app.settings import EMULATOR_API_KEY, EMULATOR_APP_ID, EMULATOR_AVATAR_ID, Settings
 
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         # Credentials set (the emulator's own), so app.server talks to the emulator process
         # given here instead of starting one in-process.
-        spatialreal_api_key=EMULATOR_API_KEY,
+        spatialreal_api_key=SecretStr(EMULATOR_API_KEY),
         spatialreal_app_id=EMULATOR_APP_ID,
         default_avatar_id=EMULATOR_AVATAR_ID,
         app_env="test",
