@@ -29,12 +29,14 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.exceptions import WebSocketException
 
 from app.errors import AppError, ErrorCode
 from app.ingress.client import UpstreamMessage
 from app.ingress.request_ids import new_request_id
 from app.logs import bind
 from app.metrics import Kind, Metrics
+from app.relay import eager
 from app.relay import protocol as p
 from app.relay.effects import (
     CloseClient,
@@ -70,6 +72,11 @@ _KIND_BY_TYPE: Final[dict[int, Kind]] = {
 
 _connection_ids = itertools.count(1)
 
+# What a write or a read raises when the client went away or the socket is already closed:
+# starlette's disconnect, the ASGI server's (uvicorn raises an OSError subclass), a closed
+# transport, a send after close (RuntimeError), or the websockets library's own exceptions.
+_DISCONNECTS: Final = (OSError, RuntimeError, WebSocketDisconnect, WebSocketException)
+
 
 def _kind(data: bytes) -> Kind:
     return _KIND_BY_TYPE.get(data[0], "control") if data else "control"
@@ -86,7 +93,15 @@ def _abort_transport(websocket: WebSocket) -> None:
 
 
 class ClientLink:
-    """One client connection's outgoing side: a bounded queue and the task that writes it."""
+    """One client connection's outgoing side: writes in order, a bounded queue behind a write
+    that blocks, and the task that finishes such writes and closes the socket.
+
+    A write is started at once (`eager.start`) when nothing is queued ahead of it: on an open,
+    writable socket it completes without suspending, so the common case costs no task switch and
+    no timer. Only a write that blocks (the transport is paused: the client is not reading fast
+    enough) goes to the writer task, which waits for it with WRITE_TIMEOUT_SECONDS while later
+    messages queue up behind it, bounded.
+    """
 
     def __init__(
         self,
@@ -100,15 +115,19 @@ class ClientLink:
     ) -> None:
         self.websocket = websocket
         self.conn = conn
+        self._send = websocket.send
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._metrics = metrics
         self._on_stuck = on_stuck
         self._queue: deque[tuple[bytes, float]] = deque()
         self._bytes = 0
+        # The write that blocked (and its message), until the writer task finished it.
+        self._blocked: tuple[eager.Blocked, bytes, float] | None = None
         self._wake = asyncio.Event()
         self._close: tuple[int, str] | None = None
         self.broken = False  # overflowed or stuck: nothing more is written
+        self.gone = False  # the peer went away under a write: nothing more is written
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -119,18 +138,21 @@ class ClientLink:
         self.task = asyncio.create_task(self._run(), name=f"relay-client-writer-{self.conn}")
 
     def send(self, data: bytes, received_at: float) -> bool:
-        """Queue one message; False when the queue is over its bounds (the caller ends the
-        session with slowConsumer)."""
-        if self._close is not None or self.broken:
+        """Write one message now, or queue it behind a blocked write; False when the queue is
+        over its bounds (the caller ends the session with slowConsumer)."""
+        if self._close is not None or self.broken or self.gone:
+            return True
+        if self._blocked is None and not self._queue:
+            self._write(data, received_at)
             return True
         self._queue.append((data, received_at))
         self._bytes += len(data)
         if len(self._queue) > self._max_messages or self._bytes > self._max_bytes:
+            # The write in flight may finish (a frame is never cut short); the rest is dropped.
             self.broken = True
             self._queue.clear()
             self._bytes = 0
             return False
-        self._wake.set()
         return True
 
     def close(self, code: int, reason: str) -> None:
@@ -139,44 +161,83 @@ class ClientLink:
             self._close = (code, reason)
             self._wake.set()
 
+    def _write(self, data: bytes, received_at: float) -> None:
+        """Start one write; a write that blocks is handed to the writer task."""
+        try:
+            blocked = eager.start(self._send({"type": "websocket.send", "bytes": data}))
+        except _DISCONNECTS as exc:
+            self._lost(exc)
+            return
+        except Exception:
+            log.exception("relay client write failed")
+            self._lost(None)
+            _abort_transport(self.websocket)
+            return
+        if blocked is not None:
+            self._blocked = (blocked, data, received_at)
+            self._wake.set()
+            return
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.relayed("down", _kind(data), len(data))
+            if received_at:
+                metrics.observe_hop(time.perf_counter() - received_at)
+
+    def _lost(self, exc: BaseException | None) -> None:
+        # The peer is gone (or the socket closed under us): the socket reader sees the
+        # disconnect and tells the core; nothing more is written here.
+        if exc is not None:
+            log.debug("relay client write ended: %s", type(exc).__name__)
+        self.gone = True
+        self._queue.clear()
+        self._bytes = 0
+        if self._blocked is not None:
+            self._blocked[0].close()
+            self._blocked = None
+        self._wake.set()
+
     async def _run(self) -> None:
         websocket = self.websocket
-        send = websocket.send
-        metrics = self._metrics
-        clock = time.perf_counter
         try:
             while True:
-                if not self._queue:
-                    if self._close is not None:
-                        break
-                    self._wake.clear()
-                    await self._wake.wait()
+                if self._blocked is not None:
+                    blocked, data, received_at = self._blocked
+                    try:
+                        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                            await blocked.finish()
+                    except TimeoutError:
+                        self._blocked = None
+                        self.broken = True
+                        self._queue.clear()
+                        self._bytes = 0
+                        self._on_stuck(self.conn)
+                        continue
+                    self._blocked = None
+                    metrics = self._metrics
+                    if metrics is not None:
+                        metrics.relayed("down", _kind(data), len(data))
+                        if received_at:
+                            metrics.observe_hop(time.perf_counter() - received_at)
+                    # Drain what queued up behind it, each write started at once again.
+                    while self._queue and self._blocked is None and not self.gone:
+                        data, received_at = self._queue.popleft()
+                        self._bytes -= len(data)
+                        self._write(data, received_at)
                     continue
-                data, received_at = self._queue.popleft()
-                self._bytes -= len(data)
-                if self.broken:
-                    continue
-                try:
-                    async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
-                        await send({"type": "websocket.send", "bytes": data})
-                except TimeoutError:
-                    self.broken = True
-                    self._queue.clear()
-                    self._on_stuck(self.conn)
-                    continue
-                if metrics is not None:
-                    metrics.relayed("down", _kind(data), len(data))
-                    if received_at:
-                        metrics.observe_hop(clock() - received_at)
+                if self.gone:
+                    return
+                if self._close is not None:
+                    break
+                self._wake.clear()
+                await self._wake.wait()
             code, reason = self._close
             try:
                 async with asyncio.timeout(CLOSE_GRACE_SECONDS):
                     await websocket.close(code, reason)
             except TimeoutError:
                 _abort_transport(websocket)
-        except (OSError, RuntimeError, WebSocketDisconnect):
-            # The peer is gone (or the socket already closed): the reader sees the disconnect.
-            pass
+        except _DISCONNECTS as exc:
+            self._lost(exc)
         except Exception:
             log.exception("relay client writer failed")
             _abort_transport(websocket)
@@ -294,7 +355,7 @@ class RelayRunner:
                     self._perform(core.on_client_data(conn, data, loop.time()))
                     if core.stats.resumes != resumes and metrics is not None:
                         metrics.resume("resumed")
-            except (OSError, RuntimeError, WebSocketDisconnect):
+            except _DISCONNECTS:
                 pass  # the transport failed under us: same as a disconnect
             finally:
                 self._perform(core.on_client_disconnected(conn, loop.time()))
