@@ -26,6 +26,7 @@ from typing import Final
 from app.errors import AppError, ErrorCode
 from app.ingress.client import IngressClient, IngressConnection, UpstreamMessage
 from app.metrics import Metrics
+from app.relay import eager
 
 log = logging.getLogger("avatar_relay.upstream")
 
@@ -235,6 +236,8 @@ class UpstreamLink:
         self._sent_ids: set[str] = set()  # requests with audio sent on the current connection
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._writing = False  # the writer task is sending a queued operation
+        self._blocked: tuple[IngressConnection, eager.Blocked] | None = None  # an eager write
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()
         self.connections = 0  # connections used so far (tests, logs)
@@ -251,6 +254,22 @@ class UpstreamLink:
 
     def send_audio(self, req_id: str, audio: bytes, end: bool) -> None:
         if self._closed:
+            return
+        conn = self._conn
+        if conn is not None and not self._ops and not self._writing and self._blocked is None:
+            # Nothing ahead of it: write now (see app/relay/eager.py); only a write that blocks
+            # on back-pressure is left to the writer task.
+            self._sent_ids.add(req_id)
+            try:
+                blocked = eager.start(conn.send_audio(req_id, audio, end))
+            except AppError as failure:
+                # Deferred, like the overflow below: the loss's effects come after the ones
+                # the shell is performing now.
+                asyncio.get_running_loop().call_soon(self._lose, conn, failure)
+                return
+            if blocked is not None:
+                self._blocked = (conn, blocked)
+                self._wake.set()
             return
         self._ops.append(_Audio(req_id, audio, end))
         self._queued_bytes += len(audio)
@@ -297,6 +316,9 @@ class UpstreamLink:
             if task is not None and task is not current:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if self._blocked is not None:  # an eager write the writer never got to
+            self._blocked[1].close()
+            self._blocked = None
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._pool.release(conn)
@@ -311,6 +333,15 @@ class UpstreamLink:
 
     async def _write_loop(self) -> None:
         while not self._closed:
+            if self._blocked is not None:
+                written, blocked = self._blocked
+                try:
+                    await blocked.finish()
+                except AppError as error:
+                    self._lose(written, error)
+                finally:
+                    self._blocked = None
+                continue
             if not self._ops and not self._want_connection:
                 self._wake.clear()
                 await self._wake.wait()
@@ -323,6 +354,7 @@ class UpstreamLink:
             self._want_connection = False
             while self._ops and conn is self._conn:
                 op = self._ops.popleft()
+                self._writing = True
                 try:
                     if isinstance(op, _Audio):
                         self._queued_bytes -= len(op.audio)
@@ -333,6 +365,8 @@ class UpstreamLink:
                         await conn.interrupt(op.req_id)
                 except AppError as error:
                     self._lose(conn, error)
+                finally:
+                    self._writing = False
 
     async def _connect(self) -> IngressConnection | None:
         try:
