@@ -28,6 +28,8 @@ Series (all prefixed `avatar_relay_`):
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Final, Literal
 
 from prometheus_client import (
@@ -39,6 +41,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from app.errors import ErrorCode, spec
 from app.settings import Region
@@ -100,13 +105,69 @@ SERIES: Final[tuple[str, ...]] = (
 )
 
 
+class RelayTraffic(Collector):
+    """The relay's per-message series (messages, bytes, hop latency) kept as plain ints and
+    exported at scrape time with the same names, labels and buckets a Counter / Histogram would
+    have. They change several thousand times a second under load; prometheus_client's metrics
+    take a lock per change, which cost ~5% of the relay's CPU. The event loop's thread is the
+    only writer and `/metrics` is served on that same loop, so a scrape sees whole updates."""
+
+    def __init__(self) -> None:
+        self.messages = [0] * len(_TRAFFIC_LABELS)
+        self.bytes = [0] * len(_TRAFFIC_LABELS)
+        self.hop_counts = [0] * (len(HOP_BUCKETS) + 1)  # the last one: above every bound
+        self.hop_sum = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        messages = CounterMetricFamily(
+            _name("relay_messages_total"),
+            "Messages relayed, by direction (up = browser to upstream) and kind.",
+            labels=["direction", "kind"],
+        )
+        size = CounterMetricFamily(
+            _name("relay_bytes_total"),
+            "Payload bytes relayed, by direction and kind.",
+            labels=["direction", "kind"],
+        )
+        for index, labels in enumerate(_TRAFFIC_LABELS):
+            messages.add_metric(labels, float(self.messages[index]))
+            size.add_metric(labels, float(self.bytes[index]))
+        yield messages
+        yield size
+        cumulative = 0.0
+        buckets: list[tuple[str, float]] = []
+        for le, count in zip(_HOP_LE, self.hop_counts, strict=True):
+            cumulative += count
+            buckets.append((le, cumulative))
+        yield HistogramMetricFamily(
+            _name("relay_hop_seconds"),
+            "Time from an upstream message's arrival to its write on the browser socket.",
+            buckets=buckets,
+            sum_value=self.hop_sum,
+        )
+
+
+_TRAFFIC_LABELS: Final[tuple[tuple[Direction, Kind], ...]] = tuple(
+    (d, k) for d in DIRECTIONS for k in KINDS
+)
+# The `le` labels exactly as prometheus_client's Histogram writes them.
+_HOP_LE: Final[tuple[str, ...]] = tuple(
+    floatToGoString(bound)  # type: ignore[no-untyped-call]
+    for bound in (*HOP_BUCKETS, float("inf"))
+)
+_TRAFFIC_INDEX: Final[dict[tuple[Direction, Kind], int]] = {
+    labels: index for index, labels in enumerate(_TRAFFIC_LABELS)
+}
+
+
 def _name(suffix: str) -> str:
     # prometheus_client appends `_total` to counters itself; pass the base name.
     return f"{PREFIX}_{suffix}".removesuffix("_total")
 
 
 class Metrics:
-    """All series of one application. Attributes are plain prometheus_client metrics."""
+    """All series of one application. Attributes are plain prometheus_client metrics, except
+    `traffic` (the relay's per-message series, see RelayTraffic): use `relayed`/`observe_hop`."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -121,24 +182,9 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self.messages_relayed_total = Counter(
-            _name("relay_messages_total"),
-            "Messages relayed, by direction (up = browser to upstream) and kind.",
-            ["direction", "kind"],
-            registry=r,
-        )
-        self.bytes_relayed_total = Counter(
-            _name("relay_bytes_total"),
-            "Payload bytes relayed, by direction and kind.",
-            ["direction", "kind"],
-            registry=r,
-        )
-        self.relay_hop_seconds = Histogram(
-            _name("relay_hop_seconds"),
-            "Time from an upstream message's arrival to its write on the browser socket.",
-            buckets=HOP_BUCKETS,
-            registry=r,
-        )
+        # relay_messages_total, relay_bytes_total, relay_hop_seconds (see RelayTraffic).
+        self.traffic = RelayTraffic()
+        r.register(self.traffic)
         self.resumes_total = Counter(
             _name("relay_resumes_total"),
             "Reconnects within the resume window, by outcome (resumed, failed).",
@@ -189,10 +235,6 @@ class Metrics:
     def _precreate(self) -> None:
         for outcome in CONVERSATION_OUTCOMES:
             self.conversations_total.labels(outcome)
-        for direction in DIRECTIONS:
-            for kind in KINDS:
-                self.messages_relayed_total.labels(direction, kind)
-                self.bytes_relayed_total.labels(direction, kind)
         for resume in RESUME_OUTCOMES:
             self.resumes_total.labels(resume)
         for region in Region:
@@ -203,26 +245,21 @@ class Metrics:
                 self.upstream_errors_total.labels(code.value)
         for scope in RATE_LIMIT_SCOPES:
             self.rate_limit_rejections_total.labels(scope)
-        # The relay's per-message path: resolve label children once, not per message.
-        self._relayed = {
-            (d, k): (
-                self.messages_relayed_total.labels(d, k),
-                self.bytes_relayed_total.labels(d, k),
-            )
-            for d in DIRECTIONS
-            for k in KINDS
-        }
 
     # --- helpers for the common cases (the attributes above can be used directly too) ---
 
     def relayed(self, direction: Direction, kind: Kind, nbytes: int) -> None:
         """Count one relayed message of `nbytes` payload bytes."""
-        messages, size = self._relayed[(direction, kind)]
-        messages.inc()
-        size.inc(nbytes)
+        index = _TRAFFIC_INDEX[(direction, kind)]
+        traffic = self.traffic
+        traffic.messages[index] += 1
+        traffic.bytes[index] += nbytes
 
     def observe_hop(self, seconds: float) -> None:
-        self.relay_hop_seconds.observe(seconds)
+        traffic = self.traffic
+        # Prometheus buckets are upper-inclusive (le): the first bound >= seconds.
+        traffic.hop_counts[bisect_left(HOP_BUCKETS, seconds)] += 1
+        traffic.hop_sum += seconds
 
     def conversation_ended(self, outcome: ConversationOutcome) -> None:
         self.conversations_total.labels(outcome).inc()
