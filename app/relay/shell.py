@@ -380,7 +380,9 @@ class RelayRunner:
         now = self._loop.time()
         if message.is_animation:
             effects = self.core.on_upstream_frame(message.req_id, message.raw, message.end, now)
-            self._perform(effects, received_at)
+            # A frame only ever moves the core's deadlines later (or ends the session, which
+            # cancels the timer): the armed tick stays valid and re-arms itself when it runs.
+            self._perform(effects, received_at, reschedule=False)
         elif message.error is not None:
             error = message.error
             if self._metrics is not None:
@@ -414,7 +416,9 @@ class RelayRunner:
 
     # --- effects ---
 
-    def _perform(self, effects: list[Effect], received_at: float = 0.0) -> None:
+    def _perform(
+        self, effects: list[Effect], received_at: float = 0.0, *, reschedule: bool = True
+    ) -> None:
         links = self._links
         stuck: list[int] = []
         for effect in effects:
@@ -442,7 +446,8 @@ class RelayRunner:
                 self._finish(effect.code)
         for conn in stuck:
             self._on_client_stuck(conn)
-        self._schedule()
+        if reschedule:
+            self._schedule()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
