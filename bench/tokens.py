@@ -1,18 +1,22 @@
 """Token-endpoint benchmark (a script, not a test): `uv run --frozen python bench/tokens.py`.
 
-Starts, each in its own process, a real Redis server, the SpatialReal emulator and our app under
-uvicorn (one worker, uvloop + httptools), then drives the app from this process with 50
-concurrent keep-alive connections speaking plain HTTP/1.1 (a deliberately thin client, so the load
-generator steals as little CPU as possible from the server on a small machine). Measured in one run:
+Starts, each in its own process, a real Redis server, the SpatialReal emulator and our app (one
+worker, run by `app.server.run` as `avatar-relay serve` runs it: uvloop + httptools), then drives
+the app from this process with 50 concurrent keep-alive connections speaking plain HTTP/1.1 (a
+deliberately thin client on uvloop, so the load generator steals as little CPU as possible from
+the server on a small machine). Measured in each run:
 
 1. baseline: GET /healthz (no auth, no store) - the ceiling of this app on this machine;
 2. mint: POST /v1/session-tokens, api-key auth, both rate limits on (set high), Redis store, no
    pool: every request mints at the emulator console (which answers at once);
 3. pool-warm: the same with a token pool pre-filled, while the console answers in 150 ms: what a
    caller sees when tokens are pre-minted. The pool is filled before the console is slowed down,
-   and is large enough that the measured requests never drain it.
+   and is large enough that the measured requests never drain it. Measured paced (200 req/s,
+   open loop: p99 without queueing) and with 50 callers as fast as they go.
 
-Results (requests/s, p50/p99 in ms, and ratios to the baseline) go to bench/results/tokens.json.
+Three runs by default (`--runs`): the run with the median no-pool ratio is reported in full, with
+every run's headline figures and their medians. Results (requests/s, p50/p99 in ms, ratios to
+the baseline of the same run) go to bench/results/tokens.json.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +37,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -41,8 +47,8 @@ RESULTS = ROOT / "bench" / "results" / "tokens.json"
 CALLER_KEY = "bench-caller-key-0123456789abcdef"
 CONCURRENCY = 50
 CONSOLE_LATENCY = 0.150
-POOL_SIZE = 10000
-POOL_REQUESTS = 6000
+POOL_SIZE = 20000
+POOL_REQUESTS = 15000
 PACED_RATE = 200.0
 PACED_SECONDS = 5.0
 PACED_ROUNDS = 3
@@ -256,6 +262,8 @@ def main() -> None:
     parser.add_argument("--role", choices=["bench", "emulator", "app"], default="bench")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=8.0)
+    # Several runs: on a shared 2-core machine one run can land on a busy moment.
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     if args.role == "emulator":
         run_emulator(args.port)
@@ -264,10 +272,11 @@ def main() -> None:
         run_app()
         return
     # The load generator on uvloop steals less CPU from the server it measures.
-    uvloop.run(bench(args.seconds))
+    uvloop.run(bench(args.seconds, args.runs))
 
 
-async def bench(seconds: float) -> None:
+async def measure(seconds: float) -> dict[str, Any]:
+    """One full run: fresh Redis, emulator and app processes for every scenario."""
     from app.settings import EMULATOR_API_KEY, EMULATOR_APP_ID
 
     redis_binary = shutil.which("redis-server")
@@ -291,10 +300,9 @@ async def bench(seconds: float) -> None:
         "RATE_LIMIT_IP_PER_MINUTE": "1000000000",
         "LOG_LEVEL": "warning",
     }
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
     healthz = _request("GET", "/healthz")
     mint = _request("POST", "/v1/session-tokens", b"{}", auth=True)
-    results: dict[str, object] = {}
+    results: dict[str, Any] = {}
 
     with (
         tempfile.TemporaryDirectory() as workdir,
@@ -370,12 +378,44 @@ async def bench(seconds: float) -> None:
             results["mint_pool_warm_console_150ms"] = asdict(pool_warm)
             results["pool_left_after_run"] = _pool_length(redis_port)
 
+    return results
+
+
+def _ratios(results: dict[str, Any]) -> dict[str, float]:
     base = results["baseline_healthz"]
-    no_pool = results["mint_no_pool"]
-    assert isinstance(base, dict)
-    assert isinstance(no_pool, dict)
-    warm = asdict(pool_warm)
-    warm_p = asdict(warm_paced)
+    warm = results["mint_pool_warm_console_150ms"]
+    return {
+        "mint_no_pool_rps_vs_healthz": round(results["mint_no_pool"]["rps"] / base["rps"], 3),
+        "pool_warm_rps_vs_healthz": round(warm["rps"] / base["rps"], 3),
+        "pool_warm_p99_at_50_callers_vs_healthz_p99": round(warm["p99_ms"] / base["p99_ms"], 2),
+    }
+
+
+def _headline(results: dict[str, Any]) -> dict[str, float]:
+    return {
+        "healthz_rps": results["baseline_healthz"]["rps"],
+        "mint_no_pool_rps": results["mint_no_pool"]["rps"],
+        "mint_no_pool_p99_ms": results["mint_no_pool"]["p99_ms"],
+        "pool_warm_rps": results["mint_pool_warm_console_150ms"]["rps"],
+        "pool_warm_p99_ms": results["mint_pool_warm_console_150ms"]["p99_ms"],
+        "pool_warm_paced_p99_ms": results["mint_pool_warm_console_150ms_paced"]["p99_ms"],
+        **_ratios(results),
+    }
+
+
+async def bench(seconds: float, runs: int) -> None:
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    measured: list[dict[str, Any]] = []
+    for index in range(runs):
+        measured.append(await measure(seconds))
+        print(f"run {index + 1}/{runs}: {_headline(measured[-1])}", file=sys.stderr, flush=True)
+    # The run with the median no-pool ratio is reported in full; every run's headline figures are
+    # kept, with their per-figure medians (each ratio against the baseline of its own run).
+    ranked = sorted(measured, key=lambda r: _ratios(r)["mint_no_pool_rps_vs_healthz"])
+    results = ranked[len(ranked) // 2]
+    headlines = [_headline(r) for r in measured]
+    medians = {name: statistics.median(h[name] for h in headlines) for name in headlines[0]}
+    warm = results["mint_pool_warm_console_150ms"]
     report = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -389,8 +429,9 @@ async def bench(seconds: float) -> None:
             "auth": "api-key",
             "rate_limits": "on (principal + ip, limits set high), Redis",
             "store": "redis",
-            "server": "1 uvicorn worker, uvloop + httptools; emulator and Redis in own processes",
-            "client": "raw HTTP/1.1 keep-alive, one connection per caller, same machine",
+            "server": "1 uvicorn worker via app.server.run (uvloop + httptools, JSON logging at"
+            " warning, heap frozen after startup); emulator and Redis in own processes",
+            "client": "raw HTTP/1.1 keep-alive, one connection per caller, same machine, uvloop",
             "phase_seconds": seconds,
             "pool_size": POOL_SIZE,
             "pool_requests": POOL_REQUESTS,
@@ -399,22 +440,22 @@ async def bench(seconds: float) -> None:
             "paced_seconds": PACED_SECONDS,
             "paced_rounds": PACED_ROUNDS,
             "paced_reported": "the round with the median p99",
+            "runs": runs,
+            "reported_run": "the run with the median mint_no_pool_rps_vs_healthz",
         },
         "results": results,
-        "ratios": {
-            "mint_no_pool_rps_vs_healthz": round(no_pool["rps"] / base["rps"], 3),
-            "pool_warm_rps_vs_healthz": round(warm["rps"] / base["rps"], 3),
-            "pool_warm_p99_at_50_callers_vs_healthz_p99": round(warm["p99_ms"] / base["p99_ms"], 2),
-        },
+        "ratios": _ratios(results),
+        "median_of_runs": medians,
+        "runs": headlines,
         "targets": {
             "rps_at_least": 1500,
             "pool_warm_p99_ms_at_most": 10,
             "rps_met_by": [
                 name
                 for name in ("mint_no_pool", "mint_pool_warm_console_150ms")
-                if float(results[name]["rps"]) >= 1500  # type: ignore[index]
+                if float(results[name]["rps"]) >= 1500
             ],
-            "pool_warm_p99_met_at_paced_load": warm_p["p99_ms"] <= 10,
+            "pool_warm_p99_met_at_paced_load": medians["pool_warm_paced_p99_ms"] <= 10,
             "pool_warm_p99_met_at_50_callers": warm["p99_ms"] <= 10,
         },
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
