@@ -25,9 +25,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)  # configuration problems are reported before anything starts
-    from app.server import serve
+    from app.server import run
 
-    asyncio.run(serve(settings))
+    run(settings)
     return 0
 
 
