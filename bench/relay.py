@@ -36,6 +36,7 @@ import os
 import platform
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -289,13 +290,102 @@ def chunks() -> list[bytes]:
     return [pcm[i : i + CHUNK_BYTES] for i in range(0, len(pcm), CHUNK_BYTES)]
 
 
+class LeanRelay:
+    """The relay's wire protocol for the load steps, without RelayClient's machinery (event
+    queue, resend buffer, reconnects, decoding into objects). The same messages go on the wire
+    (HELLO; AUDIO with client seqs; ACK every ACK_EVERY sequenced messages and every
+    ACK_INTERVAL; PONG for PING; BYE), so the server does exactly the work it does for
+    RelayClient, while the load generator, which shares the 2 cores with it, spends less."""
+
+    ACK_EVERY: Final = 10  # RelayClient's defaults
+    ACK_INTERVAL: Final = 0.25
+
+    def __init__(self, base_url: str, http: Any) -> None:
+        self.base_url = base_url
+        self.http = http
+        self.ws: Any = None
+        self.seq = 0
+        self.last_seq = 0
+        self.acked = 0
+        self.acker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.typing import Subprotocol
+
+        from app.relay import protocol as p
+
+        answer = (await self.http.post(self.base_url + "/v1/relay/sessions", json={})).json()
+        self.ws = await connect(
+            answer["url"],
+            subprotocols=[Subprotocol(p.SUBPROTOCOL)],
+            compression=None,
+            max_size=2**22,
+            ping_interval=None,
+        )
+        await self.ws.send(p.encode_client(p.Hello(0)))
+        welcome = p.decode_server(await self.ws.recv())
+        if not isinstance(welcome, p.Welcome):
+            raise RuntimeError(f"expected WELCOME, got {welcome!r}")
+        self.acker = asyncio.create_task(self._ack_timer())
+
+    async def send_audio(self, pcm: bytes, end: bool) -> None:
+        self.seq += 1
+        await self.ws.send(LEAN_HEAD.pack(0x02, 1 if end else 0, self.seq) + pcm)
+
+    async def receive(self) -> tuple[int, bool]:
+        """The next sequenced message: (server type, end flag); control is handled here."""
+        ws = self.ws
+        while True:
+            data = await ws.recv()
+            kind = data[0]
+            if kind in LEAN_SEQUENCED:
+                seq = LEAN_SEQ.unpack_from(data, 2)[0]
+                if seq != self.last_seq + 1:
+                    raise RuntimeError(f"seq {seq} after {self.last_seq}")
+                self.last_seq = seq
+                if seq - self.acked >= self.ACK_EVERY:
+                    await self._ack()
+                return kind, bool(data[1] & 1)
+            if kind == 0x87:  # PING: PONG with its nonce
+                await ws.send(b"\x06\x00" + data[2:6])
+            elif kind in (0x89, 0x8A):  # ERROR, RESUME_FAILED
+                raise RuntimeError(f"server error message {data[:80]!r}")
+
+    async def _ack(self) -> None:
+        seq = self.last_seq
+        await self.ws.send(LEAN_HEAD.pack(0x04, 0, seq))
+        self.acked = max(self.acked, seq)
+
+    async def _ack_timer(self) -> None:
+        while True:
+            await asyncio.sleep(self.ACK_INTERVAL)
+            if self.last_seq > self.acked:
+                await self._ack()
+
+    async def close(self) -> None:
+        if self.acker is not None:
+            self.acker.cancel()
+        await self.ws.send(b"\x07\x00")  # BYE
+        await self.ws.close()
+
+
+LEAN_HEAD: Final = struct.Struct("<BBI")
+LEAN_SEQ: Final = struct.Struct("<I")
+LEAN_SEQUENCED: Final = frozenset({0x82, 0x83, 0x84, 0x85})
+LEAN_FRAME_TYPE: Final = 0x83
+
+
 class Session:
     """One simulated browser: sends the speech in real time, records when frames arrive."""
 
-    def __init__(self, kind: str, base_url: str) -> None:
+    def __init__(self, kind: str, base_url: str, http: Any = None) -> None:
         self.kind = kind
         self.base_url = base_url
+        self.http = http  # set: relay sessions use LeanRelay (the load steps)
+        self.lean: LeanRelay | None = None
         self.client: Any = None
+
         self.ws: Any = None
         self.lateness: list[float] = []
         self.send_lag = 0.0
@@ -309,7 +399,10 @@ class Session:
 
     async def open(self) -> None:
         self.created_at = time.monotonic()
-        if self.kind == "relay":
+        if self.kind == "relay" and self.http is not None:
+            self.lean = LeanRelay(self.base_url, self.http)
+            await self.lean.start()
+        elif self.kind == "relay":
             from app.relay.client import RelayClient
 
             self.client = RelayClient(self.base_url, ack_interval=0.25)
@@ -348,7 +441,9 @@ class Session:
             else:
                 self.send_lag = max(self.send_lag, -delay)
             end = index == last
-            if self.client is not None:
+            if self.lean is not None:
+                await self.lean.send_audio(chunk, end)
+            elif self.client is not None:
                 await self.client.send_audio(chunk, end=end)
             else:
                 await self.ws.send((b"\x01" if end else b"\x00") + chunk)
@@ -357,6 +452,16 @@ class Session:
     async def _receive(self, start: float, count: int) -> None:
         last = count - 1
         frames = 0
+        if self.lean is not None:
+            while True:
+                kind, end = await self.lean.receive()
+                self.down += 1
+                if kind == LEAN_FRAME_TYPE:
+                    self._frame(frames, start, last)
+                    frames += 1
+                    if end:
+                        self.finished = True
+                        return
         if self.client is not None:
             from app.relay.client import Audio, Frame
 
@@ -391,7 +496,9 @@ class Session:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
-                if self.client is not None:
+                if self.lean is not None:
+                    await self.lean.close()
+                elif self.client is not None:
                     await self.client.close()
                 elif self.ws is not None:
                     await self.ws.close()
@@ -445,7 +552,10 @@ def hop_figures(kind: str, before: Any, after: Any) -> dict[str, Any]:
 async def load(kind: str, base_url: str, sessions: int, server_pid: int, emulator_pid: int) -> Any:
     pcm = chunks()
     playback = len(pcm) * CHUNK_SECONDS
-    all_sessions = [Session(kind, base_url) for _ in range(sessions)]
+    import httpx
+
+    http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=SETUP_CONCURRENCY))
+    all_sessions = [Session(kind, base_url, http) for _ in range(sessions)]
     gate = asyncio.Semaphore(SETUP_CONCURRENCY)
 
     async def open_one(session: Session) -> None:
@@ -481,6 +591,7 @@ async def load(kind: str, base_url: str, sessions: int, server_pid: int, emulato
     after = await scrape(kind, base_url)
     rss = rss_mib(server_pid)
     await asyncio.gather(*(s.close() for s in all_sessions))
+    await http.aclose()
 
     messages = sum(s.up + s.down for s in live)
     lateness = [x for s in live for x in s.lateness]
@@ -731,8 +842,13 @@ def orchestrate(steps: tuple[int, ...], kinds: tuple[str, ...]) -> None:
             "audio": "tests/fixtures/speech_16000.pcm, 12.1 s, 16 kHz, 40 ms chunks in real time",
             "emulator": "speed 1.0 (frames paced in real time), own process",
             "server": "one process, uvicorn as `avatar-relay serve` configures it (uvloop)",
-            "load_generator": "one process; relay sessions use app.relay.client.RelayClient,"
-            " floor sessions a bare websockets client",
+            "load_generator": "one process; in the load steps relay sessions use LeanRelay"
+            " (bench/relay.py: the same wire messages as app.relay.client.RelayClient - HELLO,"
+            " AUDIO with client seqs, ACK every 10 messages and every 250 ms, PONG, BYE -"
+            " without its event queue and object decoding), floor sessions a bare websockets"
+            " client; the ttff runs use RelayClient itself",
+            "server_process": "the relay is started by app.server.run, as `avatar-relay serve`"
+            " runs it; the floor by the same DrainingServer, uvicorn_config and uvloop",
             "cores_shared": "emulator, server and load generator share the machine's cores",
             "sustained_rule": f"every frame within {TOLERANCE * 1000:.0f} ms of the audio that"
             " allows it, every session finished",
