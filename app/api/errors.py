@@ -76,6 +76,9 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
         response = error_response(request, code, str(exc.detail))
         response.status_code = exc.status_code
+        # The raiser's headers belong to the answer: `Allow` on a 405, `WWW-Authenticate` on a 401.
+        if exc.headers:
+            response.headers.update(exc.headers)
         return response
 
     @app.exception_handler(Exception)
