@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -20,7 +19,7 @@ JWT_SECRET = "jwt-secret-zzzzyyyyxxxx"
 
 
 @pytest.fixture
-def captured() -> Iterator[io.StringIO]:
+def captured() -> io.StringIO:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         spatialreal_api_key=SecretStr(API_KEY),
@@ -31,16 +30,12 @@ def captured() -> Iterator[io.StringIO]:
         log_level="debug",
     )
     stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    handler = configure_logging(settings, stream)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        for old in saved[0]:
-            root.addHandler(old)
-        root.setLevel(saved[1])
+    configure_logging(settings, stream)
+    # Any uvicorn started earlier in this process set its loggers' levels; these tests log
+    # through them at the configured level. (The conftest restores all logging state after.)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    return stream
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
