@@ -29,6 +29,7 @@ from app.errors import AppError, ErrorCode, Phase
 from app.ingress.classify import console_status_code
 from app.ingress.fallback import try_regions
 from app.ingress.regions import RegionBreakers
+from app.ingress.transport import KeepAliveTransport, proxy_applies
 from app.settings import Endpoint, Settings
 
 SESSION_TOKENS_PATH = "/session-tokens"
@@ -62,6 +63,36 @@ def _tls_context() -> ssl.SSLContext:
     # Built once per process (~20 ms each) and shared, as a context safely can be; it honours
     # SSL_CERT_FILE / SSL_CERT_DIR like httpx's own default.
     return httpx.create_ssl_context()
+
+
+def _default_http(
+    endpoints: Sequence[Endpoint], timeout: float, max_connections: int
+) -> httpx.AsyncClient:
+    """An httpx client on the lean keep-alive transport, or httpx's own when a proxy applies.
+
+    The lean transport speaks no proxy protocol, and httpx ignores the environment's proxies
+    once a transport is given; so when one covers a console URL, httpx's default transport
+    (which honours it) is kept. Every connection may stay alive either way: with fewer
+    keep-alive slots than connections, a burst of mints reopens a connection per mint.
+    """
+    transport: httpx.AsyncBaseTransport | None = None
+    if not proxy_applies(ep.console_url for ep in endpoints):
+        transport = KeepAliveTransport(
+            ssl_context=_tls_context(),
+            max_connections=max_connections,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+        )
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+        ),
+        verify=_tls_context(),
+        follow_redirects=False,
+        transport=transport,
+    )
 
 
 def _phrase(status: int) -> str:
@@ -103,10 +134,9 @@ class ConsoleClient:
     a whole. Pass `http` to reuse an httpx client; otherwise one (keeping at most
     `max_connections` connections alive) is created here and closed with this object.
 
-    httpx costs ~480 µs of CPU per console call here (httpcore, anyio cancel scopes and h11 per
-    request; measured against the emulator, 5000 sequential mints). Its public knobs (`send` of
-    a built request, an explicit HTTP/1.1 transport without retries, no per-phase timeouts) each
-    moved that by under 5%, within noise, so the plainest form is kept.
+    The client created here runs on `KeepAliveTransport` (asyncio streams + h11) rather than
+    httpx's default transport, whose per-call CPU (httpcore pool bookkeeping, anyio) capped
+    no-pool mints; with a proxy in the environment, httpx's default transport is kept.
     """
 
     def __init__(
@@ -132,19 +162,7 @@ class ConsoleClient:
         self.breakers = breakers if breakers is not None else RegionBreakers()
         self.clock = clock
         self._owns_http = http is None
-        # Every connection may stay alive: with fewer keep-alive slots than connections, a
-        # burst of mints closes and reopens connections, a TCP handshake per mint. Proxies
-        # from the environment (trust_env) are resolved once, here, by httpx itself.
-        self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=KEEPALIVE_SECONDS,
-            ),
-            verify=_tls_context(),
-            follow_redirects=False,
-        )
+        self._http = http or _default_http(self._endpoints, timeout, max_connections)
         # Built once, not per request: the headers and each region's URL. Sent per request
         # rather than as client defaults, so that a client passed in needs no set-up.
         self._headers = {
