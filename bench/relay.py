@@ -34,7 +34,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import statistics
 import struct
 import subprocess
@@ -50,6 +49,8 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from harness import free_port, wait_port  # noqa: E402 - beside this script
 
 ME = [sys.executable, str(Path(__file__).resolve())]
 RESULTS = ROOT / "bench" / "results" / "relay.json"
@@ -72,23 +73,6 @@ TAG_AUDIO: Final = b"\x01"
 TAG_FRAME: Final = b"\x02"
 TAG_FRAME_END: Final = b"\x03"
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited early with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on port {port}")
 
 
 @contextlib.contextmanager
