@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin, Subprotocol
@@ -25,6 +24,7 @@ from app.api.deps import Services
 from app.emulator import Emulator
 from app.relay import protocol as p
 from app.settings import Settings
+from tests.support.relay import relay_test_settings
 from tests.support.servers import FIXTURES, running_app
 
 CALLER_KEY = "relay-caller-key-0123456789abcdef"
@@ -36,21 +36,9 @@ RECV_TIMEOUT = 10.0
 
 
 def relay_settings(emu: Emulator, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "app_env": "test",
-        "spatialreal_console_url": emu.console_url,
-        "spatialreal_ingress_url": emu.ingress_url,
-        "spatialreal_fallback_regions": [],
-        "auth_mode": "api-key",
-        "auth_api_keys": [SecretStr(CALLER_KEY), SecretStr(OTHER_KEY)],
-        "redis_url": None,
-        "upstream_request_timeout": 2.0,
-        "upstream_connect_timeout": 2.0,
-        "rate_limit_principal_per_minute": 0,
-        "rate_limit_ip_per_minute": 0,
-    }
+    values: dict[str, Any] = {"upstream_request_timeout": 2.0, "upstream_connect_timeout": 2.0}
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return relay_test_settings(emu, [CALLER_KEY, OTHER_KEY], **values)
 
 
 @pytest.fixture

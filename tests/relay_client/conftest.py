@@ -8,12 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import SecretStr
 
 from app.api.app import create_app
 from app.emulator import Emulator
-from app.server import emulator_settings
-from app.settings import Settings
+from tests.support.relay import relay_test_settings
 from tests.support.servers import running_app
 
 CALLER_KEY = "relay-client-caller-key-0123456789"
@@ -27,24 +25,10 @@ class Relay:
     emulator: Emulator
 
 
-def relay_settings(emulator: Emulator, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "app_env": "test",
-        "auth_mode": "api-key",
-        "auth_api_keys": [SecretStr(CALLER_KEY)],
-        "redis_url": None,
-        "rate_limit_principal_per_minute": 0,
-        "rate_limit_ip_per_minute": 0,
-    }
-    values.update(overrides)
-    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
-    return emulator_settings(settings, emulator)
-
-
 @contextlib.asynccontextmanager
 async def running_relay(speed: float = 50.0, **overrides: Any) -> AsyncIterator[Relay]:
     """Emulator (recording what it receives and sends) + the relay app pointed at it."""
     async with Emulator(port=0, speed=speed, record=True) as emulator:
-        app = create_app(relay_settings(emulator, **overrides))
+        app = create_app(relay_test_settings(emulator, [CALLER_KEY], **overrides))
         async with running_app(app) as url:
             yield Relay(url, app, emulator)

@@ -22,7 +22,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from app.emulator import Emulator
-from app.proto import message_pb2
 from app.relay.client import (
     Audio,
     ConversationAborted,
@@ -32,6 +31,7 @@ from app.relay.client import (
     StateChange,
 )
 from tests.relay_client.conftest import AUTH, Relay, running_relay
+from tests.support.relay import upstream_frames
 from tests.support.servers import FIXTURES
 
 SEED = 20_261_121
@@ -143,18 +143,6 @@ def _structure(events: list[Media]) -> list[tuple[object, ...]]:
     return [(n, audio[n], frames[n]) for n in range(len(index))] + other
 
 
-def _upstream_frames(emulator: Emulator) -> dict[str, list[bytes]]:
-    """Every animation message the emulator sent, per request id, in the order it sent them."""
-    out: dict[str, list[bytes]] = defaultdict(list)
-    for messages in emulator.sent.values():
-        for raw in messages:
-            message = message_pb2.Message()
-            message.ParseFromString(raw)
-            if message.type == message_pb2.MESSAGE_SERVER_RESPONSE_ANIMATION:
-                out[message.server_response_animation.req_id].append(raw)
-    return out
-
-
 def _check_session(run: SessionRun, emulator: Emulator, upstream: dict[str, list[bytes]]) -> None:
     # Exactly once and in order at the protocol level: the consumer saw seq 1, 2, ..., N.
     assert [event.seq for event in run.events] == list(range(1, len(run.events) + 1))
@@ -190,7 +178,7 @@ async def test_random_cuts_change_nothing_the_consumer_sees() -> None:
         emulator = relay.emulator
         # Every utterance became exactly one upstream request: no duplicate request ids.
         assert len(emulator.received_audio) == (SESSIONS + 1) * UTTERANCES
-        upstream = _upstream_frames(emulator)
+        upstream = upstream_frames(emulator)
 
     _check_session(reference, emulator, upstream)
     assert reference.reconnects == 0

@@ -24,13 +24,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
-from pydantic import SecretStr
 
 from app.api.app import create_app
 from app.emulator import Emulator
 from app.proto import message_pb2
-from app.server import emulator_settings
-from app.settings import Settings
+from tests.support.relay import relay_test_settings, upstream_frames
 from tests.support.servers import FIXTURES, running_app
 from tests.web.cdp import Page, launch
 
@@ -81,20 +79,6 @@ class Demo:
         return convs
 
 
-def _settings(emulator: Emulator, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "app_env": "test",
-        "auth_mode": "api-key",
-        "auth_api_keys": [SecretStr(CALLER_KEY)],
-        "redis_url": None,
-        "rate_limit_principal_per_minute": 0,
-        "rate_limit_ip_per_minute": 0,
-    }
-    values.update(overrides)
-    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
-    return emulator_settings(settings, emulator)
-
-
 def speech_wav(directory: Path) -> Path:
     """The speech sample as a WAV file, for Chromium's fake microphone to play."""
     path = directory / "speech.wav"
@@ -115,7 +99,7 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     # so the page's real-time pacing still decides when they come.
     async with (
         Emulator(speed=2.0, record=True) as emulator,
-        running_app(create_app(_settings(emulator))) as url,
+        running_app(create_app(relay_test_settings(emulator, [CALLER_KEY]))) as url,
         launch(f"--use-file-for-fake-audio-capture={speech}") as browser,
     ):
         page = await browser.new_page()
@@ -134,18 +118,6 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
 def rms(pcm: bytes) -> float:
     samples = array.array("h", pcm)
     return math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))
-
-
-def upstream_frames(emulator: Emulator) -> dict[str, list[bytes]]:
-    """Every animation message the emulator sent, per request id, in the order it sent them."""
-    out: dict[str, list[bytes]] = defaultdict(list)
-    for messages in emulator.sent.values():
-        for raw in messages:
-            message = message_pb2.Message()
-            message.ParseFromString(raw)
-            if message.type == message_pb2.MESSAGE_SERVER_RESPONSE_ANIMATION:
-                out[message.server_response_animation.req_id].append(raw)
-    return out
 
 
 def check_delivery(
@@ -341,7 +313,7 @@ async def test_microphone_streams_resampled_audio_through_the_worklet(demo: Demo
 async def test_the_client_library_is_served_with_its_types() -> None:
     async with (
         Emulator() as emulator,
-        running_app(create_app(_settings(emulator))) as url,
+        running_app(create_app(relay_test_settings(emulator, [CALLER_KEY]))) as url,
         httpx.AsyncClient(base_url=url) as http,
     ):
         expected = {
@@ -401,7 +373,7 @@ async def test_the_readme_snippet_works_from_another_origin(tmp_path: Path) -> N
     ):
         # Another origin for the browser: same loopback address, another host name and port.
         origin = page_url.replace("127.0.0.1", "localhost")
-        settings = _settings(emulator, cors_origins=[origin])
+        settings = relay_test_settings(emulator, [CALLER_KEY], cors_origins=[origin])
         async with (
             running_app(create_app(settings)) as relay_url,
             launch(f"--use-file-for-fake-audio-capture={speech_wav(tmp_path)}") as browser,
