@@ -6,6 +6,9 @@ import contextlib
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -24,3 +27,26 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
             return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listening on port {port}")
+
+
+@contextlib.contextmanager
+def process(args: list[str], port: int, **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process serving on `port`, terminated (then killed) when the block ends."""
+    proc: subprocess.Popen[bytes] = subprocess.Popen(args, **popen)
+    try:
+        wait_port(port, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def logged_process(args: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`process` with stdout and stderr appended to `log`."""
+    with log.open("ab") as sink, process(args, port, stdout=sink, stderr=sink) as proc:
+        yield proc

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness import free_port, wait_port  # noqa: E402 - beside this script
+from harness import free_port, logged_process  # noqa: E402 - beside this script
 
 ME = [sys.executable, str(Path(__file__).resolve())]
 RESULTS = ROOT / "bench" / "results" / "relay.json"
@@ -73,22 +73,6 @@ TAG_AUDIO: Final = b"\x01"
 TAG_FRAME: Final = b"\x02"
 TAG_FRAME_END: Final = b"\x03"
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def process(args: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(args, stdout=sink, stderr=sink)
-        try:
-            wait_port(port, proc)
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -677,7 +661,7 @@ def run_ttff(kind: str, emulator_url: str, logs: Path) -> dict[str, Any]:
     for label, pool in (("cold", 0), ("warm", WARM_POOL)):
         port = free_port()
         server = [*ME, "server", kind, emulator_url, str(port), str(pool)]
-        with process(server, port, logs / f"{kind}-{label}.log"):
+        with logged_process(server, port, logs / f"{kind}-{label}.log"):
             time.sleep(1.0)  # a warm pool fills before the first session
             url = f"http://127.0.0.1:{port}"
             out[label] = child(["ttff", kind, url, str(TTFF_SESSIONS)], 120)
@@ -697,7 +681,7 @@ def run_steps(
         for kind in kinds:
             port = free_port()
             args = [*ME, "server", kind, emulator_url, str(port), "0"]
-            proc = stack.enter_context(process(args, port, logs / f"{kind}.log"))
+            proc = stack.enter_context(logged_process(args, port, logs / f"{kind}.log"))
             servers[kind] = (f"http://127.0.0.1:{port}", proc.pid)
         for round_ in range(CPU_ROUNDS):
             for kind in kinds:
@@ -810,7 +794,7 @@ def orchestrate(steps: tuple[int, ...], kinds: tuple[str, ...]) -> None:
     logs = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     print(f"server logs: {logs}", file=sys.stderr)
     port = free_port()
-    with process([*ME, "emulator", str(port)], port, logs / "emulator.log") as emulator:
+    with logged_process([*ME, "emulator", str(port)], port, logs / "emulator.log") as emulator:
         url = f"http://127.0.0.1:{port}"
         ttff = {kind: run_ttff(kind, url, logs) for kind in kinds}
         stepped, cpu_runs = run_steps(kinds, url, emulator.pid, steps, logs)

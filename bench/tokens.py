@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -33,13 +32,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import uvloop
-from harness import free_port, wait_port  # beside this script
+from harness import free_port, process  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 ME = [sys.executable, str(Path(__file__).resolve())]
@@ -52,21 +50,6 @@ POOL_REQUESTS = 15000
 PACED_RATE = 200.0
 PACED_SECONDS = 5.0
 PACED_ROUNDS = 3
-
-
-@contextlib.contextmanager
-def process(args: list[str], port: int, **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, **kwargs)  # type: ignore[call-overload]
-    try:
-        wait_port(port, proc)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # --- child roles ---
