@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 
 from app.errors import AppError, ErrorCode, spec
 
@@ -26,8 +28,9 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def request_id(request: Request) -> str:
-    """The id of this request: the caller's X-Request-ID when sane, else a fresh one."""
+def request_id(request: HTTPConnection) -> str:
+    """The id of this request (or socket upgrade): the caller's X-Request-ID when sane, else a
+    fresh one."""
     existing = getattr(request.state, "request_id", None)
     if isinstance(existing, str):
         return existing
@@ -37,7 +40,9 @@ def request_id(request: Request) -> str:
     return rid
 
 
-def error_response(request: Request, code: ErrorCode, message: str | None = None) -> JSONResponse:
+def error_response(
+    request: HTTPConnection, code: ErrorCode, message: str | None = None
+) -> JSONResponse:
     rid = request_id(request)
     body = ErrorResponse(
         error=ErrorBody(code=code, message=message or spec(code).summary, requestId=rid)
@@ -45,6 +50,15 @@ def error_response(request: Request, code: ErrorCode, message: str | None = None
     return JSONResponse(
         body.model_dump(), status_code=spec(code).http_status, headers={"X-Request-ID": rid}
     )
+
+
+def error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=` for OpenAPI: the error shape under each status these codes use."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry = out.setdefault(spec(code).http_status, {"model": ErrorResponse, "description": ""})
+        entry["description"] = ", ".join(filter(None, [entry["description"], code.value]))
+    return out
 
 
 _STATUS_CODES: dict[int, ErrorCode] = {

@@ -21,13 +21,11 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from fastapi import APIRouter, Body, FastAPI, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from app.api.deps import PrincipalDep, Services, ServicesDep, connection_ip
-from app.api.errors import ErrorBody, ErrorResponse
+from app.api.errors import error_response, error_responses
 from app.api.ops import add_drain_hook
-from app.api.tokens import _errors
 from app.errors import AppError, ErrorCode, spec
 from app.logs import bind
 from app.relay.protocol import SUBPROTOCOL
@@ -96,7 +94,7 @@ def _no_store(response: Response) -> None:
     "/relay/sessions",
     status_code=201,
     summary="Create a relay session (Host Mode) and its first WebSocket ticket",
-    responses=_errors(
+    responses=error_responses(
         ErrorCode.INVALID_REQUEST,
         ErrorCode.UNAUTHORIZED,
         ErrorCode.AVATAR_NOT_ALLOWED,
@@ -134,7 +132,7 @@ async def create_relay_session(
     "/relay/sessions/{session_id}/tickets",
     status_code=201,
     summary="A new WebSocket ticket for one of the caller's relay sessions (to reconnect)",
-    responses=_errors(
+    responses=error_responses(
         ErrorCode.UNAUTHORIZED,
         ErrorCode.SESSION_NOT_FOUND,
         ErrorCode.SESSION_CLOSED,
@@ -182,11 +180,8 @@ def origin_allowed(websocket: WebSocket, services: Services) -> bool:
 
 async def _deny(websocket: WebSocket, code: ErrorCode, message: str) -> None:
     """Refuse the upgrade with the usual JSON error body (HTTP status of the code)."""
-    rid = str(websocket.scope.get("state", {}).get("request_id", ""))
-    body = ErrorResponse(error=ErrorBody(code=code, message=message, requestId=rid))
-    response = JSONResponse(body.model_dump(), status_code=spec(code).http_status)
     try:
-        await websocket.send_denial_response(response)
+        await websocket.send_denial_response(error_response(websocket, code, message))
     except RuntimeError:
         await websocket.close(spec(code).close_code, code.value)
 

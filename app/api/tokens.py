@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import PrincipalDep, Services
-from app.api.errors import ErrorResponse, request_id
+from app.api.errors import error_responses, request_id
 from app.api.security import SECURITY_REQUIREMENT
 from app.errors import AppError, ErrorCode
 
@@ -39,16 +39,6 @@ class SessionToken(BaseModel):
     region: str = Field(description="The SpatialReal region that minted the token.")
 
 
-def _errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
-    out: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
-        entry = out.setdefault(
-            AppError(code).spec.http_status, {"model": ErrorResponse, "description": ""}
-        )
-        entry["description"] = ", ".join(filter(None, [entry["description"], code.value]))
-    return out
-
-
 def _idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
@@ -66,7 +56,7 @@ def _idempotency_key(value: str | None) -> str | None:
     response_model=SessionToken,
     summary="Mint a single-use session token",
     openapi_extra={"security": SECURITY_REQUIREMENT},
-    responses=_errors(
+    responses=error_responses(
         ErrorCode.INVALID_REQUEST,
         ErrorCode.UNAUTHORIZED,
         ErrorCode.REQUEST_IN_PROGRESS,
