@@ -101,6 +101,17 @@ class Result:
     max_ms: float
 
 
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    """Read one HTTP/1.1 response (Content-Length framed, as uvicorn answers); return its head."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return head
+
+
 async def _worker(
     port: int,
     request: bytes,
@@ -116,12 +127,7 @@ async def _worker(
             budget[0] -= 1
             started = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
+            head = await read_response(reader)
             latencies.append(time.perf_counter() - started)
             if not head.startswith(expect):
                 errors[0] += 1
@@ -141,12 +147,7 @@ async def paced(port: int, request: bytes, expect: bytes, rate: float, seconds: 
     async def one(due: float) -> None:
         reader, writer = await connections.get()
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await reader.readexactly(length)
+        head = await read_response(reader)
         latencies.append(time.perf_counter() - due)
         if not head.startswith(expect):
             errors[0] += 1
