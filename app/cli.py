@@ -49,7 +49,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    from app.ingress.console import ConsoleClient
+    from app.spatialreal.console import ConsoleClient
 
     settings = _settings(args)
     if settings.emulator_mode and not settings.spatialreal_console_url:

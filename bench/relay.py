@@ -17,7 +17,7 @@ pass-through forwarder (the floor):
   session creation) and a warm one (pool > 0), measured from the session-creation request.
 
 The floor is a minimal FastAPI app (same uvicorn settings as the relay) that opens one ingress
-connection per browser socket through app.ingress (the same upstream client the relay uses),
+connection per browser socket through app.spatialreal (the same upstream client the relay uses),
 sends each client chunk upstream, echoes it back, and forwards every upstream message's bytes
 with a one-byte tag: no sequence numbers, no acks, no replay buffer, no conversations.
 
@@ -183,7 +183,7 @@ def floor_app(settings: Any, pool_size: int) -> Any:
     """The floor: browser socket <-> one ingress connection, bytes forwarded as they come."""
     from datetime import UTC, datetime
 
-    from app.ingress import ConsoleClient, IngressClient, IngressConnection, new_request_id
+    from app.spatialreal import ConsoleClient, IngressClient, IngressConnection, new_request_id
 
     hops: list[float] = []
     pool: list[IngressConnection] = []

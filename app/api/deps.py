@@ -17,14 +17,14 @@ from starlette.requests import HTTPConnection
 
 from app.auth import Authenticator, Principal, authenticator_from_settings
 from app.errors import AppError
-from app.ingress.client import IngressClient
-from app.ingress.console import ConsoleClient
-from app.ingress.regions import RegionBreakers
 from app.metrics import Metrics
 from app.ratelimit import Network, RateLimiter, client_ip, parse_networks
 from app.relay.upstream import UpstreamPool
 from app.sessions import SessionService
 from app.settings import Settings
+from app.spatialreal.client import IngressClient
+from app.spatialreal.console import ConsoleClient
+from app.spatialreal.regions import RegionBreakers
 from app.store import Store, store_from_settings
 from app.tickets import TicketService
 from app.tokens import TokenService

@@ -31,10 +31,10 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.ingress.regions import RegionBreakers
 from app.logs import bind
 from app.metrics import Metrics
 from app.settings import Settings
+from app.spatialreal.regions import RegionBreakers
 
 log = logging.getLogger("avatar_relay.ops")
 

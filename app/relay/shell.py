@@ -32,8 +32,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.exceptions import WebSocketException
 
 from app.errors import AppError, ErrorCode
-from app.ingress.client import UpstreamMessage
-from app.ingress.request_ids import new_request_id
 from app.logs import bind
 from app.metrics import Kind, Metrics
 from app.relay import eager
@@ -50,6 +48,8 @@ from app.relay.effects import (
 )
 from app.relay.session import RelayLimits, RelaySession
 from app.relay.upstream import UpstreamLink, UpstreamPool
+from app.spatialreal.client import UpstreamMessage
+from app.spatialreal.request_ids import new_request_id
 
 log = logging.getLogger("avatar_relay.relay")
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from app.errors import AppError, ErrorCode
-from app.ingress.client import IngressClient, IngressConnection, UpstreamMessage
 from app.metrics import Metrics
 from app.relay import eager
+from app.spatialreal.client import IngressClient, IngressConnection, UpstreamMessage
 
 log = logging.getLogger("avatar_relay.upstream")
 

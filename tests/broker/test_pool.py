@@ -11,8 +11,8 @@ import pytest
 
 from app.emulator import Emulator
 from app.emulator.state import TokenCheck
-from app.ingress.console import ConsoleClient, MintedToken
 from app.settings import ConfigError
+from app.spatialreal.console import ConsoleClient, MintedToken
 from app.store import MemoryStore, RedisStore, Store
 from app.tokens import TokenService
 from tests.broker.conftest import broker_settings, error_code, running_broker

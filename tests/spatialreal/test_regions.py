@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from app.errors import AppError, ErrorCode
-from app.ingress.regions import BreakerState, CircuitBreaker, RegionBreakers
 from app.settings import Endpoint
+from app.spatialreal.regions import BreakerState, CircuitBreaker, RegionBreakers
 
 A = Endpoint("ap-northeast", "http://a/v1/console", "http://a/v2/driveningress")
 B = Endpoint("us-west", "http://b/v1/console", "http://b/v2/driveningress")

@@ -9,9 +9,9 @@ from pydantic import SecretStr
 
 from app.emulator import Emulator, Faults
 from app.errors import AppError
-from app.ingress import ConsoleClient, IngressClient, MintedToken, RegionBreakers
 from app.settings import Endpoint
-from tests.ingress.conftest import AVATAR, FakeClock, endpoint
+from app.spatialreal import ConsoleClient, IngressClient, MintedToken, RegionBreakers
+from tests.spatialreal.conftest import AVATAR, FakeClock, endpoint
 from tests.support.servers import free_port
 
 

@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from app.errors import AppError, ErrorCode, Phase
-from app.ingress.regions import RegionBreakers
 from app.settings import Endpoint
+from app.spatialreal.regions import RegionBreakers
 
 T = TypeVar("T")
 
-log = logging.getLogger("app.ingress")
+log = logging.getLogger("avatar_relay.spatialreal")
 
 # Phases in which a transport failure means "this region is unreachable", not "this session broke".
 _CONNECT_PHASES = (Phase.SESSION_TOKEN, Phase.WEBSOCKET_CONNECT, Phase.WEBSOCKET_HANDSHAKE)

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from app.ingress.request_ids import NANOID_ALPHABET, is_request_id, new_request_id
+from app.spatialreal.request_ids import NANOID_ALPHABET, is_request_id, new_request_id
 
 
 def test_format_is_utc_timestamp_then_twelve_char_nanoid() -> None:

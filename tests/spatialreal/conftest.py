@@ -8,8 +8,8 @@ import pytest
 from pydantic import SecretStr
 
 from app.emulator import Emulator
-from app.ingress import ConsoleClient, IngressClient, RegionBreakers
 from app.settings import Endpoint
+from app.spatialreal import ConsoleClient, IngressClient, RegionBreakers
 
 AVATAR = "emulator-avatar"
 OTHER_AVATAR = "second-avatar"

@@ -8,8 +8,8 @@ import pytest
 
 from app.emulator import animation_message
 from app.errors import ErrorCode, Phase
-from app.ingress import ingress_websocket_url, parse_upstream
 from app.proto import message_pb2
+from app.spatialreal import ingress_websocket_url, parse_upstream
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,9 @@ from pydantic import SecretStr
 
 from app.emulator import Emulator, Faults, animation_message
 from app.errors import AppError, ErrorCode, Phase
-from app.ingress import (
+from app.proto import message_pb2
+from app.settings import Endpoint
+from app.spatialreal import (
     ConsoleClient,
     IngressClient,
     IngressConnection,
@@ -20,10 +22,8 @@ from app.ingress import (
     is_request_id,
     new_request_id,
 )
-from app.ingress.regions import BreakerState
-from app.proto import message_pb2
-from app.settings import Endpoint
-from tests.ingress.conftest import AVATAR, OTHER_AVATAR, FakeClock, endpoint
+from app.spatialreal.regions import BreakerState
+from tests.spatialreal.conftest import AVATAR, OTHER_AVATAR, FakeClock, endpoint
 from tests.support.servers import free_port
 
 BYTES_PER_FRAME_16K = 1280  # 40 ms of 16 kHz s16le mono

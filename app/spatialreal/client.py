@@ -39,13 +39,13 @@ from websockets.exceptions import (
 )
 
 from app.errors import AppError, ErrorCode, Phase
-from app.ingress.classify import classify
-from app.ingress.console import ConsoleClient, MintedToken
-from app.ingress.fallback import try_regions
 from app.proto import message_pb2
 from app.settings import Endpoint, Settings
+from app.spatialreal.classify import classify
+from app.spatialreal.console import ConsoleClient, MintedToken
+from app.spatialreal.fallback import try_regions
 
-log = logging.getLogger("app.ingress")
+log = logging.getLogger("avatar_relay.spatialreal")
 
 MESSAGE_SERVER_CONFIRM_SESSION = message_pb2.MESSAGE_SERVER_CONFIRM_SESSION
 MESSAGE_SERVER_ERROR = message_pb2.MESSAGE_SERVER_ERROR

@@ -23,9 +23,9 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from app.emulator import Emulator
-from app.ingress import ConsoleClient
-from app.ingress.transport import KeepAliveTransport, proxy_applies
-from tests.ingress.conftest import endpoint
+from app.spatialreal import ConsoleClient
+from app.spatialreal.transport import KeepAliveTransport, proxy_applies
+from tests.spatialreal.conftest import endpoint
 from tests.support.servers import free_port
 
 # What a test server does with one request: raw bytes to send and whether to close afterwards,

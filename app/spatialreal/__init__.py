@@ -11,18 +11,18 @@ per-region circuit breakers. Every failure is an `AppError` with a stable code a
                 ...  # message.raw: the original bytes
 """
 
-from app.ingress.classify import classify
-from app.ingress.client import (
+from app.spatialreal.classify import classify
+from app.spatialreal.client import (
     IngressClient,
     IngressConnection,
     UpstreamMessage,
     ingress_websocket_url,
     parse_upstream,
 )
-from app.ingress.console import ConsoleClient, MintedToken
-from app.ingress.fallback import try_regions, worth_another_region
-from app.ingress.regions import BreakerState, CircuitBreaker, RegionBreakers
-from app.ingress.request_ids import is_request_id, new_request_id
+from app.spatialreal.console import ConsoleClient, MintedToken
+from app.spatialreal.fallback import try_regions, worth_another_region
+from app.spatialreal.regions import BreakerState, CircuitBreaker, RegionBreakers
+from app.spatialreal.request_ids import is_request_id, new_request_id
 
 __all__ = [
     "BreakerState",

@@ -26,11 +26,11 @@ import httpx
 from pydantic import SecretStr
 
 from app.errors import AppError, ErrorCode, Phase
-from app.ingress.classify import console_status_code
-from app.ingress.fallback import try_regions
-from app.ingress.regions import RegionBreakers
-from app.ingress.transport import KeepAliveTransport, proxy_applies
 from app.settings import Endpoint, Settings
+from app.spatialreal.classify import console_status_code
+from app.spatialreal.fallback import try_regions
+from app.spatialreal.regions import RegionBreakers
+from app.spatialreal.transport import KeepAliveTransport, proxy_applies
 
 SESSION_TOKENS_PATH = "/session-tokens"
 # Connections kept to the console (all regions together). Mints beyond this many in flight wait

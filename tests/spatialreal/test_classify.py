@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.errors import ErrorCode, Phase
-from app.ingress.classify import classify, console_status_code
+from app.spatialreal.classify import classify, console_status_code
 
 E = ErrorCode
 

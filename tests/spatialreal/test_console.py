@@ -12,10 +12,10 @@ from pydantic import SecretStr
 
 from app.emulator import Emulator
 from app.errors import AppError, ErrorCode, Phase
-from app.ingress import ConsoleClient, RegionBreakers
-from app.ingress.regions import BreakerState
 from app.settings import Endpoint, load_settings
-from tests.ingress.conftest import FakeClock, endpoint
+from app.spatialreal import ConsoleClient, RegionBreakers
+from app.spatialreal.regions import BreakerState
+from tests.spatialreal.conftest import FakeClock, endpoint
 from tests.support.servers import free_port, running_app
 
 
