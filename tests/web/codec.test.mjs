@@ -1,4 +1,4 @@
-// Unit tests for app/static/avatar-relay.js under Node (`node --test tests/web/codec.test.mjs`).
+// Unit tests for app/static/client/avatar-relay.js under Node (`node --test tests/web/codec.test.mjs`).
 // The codec is checked against docs/protocol-vectors.json, the same golden vectors the Python
 // codec is tested with; the Host Mode driver and the client's resume logic against fakes.
 import assert from 'node:assert/strict';
@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import {
   AvatarRelayClient, HostModeDriver, RelayError, Resampler, decodeClient, decodeServer,
   encodeClient, encodeServer, floatToInt16, pcmBytes,
-} from '../../app/static/avatar-relay.js';
+} from '../../app/static/client/avatar-relay.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../docs/protocol-vectors.json', import.meta.url)));
 const BYTE_FIELDS = new Set(['pcm', 'payload']);
@@ -369,8 +369,8 @@ test('client: the session-creation error keeps the server code', async () => {
 });
 
 test('the type declarations declare exactly what the module exports', async () => {
-  const module = await import('../../app/static/avatar-relay.js');
-  const dts = readFileSync(new URL('../../app/static/avatar-relay.d.ts', import.meta.url), 'utf8');
+  const module = await import('../../app/static/client/avatar-relay.js');
+  const dts = readFileSync(new URL('../../app/static/client/avatar-relay.d.ts', import.meta.url), 'utf8');
   const declared = [...dts.matchAll(/^export declare (?:const|class|function) (\w+)/gm)].map((m) => m[1]);
   assert.deepEqual(new Set(declared), new Set(Object.keys(module)));
 });

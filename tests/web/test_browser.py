@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from app.api.app import create_app
+from app.api.web import CLIENT_DIR
 from app.emulator import Emulator
 from app.proto import message_pb2
 from tests.support.relay import relay_test_settings, upstream_frames
@@ -321,7 +322,11 @@ async def test_the_client_library_is_served_with_its_types() -> None:
             "/client/avatar-relay.js": "text/javascript",
             "/client/avatar-relay.d.ts": "application/typescript",
             "/client/pcm-capture-worklet.js": "text/javascript",
+            **{f"/client/{m.name}": "text/javascript" for m in CLIENT_DIR.glob("*.js")},
             "/static/demo.js": "text/javascript",
+            "/static/demo-avatar.js": "text/javascript",
+            "/static/demo-panels.js": "text/javascript",
+            "/static/demo-timeline.js": "text/javascript",
             "/static/demo.css": "text/css",
             "/static/recording-controller.js": "text/javascript",
             "/static/sample_16000.pcm": "application/octet-stream",
