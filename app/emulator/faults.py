@@ -31,11 +31,20 @@ class Faults:
     # --- ingress session ---
     handshake_error: tuple[int, str] | None = None
     """Answer CLIENT_CONFIGURE_SESSION with SERVER_ERROR(code, message), then close."""
+    close_at_handshake: int | None = None
+    """Answer CLIENT_CONFIGURE_SESSION by closing the WebSocket with this close code (e.g. 4001),
+    with the code's reason text (wire.CLOSE_REASONS); no confirm, no SERVER_ERROR."""
+    handshake_hang: bool = False
+    """Read CLIENT_CONFIGURE_SESSION and never answer it: the confirm never comes. The socket
+    stays open until the client leaves or the emulator stops."""
     drop_after_frames: int | None = None
     """Abort the TCP connection (no close frame) after N animation messages on a connection."""
     error_after_frames: tuple[int, int, str] | None = None
     """(N, code, message): after N animation messages on a connection, send SERVER_ERROR for the
     request in progress instead of its remaining frames. Once per connection; it stays open."""
+    close_after_frames: tuple[int, int] | None = None
+    """(N, close code): after N animation messages on a connection, close the WebSocket with
+    that code and its reason text instead of sending more (0: before the first frame)."""
     frame_delay: float = 0.0
     """Extra seconds before every animation message."""
 

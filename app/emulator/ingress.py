@@ -127,6 +127,23 @@ class _Request:
         self.changed.set()
 
 
+def _configure_message(
+    event: dict[str, Any],
+) -> message_pb2.ClientConfigureSession | tuple[int, str]:
+    """The first message's CLIENT_CONFIGURE_SESSION, or the SERVER_ERROR (code, text) for it."""
+    data = event.get("bytes")
+    if data is None:
+        return CODE_PROTOCOL, "unexpected message type: text frames are not supported"
+    message = message_pb2.Message()
+    try:
+        message.ParseFromString(data)
+    except DecodeError:
+        return CODE_PROTOCOL, "failed to unmarshal initial message"
+    if message.type != message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION:
+        return CODE_PROTOCOL, "expected clientconfiguresession message"
+    return message.client_configure_session
+
+
 class IngressSession:
     """One accepted ingress WebSocket, from the configure message to the close."""
 
@@ -203,12 +220,20 @@ class IngressSession:
         """Send SERVER_ERROR, then close the WebSocket normally."""
         self._emu.stats.errors_sent += 1
         await self._send_binary(wire.error_message(self.connection_id, req_id, code, text))
+        await self._close(CLOSE_NORMAL, "")
+
+    async def close_with_code(self, code: int) -> None:
+        """Close the WebSocket with a contract close code (4001, 4503, ...) and its reason."""
+        self._emu.stats.closes_sent += 1
+        await self._close(code, wire.close_reason(code))
+
+    async def _close(self, code: int, reason: str) -> None:
         async with self._send_lock:
             if self._closed:
                 return
             self._closed = True
             with contextlib.suppress(OSError):
-                await self._send({"type": "websocket.close", "code": CLOSE_NORMAL})
+                await self._send({"type": "websocket.close", "code": code, "reason": reason})
         self._emu.notify()
 
     # --- handshake ---
@@ -231,7 +256,20 @@ class IngressSession:
         self.connection_id = self._emu.new_connection_id()
         if self._emu.record:
             self._emu.sent.setdefault(self.connection_id, [])
-        problem = self._configure(event)
+        config = _configure_message(event)
+        if isinstance(config, tuple):
+            self._emu.stats.handshakes_failed += 1
+            await self._fail(*config)
+            return False
+        faults = self.faults
+        if faults.close_at_handshake is not None:
+            self._emu.stats.handshakes_failed += 1
+            await self.close_with_code(faults.close_at_handshake)
+            return False
+        if faults.handshake_hang:
+            await self._hang()
+            return False
+        problem = faults.handshake_error or self._configure(config)
         if problem is not None:
             self._emu.stats.handshakes_failed += 1
             await self._fail(*problem)
@@ -242,22 +280,18 @@ class IngressSession:
         self._emu.notify()
         return True
 
-    def _configure(self, event: dict[str, Any]) -> tuple[int, str] | None:
+    async def _hang(self) -> None:
+        """The handshake-timeout fault: read and ignore everything until the client leaves."""
+        self._emu.stats.handshakes_unanswered += 1
+        self._emu.register_session(self)
+        self._emu.notify()
+        while not self._closed:
+            event = await self._receive()
+            if event["type"] == "websocket.disconnect":
+                self._closed = True
+
+    def _configure(self, config: message_pb2.ClientConfigureSession) -> tuple[int, str] | None:
         """Apply the configure message; the SERVER_ERROR (code, text) if it must be refused."""
-        data = event.get("bytes")
-        if data is None:
-            return CODE_PROTOCOL, "unexpected message type: text frames are not supported"
-        message = message_pb2.Message()
-        try:
-            message.ParseFromString(data)
-        except DecodeError:
-            return CODE_PROTOCOL, "failed to unmarshal initial message"
-        if message.type != message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION:
-            return CODE_PROTOCOL, "expected clientconfiguresession message"
-        fault = self.faults.handshake_error
-        if fault is not None:
-            return fault
-        config = message.client_configure_session
         if config.egress_type != message_pb2.EGRESS_TYPE_UNSPECIFIED or (
             config.HasField("livekit_egress") or config.HasField("agora_egress")
         ):
@@ -386,6 +420,17 @@ class IngressSession:
             await self._stream(request)
             self._emu.notify()
 
+    async def _cut_after_frames(self, faults: Faults) -> bool:
+        """Apply `drop_after_frames` / `close_after_frames` once their count is reached."""
+        count = self._frames_on_connection
+        if faults.drop_after_frames is not None and count >= faults.drop_after_frames:
+            self.drop()
+            return True
+        if faults.close_after_frames is not None and count >= faults.close_after_frames[0]:
+            await self.close_with_code(faults.close_after_frames[1])
+            return True
+        return False
+
     async def _stream(self, request: _Request) -> None:
         index = 0
         while not self._closed:
@@ -395,10 +440,7 @@ class IngressSession:
             if delay > 0:
                 await asyncio.sleep(delay)
             faults = self.faults
-            if faults.drop_after_frames is not None and (
-                self._frames_on_connection >= faults.drop_after_frames
-            ):
-                self.drop()
+            if await self._cut_after_frames(faults):
                 return
             error = faults.error_after_frames
             if error is not None and not self._error_fired:
@@ -420,9 +462,7 @@ class IngressSession:
             self._frames_on_connection += 1
             self._emu.stats.frames_sent += 1
             index += 1
-            drop_after = self.faults.drop_after_frames
-            if drop_after is not None and self._frames_on_connection >= drop_after:
-                self.drop()
+            if await self._cut_after_frames(self.faults):
                 return
             if end:
                 self._emu.stats.requests_completed += 1

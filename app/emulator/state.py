@@ -25,6 +25,7 @@ class EmulatorStats:
     connections_active: int = 0
     handshakes_completed: int = 0
     handshakes_failed: int = 0
+    handshakes_unanswered: int = 0
     requests_started: int = 0
     requests_completed: int = 0
     audio_bytes_received: int = 0
@@ -32,6 +33,7 @@ class EmulatorStats:
     errors_sent: int = 0
     interrupts_received: int = 0
     connections_dropped: int = 0
+    closes_sent: int = 0
     idle_timeouts: int = 0
 
     def __setattr__(self, name: str, value: object) -> None:

@@ -103,6 +103,31 @@ def error_message(connection_id: str, req_id: str, code: int, text: str) -> byte
     return message.SerializeToString()
 
 
+# --- WebSocket close codes (the close-code contract of the October 2026 service) ---
+
+CLOSE_CREDITS_EXHAUSTED = 4001
+CLOSE_SESSION_DURATION_EXCEEDED = 4002
+CLOSE_CONCURRENCY_LIMIT = 4003
+CLOSE_SESSION_TOKEN_INVALID = 4010
+CLOSE_UPSTREAM_UNAVAILABLE = 4503
+
+# The reason text sent with each code, and the text of a SERVER_ERROR carrying it. Worded so the
+# older SDKs' text matching agrees with the code where it can (4001, 4002, 4010); they have no
+# words for 4003 and 4503.
+CLOSE_REASONS: dict[int, str] = {
+    CLOSE_CREDITS_EXHAUSTED: "credits exhausted",
+    CLOSE_SESSION_DURATION_EXCEEDED: "maximum session duration reached",
+    CLOSE_CONCURRENCY_LIMIT: "concurrency limit reached",
+    CLOSE_SESSION_TOKEN_INVALID: "invalid session token",
+    CLOSE_UPSTREAM_UNAVAILABLE: "upstream unavailable",
+}
+
+
+def close_reason(code: int) -> str:
+    """The reason text the emulator sends with close code `code`."""
+    return CLOSE_REASONS.get(code, "session closed by server")
+
+
 # --- JSON:API-style error bodies (spec: "Console API") ---
 
 # (code, detail) per HTTP status. The codes deliberately avoid the gRPC names the official SDK

@@ -17,6 +17,7 @@ from tests.emulator.helpers import (
     frames_until_end,
     ingress_url,
     mint,
+    open_ws,
     parse,
     session,
 )
@@ -180,3 +181,109 @@ async def test_faults_can_be_replaced_while_running(emu: Emulator) -> None:
     (message,) = await frames_until_end(ws)
     assert parse(message).server_error.code == 13
     await ws.close()
+
+
+CONTRACT_CODES = [
+    (4001, "credits exhausted"),
+    (4002, "maximum session duration reached"),
+    (4003, "concurrency limit reached"),
+    (4010, "invalid session token"),
+    (4503, "upstream unavailable"),
+]
+
+
+@pytest.mark.parametrize(("code", "reason"), CONTRACT_CODES)
+async def test_close_at_handshake(emu: Emulator, code: int, reason: str) -> None:
+    emu.faults.close_at_handshake = code
+    ws = await open_ws(emu, await mint(emu))
+    await ws.send(configure())
+    # No confirm and no SERVER_ERROR: the close frame is the whole answer.
+    with pytest.raises(ConnectionClosedError) as info:
+        await ws.recv()
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (code, reason)
+    assert emu.stats.closes_sent == 1
+    assert emu.stats.handshakes_failed == 1
+    assert emu.stats.handshakes_completed == 0
+
+
+@pytest.mark.parametrize(("code", "reason"), CONTRACT_CODES)
+@pytest.mark.parametrize("after", [0, 4])
+async def test_close_after_frames(emu: Emulator, code: int, reason: str, after: int) -> None:
+    emu.faults.close_after_frames = (after, code)
+    ws, connection_id = await session(emu)
+    await ws.send(audio("r", b"\x00" * FRAME_16K * 20, end=True))
+    received: list[bytes] = []
+    with pytest.raises(ConnectionClosedError) as info:
+        await collect(ws, received)
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (code, reason)
+    assert received == [
+        animation_message(connection_id, "r", i, False, emu.frame_bytes) for i in range(after)
+    ]
+    await emu.wait_until(lambda: emu.stats.connections_active == 0)
+    assert emu.stats.closes_sent == 1
+    assert emu.stats.connections_dropped == 0
+
+
+async def test_close_after_frames_counts_across_requests(emu: Emulator) -> None:
+    emu.faults.close_after_frames = (3, 4002)
+    ws, _ = await session(emu)
+    await ws.send(audio("one", b"\x00" * FRAME_16K * 2, end=True))
+    assert len(await frames_until_end(ws)) == 2
+    await ws.send(audio("two", b"\x00" * FRAME_16K * 2, end=True))
+    assert parse(await ws.recv()).server_response_animation.req_id == "two"
+    with pytest.raises(ConnectionClosedError) as info:
+        await ws.recv()
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == 4002
+
+
+@pytest.mark.parametrize(("code", "reason"), CONTRACT_CODES)
+async def test_contract_codes_as_server_errors(emu: Emulator, code: int, reason: str) -> None:
+    # The same codes inside SERVER_ERROR, at the handshake and after frames.
+    emu.faults.handshake_error = (code, reason)
+    ws = await open_ws(emu, await mint(emu))
+    await ws.send(configure())
+    error = parse(await ws.recv()).server_error
+    assert (error.code, error.message) == (code, reason)
+    emu.faults.handshake_error = None
+    emu.faults.error_after_frames = (2, code, reason)
+    ws, connection_id = await session(emu)
+    await ws.send(audio("r", b"\x00" * FRAME_16K * 5, end=True))
+    messages = await frames_until_end(ws)
+    assert len(messages) == 3
+    error = parse(messages[2]).server_error
+    assert (error.code, error.message, error.req_id) == (code, reason, "r")
+    assert error.connection_id == connection_id
+    await ws.close()
+
+
+async def test_handshake_hang_never_confirms() -> None:
+    async with Emulator(speed=100, idle_timeout=0.2) as emu:
+        emu.faults.handshake_hang = True
+        ws = await open_ws(emu, await mint(emu))
+        await ws.send(configure())
+        await ws.send(audio("r", b"\x00" * FRAME_16K, end=True))
+        # Not even the idle timeout answers: nothing comes back at all.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.6)
+        assert emu.stats.handshakes_unanswered == 1
+        assert emu.stats.connections_active == 1
+        await ws.close()
+        await emu.wait_until(lambda: emu.stats.connections_active == 0)
+        assert emu.stats.handshakes_completed == 0
+        assert emu.stats.frames_sent == 0
+
+
+async def test_handshake_hang_ends_when_the_emulator_stops() -> None:
+    emu = Emulator(faults=Faults(handshake_hang=True))
+    await emu.start()
+    ws = await open_ws(emu, await mint(emu))
+    await ws.send(configure())
+    await emu.wait_until(lambda: emu.stats.handshakes_unanswered == 1)
+    await emu.stop()
+    with pytest.raises(ConnectionClosedError) as info:
+        await ws.recv()
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == 1012
