@@ -39,6 +39,11 @@ DEFAULT_API_KEY = "emulator-api-key"
 CONSOLE_PATH = "/v1/console"
 INGRESS_PATH = "/v2/driveningress"
 SESSION_TOKENS_PATH = CONSOLE_PATH + "/session-tokens"
+# The October 2026 route at the API root (`spatialreal` 0.2.2), answering {"session_token"}; the
+# console route above is its older alias, answering {"sessionToken"}.
+AUTH_SESSION_TOKEN_PATH = "/v1/auth/session-token"  # noqa: S105 (a route, not a secret)
+# The JSON key each token route answers with.
+_TOKEN_ANSWER_KEYS = {SESSION_TOKENS_PATH: "sessionToken", AUTH_SESSION_TOKEN_PATH: "session_token"}
 WEBSOCKET_PATH = INGRESS_PATH + "/websocket"
 
 
@@ -108,6 +113,7 @@ class Emulator:
         apps: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         log_level: str | None = None,
+        multi_use_tokens: bool = False,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -130,7 +136,8 @@ class Emulator:
         self._key_apps: dict[str, str] = dict.fromkeys(self.api_keys, app_id)
         self._key_apps.update(apps or {})
         self.known_app_ids: frozenset[str] = frozenset(self._key_apps.values()) | {app_id}
-        self.tokens = TokenStore(clock)
+        # Single use as documented; multi-use is what `spatius` prewarm() assumes of the backend.
+        self.tokens = TokenStore(clock, multi_use=multi_use_tokens)
         self.stats = EmulatorStats()
         self.stats.on_change(self.notify)
         self.sent: dict[str, list[bytes]] = {}
@@ -209,6 +216,11 @@ class Emulator:
         return self._base_url
 
     @property
+    def api_url(self) -> str:
+        """The API root (`spatialreal` 0.2.2 posts to `{api}/v1/auth/session-token`)."""
+        return self.base_url
+
+    @property
     def console_url(self) -> str:
         return self.base_url + CONSOLE_PATH
 
@@ -283,11 +295,14 @@ class Emulator:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope["path"]).rstrip("/")
-        if path == SESSION_TOKENS_PATH:
+        answer_key = _TOKEN_ANSWER_KEYS.get(path)
+        if answer_key is not None:
             if scope["method"] != "POST":
                 await send_http(send, 405, wire.error_body(405, "METHOD_NOT_ALLOWED", "use POST"))
                 return
-            await self._console(scope, receive, send)
+            if path == AUTH_SESSION_TOKEN_PATH:
+                self.stats.auth_route_requests += 1
+            await self._console(scope, receive, send, answer_key)
         elif path == "/healthz":
             await send_http(send, 200, b'{"status":"ok","emulator":true}')
         elif path == WEBSOCKET_PATH:
@@ -296,7 +311,8 @@ class Emulator:
         else:
             await send_http(send, 404, wire.error_body(404, "NOT_FOUND", "not found"))
 
-    async def _console(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _console(self, scope: Scope, receive: Receive, send: Send, answer_key: str) -> None:
+        """Mint a session token: the same rules and faults on both routes, only the key differs."""
         self.stats.console_requests += 1
         body = await read_body(receive)
         faults = self.faults
@@ -323,9 +339,11 @@ class Emulator:
             await self._console_error(send, 400, expire_at)
             return
         token = self.tokens.mint(app_id, expire_at)
+        if faults.console_token is not None:
+            token = faults.console_token
         self.stats.tokens_minted += 1
         self.notify()
-        await send_http(send, 200, json.dumps({"sessionToken": token}).encode())
+        await send_http(send, 200, json.dumps({answer_key: token}).encode())
 
     async def _pause(self, seconds: float | None) -> None:
         """Sleep (forever when None), but no longer than until the emulator stops."""

@@ -14,7 +14,8 @@ class Faults:
     See docs/emulator.md for what each produces in the official SDK.
     """
 
-    # --- console (POST /v1/console/session-tokens); only the emulator-wide faults apply ---
+    # --- token routes (POST /v1/auth/session-token and /v1/console/session-tokens);
+    # only the emulator-wide faults apply ---
     console_latency: float = 0.0
     """Seconds to wait before answering a mint request."""
     console_status: int | None = None
@@ -23,6 +24,9 @@ class Faults:
     """Fail only the next N mint requests (with `console_status`, or 503), then recover."""
     console_hang: bool = False
     """Accept mint requests and never answer (until the emulator stops)."""
+    console_token: str | None = None
+    """Answer successful mints with this token instead of the new one (an already used, expired
+    or made-up token: how a client meets a bad token without reaching into its own state)."""
 
     # --- ingress upgrade ---
     upgrade_status: int | None = None

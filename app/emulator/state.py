@@ -18,6 +18,7 @@ class EmulatorStats:
     """Counters. Read as attributes (`stats.frames_sent`) or items (`stats["frames_sent"]`)."""
 
     console_requests: int = 0
+    auth_route_requests: int = 0
     console_failures: int = 0
     tokens_minted: int = 0
     upgrades_rejected: int = 0
@@ -70,10 +71,14 @@ class TokenCheck(Enum):
 
 
 class TokenStore:
-    """Single-use session tokens, each bound to an app id and an expiry (unix seconds)."""
+    """Session tokens, each bound to an app id and an expiry (unix seconds).
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    Single use unless `multi_use`: then a token opens any number of sessions until it expires.
+    """
+
+    def __init__(self, clock: Callable[[], float], *, multi_use: bool = False) -> None:
         self._clock = clock
+        self.multi_use = multi_use
         self._tokens: dict[str, TokenRecord] = {}
         # (expire_at, token) for every stored token, soonest first: purging looks only at what
         # is due instead of scanning every token on every mint (O(log n) amortised per mint).
@@ -98,7 +103,7 @@ class TokenStore:
 
     def consume(self, token: str) -> None:
         record = self._tokens.get(token)
-        if record is not None:
+        if record is not None and not self.multi_use:
             record.used = True
 
     def _forget_expired(self) -> None:

@@ -14,23 +14,34 @@ from app.proto import message_pb2
 SHORT_REQ = "20250101000000_abcdefghijkl"
 
 
-async def mint(emu: Emulator, *, key: str | None = None, ttl: int = 3600) -> str:
-    async with httpx.AsyncClient() as client:
-        response = await client.post(
-            emu.console_url + "/session-tokens",
-            json={"expireAt": int(time.time()) + ttl},
-            headers={"X-Api-Key": key if key is not None else emu.api_keys[0]},
-        )
+# The two token routes: the October 2026 one at the API root and its older console alias, each
+# with the key its answer uses.
+TOKEN_ROUTES = {
+    "auth": ("/v1/auth/session-token", "session_token"),
+    "console": ("/v1/console/session-tokens", "sessionToken"),
+}
+
+
+def token_url(emu: Emulator, route: str = "console") -> str:
+    return emu.api_url + TOKEN_ROUTES[route][0]
+
+
+async def mint(
+    emu: Emulator, *, key: str | None = None, ttl: int = 3600, route: str = "console"
+) -> str:
+    response = await post_mint(emu, {"expireAt": int(time.time()) + ttl}, key=key, route=route)
     response.raise_for_status()
-    token = response.json()["sessionToken"]
+    token = response.json()[TOKEN_ROUTES[route][1]]
     assert isinstance(token, str)
     return token
 
 
-async def post_mint(emu: Emulator, body: Any, *, key: str | None = None) -> httpx.Response:
+async def post_mint(
+    emu: Emulator, body: Any, *, key: str | None = None, route: str = "console"
+) -> httpx.Response:
     async with httpx.AsyncClient() as client:
         return await client.post(
-            emu.console_url + "/session-tokens",
+            token_url(emu, route),
             json=body,
             headers={"X-Api-Key": key if key is not None else emu.api_keys[0]},
         )

@@ -99,6 +99,25 @@ async def test_token_is_single_use(emu: Emulator) -> None:
     assert status == 400
 
 
+async def test_multi_use_tokens_open_many_sessions_until_they_expire() -> None:
+    now = [1_700_000_000.0]
+    async with Emulator(clock=lambda: now[0], multi_use_tokens=True) as emu:
+        token = emu.mint_token(expire_at=int(now[0]) + 60)
+        first = await open_ws(emu, token)
+        await handshake(first)
+        second = await open_ws(emu, token, query_auth=True)
+        await handshake(second)
+        await first.close()
+        await second.close()
+        third = await open_ws(emu, token)
+        await handshake(third)
+        await third.close()
+        now[0] += 61
+        status, error = await rejection(ingress_url(emu), headers(emu, token))
+        assert (status, error["detail"]) == (401, "token is expired")
+        assert emu.stats.handshakes_completed == 3
+
+
 async def test_rejected_upgrade_does_not_consume_the_token(emu: Emulator) -> None:
     token = await mint(emu)
     status, _ = await rejection(ingress_url(emu, "no-such-avatar"), headers(emu, token))
