@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from app.proto import message_pb2
 
@@ -19,9 +20,12 @@ def test_committed_generated_code_is_fresh(tmp_path: Path) -> None:
         assert committed == fresh, f"app/proto/spatialreal/{name} is stale: run scripts/gen-proto"
 
 
+def numbers(message: type[Any]) -> dict[str, int]:
+    return {f.name: f.number for f in message.DESCRIPTOR.fields}
+
+
 def test_field_numbers_are_the_wire_contract() -> None:
-    fields = {f.name: f.number for f in message_pb2.Message.DESCRIPTOR.fields}
-    assert fields == {
+    assert numbers(message_pb2.Message) == {
         "type": 1,
         "client_configure_session": 2,
         "server_confirm_session": 3,
@@ -29,10 +33,38 @@ def test_field_numbers_are_the_wire_contract() -> None:
         "server_error": 5,
         "server_response_animation": 6,
         "client_interrupt": 8,
+        "client_pause": 9,
+        "client_resume": 10,
+        "server_playback_state": 11,
     }
     assert message_pb2.Message.DESCRIPTOR.file.package == "message"
     assert message_pb2.MESSAGE_CLIENT_INTERRUPT == 7
-    audio = {f.name: f.number for f in message_pb2.ClientAudioInput.DESCRIPTOR.fields}
-    assert audio == {"req_id": 1, "end": 2, "audio": 3}
-    anim = {f.name: f.number for f in message_pb2.ServerResponseAnimation.DESCRIPTOR.fields}
-    assert anim == {"connection_id": 1, "req_id": 2, "end": 3}
+    assert (
+        message_pb2.MESSAGE_CLIENT_PAUSE,
+        message_pb2.MESSAGE_CLIENT_RESUME,
+        message_pb2.MESSAGE_SERVER_PLAYBACK_STATE,
+    ) == (8, 9, 10)
+    assert numbers(message_pb2.ClientAudioInput) == {
+        "req_id": 1,
+        "end": 2,
+        "audio": 3,
+        "trace_context": 4,
+    }
+    assert numbers(message_pb2.ServerResponseAnimation) == {
+        "connection_id": 1,
+        "req_id": 2,
+        "end": 3,
+        "animation": 4,
+        "avatar_id": 5,
+    }
+    assert numbers(message_pb2.ServerConfirmSession) == {"connection_id": 1, "capabilities": 2}
+    assert numbers(message_pb2.ClientConfigureSession)["extra_params"] == 8
+    assert numbers(message_pb2.ServerPlaybackState) == {
+        "connection_id": 1,
+        "req_id": 2,
+        "state": 3,
+        "played_ms": 4,
+        "reason": 5,
+    }
+    states = message_pb2.ServerPlaybackState
+    assert (states.PLAYING, states.PAUSED, states.ENDED, states.INTERRUPTED) == (1, 2, 3, 4)

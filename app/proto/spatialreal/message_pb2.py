@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19spatialreal/message.proto\x12\x07message\"\x9e\x02\n\x13LiveKitEgressConfig\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x12\n\napi_secret\x18\x03 \x01(\t\x12\x11\n\troom_name\x18\x04 \x01(\t\x12\x14\n\x0cpublisher_id\x18\x05 \x01(\t\x12K\n\x10\x65xtra_attributes\x18\x06 \x03(\x0b\x32\x31.message.LiveKitEgressConfig.ExtraAttributesEntry\x12\x14\n\x0cidle_timeout\x18\x07 \x01(\x05\x12\x11\n\tapi_token\x18\x08 \x01(\t\x1a\x36\n\x14\x45xtraAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x11\x41goraEgressConfig\x12\x14\n\x0c\x63hannel_name\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\r\x12\x14\n\x0cpublisher_id\x18\x04 \x01(\t\"\xba\x02\n\x16\x43lientConfigureSession\x12\x13\n\x0bsample_rate\x18\x01 \x01(\x05\x12\x0f\n\x07\x62itrate\x18\x02 \x01(\x05\x12*\n\x0c\x61udio_format\x18\x03 \x01(\x0e\x32\x14.message.AudioFormat\x12<\n\x15transport_compression\x18\x04 \x01(\x0e\x32\x1d.message.TransportCompression\x12(\n\x0b\x65gress_type\x18\x05 \x01(\x0e\x32\x13.message.EgressType\x12\x34\n\x0elivekit_egress\x18\x06 \x01(\x0b\x32\x1c.message.LiveKitEgressConfig\x12\x30\n\x0c\x61gora_egress\x18\x07 \x01(\x0b\x32\x1a.message.AgoraEgressConfig\"-\n\x14ServerConfirmSession\x12\x15\n\rconnection_id\x18\x01 \x01(\t\">\n\x10\x43lientAudioInput\x12\x0e\n\x06req_id\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x08\x12\r\n\x05\x61udio\x18\x03 \x01(\x0c\"S\n\x0bServerError\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06req_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"M\n\x17ServerResponseAnimation\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06req_id\x18\x02 \x01(\t\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\"!\n\x0f\x43lientInterrupt\x12\x0e\n\x06req_id\x18\x01 \x01(\t\"\x9f\x03\n\x07Message\x12\"\n\x04type\x18\x01 \x01(\x0e\x32\x14.message.MessageType\x12\x43\n\x18\x63lient_configure_session\x18\x02 \x01(\x0b\x32\x1f.message.ClientConfigureSessionH\x00\x12?\n\x16server_confirm_session\x18\x03 \x01(\x0b\x32\x1d.message.ServerConfirmSessionH\x00\x12\x37\n\x12\x63lient_audio_input\x18\x04 \x01(\x0b\x32\x19.message.ClientAudioInputH\x00\x12,\n\x0cserver_error\x18\x05 \x01(\x0b\x32\x14.message.ServerErrorH\x00\x12\x45\n\x19server_response_animation\x18\x06 \x01(\x0b\x32 .message.ServerResponseAnimationH\x00\x12\x34\n\x10\x63lient_interrupt\x18\x08 \x01(\x0b\x32\x18.message.ClientInterruptH\x00\x42\x06\n\x04\x64\x61ta*\xef\x01\n\x0bMessageType\x12\x17\n\x13MESSAGE_UNSPECIFIED\x10\x00\x12$\n MESSAGE_CLIENT_CONFIGURE_SESSION\x10\x01\x12\"\n\x1eMESSAGE_SERVER_CONFIRM_SESSION\x10\x02\x12\x1e\n\x1aMESSAGE_CLIENT_AUDIO_INPUT\x10\x03\x12\x18\n\x14MESSAGE_SERVER_ERROR\x10\x04\x12%\n!MESSAGE_SERVER_RESPONSE_ANIMATION\x10\x05\x12\x1c\n\x18MESSAGE_CLIENT_INTERRUPT\x10\x07*D\n\x0b\x41udioFormat\x12\x1a\n\x16\x41UDIO_FORMAT_PCM_S16LE\x10\x00\x12\x19\n\x15\x41UDIO_FORMAT_OGG_OPUS\x10\x01*6\n\x14TransportCompression\x12\x1e\n\x1aTRANSPORT_COMPRESSION_NONE\x10\x00*Y\n\nEgressType\x12\x1b\n\x17\x45GRESS_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45GRESS_TYPE_LIVEKIT\x10\x01\x12\x15\n\x11\x45GRESS_TYPE_AGORA\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19spatialreal/message.proto\x12\x07message\"\x9e\x02\n\x13LiveKitEgressConfig\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x12\n\napi_secret\x18\x03 \x01(\t\x12\x11\n\troom_name\x18\x04 \x01(\t\x12\x14\n\x0cpublisher_id\x18\x05 \x01(\t\x12K\n\x10\x65xtra_attributes\x18\x06 \x03(\x0b\x32\x31.message.LiveKitEgressConfig.ExtraAttributesEntry\x12\x14\n\x0cidle_timeout\x18\x07 \x01(\x05\x12\x11\n\tapi_token\x18\x08 \x01(\t\x1a\x36\n\x14\x45xtraAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"[\n\x11\x41goraEgressConfig\x12\x14\n\x0c\x63hannel_name\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\r\x12\x14\n\x0cpublisher_id\x18\x04 \x01(\t\"\xb6\x03\n\x16\x43lientConfigureSession\x12\x13\n\x0bsample_rate\x18\x01 \x01(\x05\x12\x0f\n\x07\x62itrate\x18\x02 \x01(\x05\x12*\n\x0c\x61udio_format\x18\x03 \x01(\x0e\x32\x14.message.AudioFormat\x12<\n\x15transport_compression\x18\x04 \x01(\x0e\x32\x1d.message.TransportCompression\x12(\n\x0b\x65gress_type\x18\x05 \x01(\x0e\x32\x13.message.EgressType\x12\x34\n\x0elivekit_egress\x18\x06 \x01(\x0b\x32\x1c.message.LiveKitEgressConfig\x12\x30\n\x0c\x61gora_egress\x18\x07 \x01(\x0b\x32\x1a.message.AgoraEgressConfig\x12\x46\n\x0c\x65xtra_params\x18\x08 \x03(\x0b\x32\x30.message.ClientConfigureSession.ExtraParamsEntry\x1a\x32\n\x10\x45xtraParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"C\n\x14ServerConfirmSession\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x02 \x03(\t\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"l\n\x10\x43lientAudioInput\x12\x0e\n\x06req_id\x18\x01 \x01(\t\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x08\x12\r\n\x05\x61udio\x18\x03 \x01(\x0c\x12,\n\rtrace_context\x18\x04 \x01(\x0b\x32\x15.message.TraceContext\"S\n\x0bServerError\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06req_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"s\n\x17ServerResponseAnimation\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06req_id\x18\x02 \x01(\t\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\x12\x11\n\tanimation\x18\x04 \x01(\x0c\x12\x11\n\tavatar_id\x18\x05 \x01(\t\"!\n\x0f\x43lientInterrupt\x12\x0e\n\x06req_id\x18\x01 \x01(\t\"\x1d\n\x0b\x43lientPause\x12\x0e\n\x06req_id\x18\x01 \x01(\t\"\x1e\n\x0c\x43lientResume\x12\x0e\n\x06req_id\x18\x01 \x01(\t\"\xe7\x01\n\x13ServerPlaybackState\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0e\n\x06req_id\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".message.ServerPlaybackState.State\x12\x11\n\tplayed_ms\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"S\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PLAYING\x10\x01\x12\n\n\x06PAUSED\x10\x02\x12\t\n\x05\x45NDED\x10\x03\x12\x0f\n\x0bINTERRUPTED\x10\x04\"\xbc\x04\n\x07Message\x12\"\n\x04type\x18\x01 \x01(\x0e\x32\x14.message.MessageType\x12\x43\n\x18\x63lient_configure_session\x18\x02 \x01(\x0b\x32\x1f.message.ClientConfigureSessionH\x00\x12?\n\x16server_confirm_session\x18\x03 \x01(\x0b\x32\x1d.message.ServerConfirmSessionH\x00\x12\x37\n\x12\x63lient_audio_input\x18\x04 \x01(\x0b\x32\x19.message.ClientAudioInputH\x00\x12,\n\x0cserver_error\x18\x05 \x01(\x0b\x32\x14.message.ServerErrorH\x00\x12\x45\n\x19server_response_animation\x18\x06 \x01(\x0b\x32 .message.ServerResponseAnimationH\x00\x12\x34\n\x10\x63lient_interrupt\x18\x08 \x01(\x0b\x32\x18.message.ClientInterruptH\x00\x12,\n\x0c\x63lient_pause\x18\t \x01(\x0b\x32\x14.message.ClientPauseH\x00\x12.\n\rclient_resume\x18\n \x01(\x0b\x32\x15.message.ClientResumeH\x00\x12=\n\x15server_playback_state\x18\x0b \x01(\x0b\x32\x1c.message.ServerPlaybackStateH\x00\x42\x06\n\x04\x64\x61ta*\xc7\x02\n\x0bMessageType\x12\x17\n\x13MESSAGE_UNSPECIFIED\x10\x00\x12$\n MESSAGE_CLIENT_CONFIGURE_SESSION\x10\x01\x12\"\n\x1eMESSAGE_SERVER_CONFIRM_SESSION\x10\x02\x12\x1e\n\x1aMESSAGE_CLIENT_AUDIO_INPUT\x10\x03\x12\x18\n\x14MESSAGE_SERVER_ERROR\x10\x04\x12%\n!MESSAGE_SERVER_RESPONSE_ANIMATION\x10\x05\x12\x1c\n\x18MESSAGE_CLIENT_INTERRUPT\x10\x07\x12\x18\n\x14MESSAGE_CLIENT_PAUSE\x10\x08\x12\x19\n\x15MESSAGE_CLIENT_RESUME\x10\t\x12!\n\x1dMESSAGE_SERVER_PLAYBACK_STATE\x10\n*D\n\x0b\x41udioFormat\x12\x1a\n\x16\x41UDIO_FORMAT_PCM_S16LE\x10\x00\x12\x19\n\x15\x41UDIO_FORMAT_OGG_OPUS\x10\x01*6\n\x14TransportCompression\x12\x1e\n\x1aTRANSPORT_COMPRESSION_NONE\x10\x00*Y\n\nEgressType\x12\x1b\n\x17\x45GRESS_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45GRESS_TYPE_LIVEKIT\x10\x01\x12\x15\n\x11\x45GRESS_TYPE_AGORA\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LIVEKITEGRESSCONFIG_EXTRAATTRIBUTESENTRY']._loaded_options = None
   _globals['_LIVEKITEGRESSCONFIG_EXTRAATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_MESSAGETYPE']._serialized_start=1466
-  _globals['_MESSAGETYPE']._serialized_end=1705
-  _globals['_AUDIOFORMAT']._serialized_start=1707
-  _globals['_AUDIOFORMAT']._serialized_end=1775
-  _globals['_TRANSPORTCOMPRESSION']._serialized_start=1777
-  _globals['_TRANSPORTCOMPRESSION']._serialized_end=1831
-  _globals['_EGRESSTYPE']._serialized_start=1833
-  _globals['_EGRESSTYPE']._serialized_end=1922
+  _globals['_CLIENTCONFIGURESESSION_EXTRAPARAMSENTRY']._loaded_options = None
+  _globals['_CLIENTCONFIGURESESSION_EXTRAPARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_MESSAGETYPE']._serialized_start=2207
+  _globals['_MESSAGETYPE']._serialized_end=2534
+  _globals['_AUDIOFORMAT']._serialized_start=2536
+  _globals['_AUDIOFORMAT']._serialized_end=2604
+  _globals['_TRANSPORTCOMPRESSION']._serialized_start=2606
+  _globals['_TRANSPORTCOMPRESSION']._serialized_end=2660
+  _globals['_EGRESSTYPE']._serialized_start=2662
+  _globals['_EGRESSTYPE']._serialized_end=2751
   _globals['_LIVEKITEGRESSCONFIG']._serialized_start=39
   _globals['_LIVEKITEGRESSCONFIG']._serialized_end=325
   _globals['_LIVEKITEGRESSCONFIG_EXTRAATTRIBUTESENTRY']._serialized_start=271
@@ -48,17 +50,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGORAEGRESSCONFIG']._serialized_start=327
   _globals['_AGORAEGRESSCONFIG']._serialized_end=418
   _globals['_CLIENTCONFIGURESESSION']._serialized_start=421
-  _globals['_CLIENTCONFIGURESESSION']._serialized_end=735
-  _globals['_SERVERCONFIRMSESSION']._serialized_start=737
-  _globals['_SERVERCONFIRMSESSION']._serialized_end=782
-  _globals['_CLIENTAUDIOINPUT']._serialized_start=784
-  _globals['_CLIENTAUDIOINPUT']._serialized_end=846
-  _globals['_SERVERERROR']._serialized_start=848
-  _globals['_SERVERERROR']._serialized_end=931
-  _globals['_SERVERRESPONSEANIMATION']._serialized_start=933
-  _globals['_SERVERRESPONSEANIMATION']._serialized_end=1010
-  _globals['_CLIENTINTERRUPT']._serialized_start=1012
-  _globals['_CLIENTINTERRUPT']._serialized_end=1045
-  _globals['_MESSAGE']._serialized_start=1048
-  _globals['_MESSAGE']._serialized_end=1463
+  _globals['_CLIENTCONFIGURESESSION']._serialized_end=859
+  _globals['_CLIENTCONFIGURESESSION_EXTRAPARAMSENTRY']._serialized_start=809
+  _globals['_CLIENTCONFIGURESESSION_EXTRAPARAMSENTRY']._serialized_end=859
+  _globals['_SERVERCONFIRMSESSION']._serialized_start=861
+  _globals['_SERVERCONFIRMSESSION']._serialized_end=928
+  _globals['_TRACECONTEXT']._serialized_start=930
+  _globals['_TRACECONTEXT']._serialized_end=985
+  _globals['_CLIENTAUDIOINPUT']._serialized_start=987
+  _globals['_CLIENTAUDIOINPUT']._serialized_end=1095
+  _globals['_SERVERERROR']._serialized_start=1097
+  _globals['_SERVERERROR']._serialized_end=1180
+  _globals['_SERVERRESPONSEANIMATION']._serialized_start=1182
+  _globals['_SERVERRESPONSEANIMATION']._serialized_end=1297
+  _globals['_CLIENTINTERRUPT']._serialized_start=1299
+  _globals['_CLIENTINTERRUPT']._serialized_end=1332
+  _globals['_CLIENTPAUSE']._serialized_start=1334
+  _globals['_CLIENTPAUSE']._serialized_end=1363
+  _globals['_CLIENTRESUME']._serialized_start=1365
+  _globals['_CLIENTRESUME']._serialized_end=1395
+  _globals['_SERVERPLAYBACKSTATE']._serialized_start=1398
+  _globals['_SERVERPLAYBACKSTATE']._serialized_end=1629
+  _globals['_SERVERPLAYBACKSTATE_STATE']._serialized_start=1546
+  _globals['_SERVERPLAYBACKSTATE_STATE']._serialized_end=1629
+  _globals['_MESSAGE']._serialized_start=1632
+  _globals['_MESSAGE']._serialized_end=2204
 # @@protoc_insertion_point(module_scope)
