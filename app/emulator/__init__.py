@@ -4,33 +4,37 @@ It imports only `app.proto` and third-party libraries, never the client code it 
 a shared bug cannot make both sides agree. See docs/emulator.md.
 """
 
-from app.emulator.emulator import (
-    DEFAULT_API_KEY,
-    DEFAULT_APP_ID,
-    DEFAULT_AVATAR_ID,
-    Emulator,
-)
+from app.emulator.defaults import DEFAULT_API_KEY, DEFAULT_APP_ID, DEFAULT_AVATAR_ID
+from app.emulator.emulator import Emulator
 from app.emulator.faults import Faults
 from app.emulator.ingress import OPUS_SAMPLE_RATES, PCM_SAMPLE_RATES
 from app.emulator.state import EmulatorStats
 from app.emulator.wire import (
-    ANIMATION_INDEX_FIELD,
+    ANIMATION_AVATAR_FIELD,
     ANIMATION_PAYLOAD_FIELD,
+    ANIMATION_UNDECLARED_FIELD,
+    CLOSE_REASONS,
+    FRAME_MS,
     animation_message,
+    frame_marker,
     frame_payload,
 )
 
 __all__ = [
-    "ANIMATION_INDEX_FIELD",
+    "ANIMATION_AVATAR_FIELD",
     "ANIMATION_PAYLOAD_FIELD",
+    "ANIMATION_UNDECLARED_FIELD",
+    "CLOSE_REASONS",
     "DEFAULT_API_KEY",
     "DEFAULT_APP_ID",
     "DEFAULT_AVATAR_ID",
+    "FRAME_MS",
     "OPUS_SAMPLE_RATES",
     "PCM_SAMPLE_RATES",
     "Emulator",
     "EmulatorStats",
     "Faults",
     "animation_message",
+    "frame_marker",
     "frame_payload",
 ]

@@ -26,15 +26,12 @@ from app.emulator.asgi import (
     read_body,
     send_http,
 )
+from app.emulator.defaults import DEFAULT_API_KEY, DEFAULT_APP_ID, DEFAULT_AVATAR_ID
 from app.emulator.faults import Faults
-from app.emulator.ingress import IngressSession, check_upgrade, session_token
+from app.emulator.ingress import IngressSession
+from app.emulator.playback import PLAYBACK_CAPABILITIES
 from app.emulator.state import MAX_TOKEN_LIFETIME_SECONDS, EmulatorStats, TokenStore
-
-# Deliberately duplicated from app/settings.py (the emulator must not import the code it stands
-# in for); tests/emulator asserts they stay equal.
-DEFAULT_APP_ID = "emulator-app"
-DEFAULT_AVATAR_ID = "emulator-avatar"
-DEFAULT_API_KEY = "emulator-api-key"
+from app.emulator.upgrade import check_upgrade, session_token
 
 CONSOLE_PATH = "/v1/console"
 INGRESS_PATH = "/v2/driveningress"
@@ -114,6 +111,9 @@ class Emulator:
         clock: Callable[[], float] = time.time,
         log_level: str | None = None,
         multi_use_tokens: bool = False,
+        playback_control: bool = False,
+        pause_timeout: float | None = None,
+        capabilities: Iterable[str] = (),
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -121,6 +121,8 @@ class Emulator:
             raise ValueError("idle_timeout must be positive")
         if frame_bytes < 0:
             raise ValueError("frame_bytes must not be negative")
+        if pause_timeout is not None and pause_timeout <= 0:
+            raise ValueError("pause_timeout must be positive")
         self.host = host
         self.port = port
         self.api_keys: tuple[str, ...] = tuple(api_keys)
@@ -130,6 +132,13 @@ class Emulator:
         self.idle_timeout = idle_timeout
         self.frame_bytes = frame_bytes
         self.record = record
+        # Playback control (pause / resume / playback states) is an October 2026 capability;
+        # off, the emulator is a server without it and ignores pause and resume.
+        self.playback_control = playback_control
+        self.pause_timeout = pause_timeout
+        self.capabilities: tuple[str, ...] = (
+            PLAYBACK_CAPABILITIES if playback_control else ()
+        ) + tuple(capabilities)
         self.faults = faults if faults is not None else Faults()
         self.clock = clock
         # API key -> app id. `apps` adds other apps (other keys), e.g. to provoke "app id mismatch".
@@ -142,6 +151,8 @@ class Emulator:
         self.stats.on_change(self.notify)
         self.sent: dict[str, list[bytes]] = {}
         self.received_audio: dict[str, bytes] = {}
+        self.extra_params: dict[str, dict[str, str]] = {}
+        self.trace_contexts: dict[str, tuple[str, str]] = {}
         self._avatar_faults: dict[str, Faults] = {}
         self._sessions: set[IngressSession] = set()
         self._log_level = log_level

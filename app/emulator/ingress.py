@@ -1,4 +1,4 @@
-"""Ingress v2: upgrade checks and one WebSocket session (handshake, requests, animation frames)."""
+"""Ingress v2: one WebSocket session (handshake, requests, animation frames, playback control)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError
 
 from app.emulator import wire
-from app.emulator.asgi import Receive, Scope, Send, header, query
+from app.emulator.asgi import Receive, Send
 from app.emulator.faults import Faults
-from app.emulator.state import TokenCheck
+from app.emulator.ogg import OPUS_GRANULES_PER_FRAME, OggGranules
+from app.emulator.playback import PAUSE_TIMEOUT_REASON, Control, Request
 from app.proto import message_pb2
 
 if TYPE_CHECKING:
@@ -35,96 +35,10 @@ CODE_IDLE = 4
 
 CLOSE_NORMAL = 1000
 
-# Opus granule positions count 48 kHz samples whatever the input rate; 40 ms is 1920 of them.
-_OPUS_GRANULES_PER_FRAME = 1920
+# Playback states of finished requests kept per connection, to answer a late pause or resume.
+_FINISHED_MEMORY = 64
 
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    status: int
-    detail: str
-    code: str | None = None
-
-
-def check_upgrade(emu: Emulator, scope: Scope, faults: Faults) -> Rejection | None:
-    """Why this upgrade must be refused, or None to accept it (the token is not consumed here)."""
-    if faults.upgrade_status is not None:
-        return Rejection(
-            faults.upgrade_status,
-            wire.INGRESS_REJECTIONS.get(faults.upgrade_status, ("", "upgrade rejected"))[1],
-        )
-    params = query(scope)
-    # Headers (server and mobile style) win over query parameters (web style).
-    app_id = header(scope, "x-app-id") or params.get("appId", "")
-    token = header(scope, "x-session-key") or params.get("sessionKey", "")
-    if not token:
-        return Rejection(400, "empty token", "SESSION_TOKEN_INVALID")
-    if app_id not in emu.known_app_ids:
-        return Rejection(404, "app id unrecognized", "APP_ID_UNRECOGNIZED")
-    verdict = emu.tokens.check(token, app_id)
-    if verdict is TokenCheck.UNKNOWN:
-        return Rejection(400, "invalid session token", "SESSION_TOKEN_INVALID")
-    if verdict is TokenCheck.EXPIRED:
-        return Rejection(401, "token is expired", "SESSION_TOKEN_EXPIRED")
-    if verdict is TokenCheck.APP_MISMATCH:
-        return Rejection(400, "app id mismatch", "APP_ID_MISMATCH")
-    if params.get("id", "") not in emu.avatars:
-        return Rejection(404, "avatar not found", "AVATAR_NOT_FOUND")
-    return None
-
-
-def session_token(scope: Scope) -> str:
-    return header(scope, "x-session-key") or query(scope).get("sessionKey", "")
-
-
-class _OggGranules:
-    """Follows an Ogg Opus stream's pages to know how much audio (in 48 kHz samples) it holds."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._pre_skip = 0
-        self._seen_head = False
-        self.samples = 0
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
-        while True:
-            start = self._buffer.find(b"OggS")
-            if start < 0:
-                del self._buffer[: max(0, len(self._buffer) - 3)]
-                return
-            del self._buffer[:start]
-            if len(self._buffer) < 27:
-                return
-            segments = self._buffer[26]
-            header_len = 27 + segments
-            if len(self._buffer) < header_len:
-                return
-            body_len = sum(self._buffer[27:header_len])
-            if len(self._buffer) < header_len + body_len:
-                return
-            granule = int.from_bytes(self._buffer[6:14], "little", signed=True)
-            body = bytes(self._buffer[header_len : header_len + body_len])
-            del self._buffer[: header_len + body_len]
-            if not self._seen_head and body.startswith(b"OpusHead") and len(body) >= 12:
-                self._seen_head = True
-                self._pre_skip = int.from_bytes(body[10:12], "little")
-            elif granule >= 0:
-                self.samples = max(self.samples, granule - self._pre_skip)
-
-
-@dataclass(eq=False)
-class _Request:
-    req_id: str
-    t0: float
-    units: int = 0  # PCM bytes, or Opus samples at 48 kHz
-    ended: bool = False
-    failed: bool = False
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    ogg: _OggGranules | None = None
-
-    def update(self) -> None:
-        self.changed.set()
+_PLAYBACK = message_pb2.ServerPlaybackState
 
 
 def _configure_message(
@@ -160,8 +74,12 @@ class IngressSession:
         self.connection_id = ""
         self._units_per_frame = 0
         self._opus = False
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
-        self._open: _Request | None = None
+        self._queue: asyncio.Queue[Request] = asyncio.Queue()
+        self._open: Request | None = None
+        # Requests not finished yet, and the played_ms of recently finished ones.
+        self._live: dict[str, Request] = {}
+        self._finished: dict[str, int] = {}
+        self._playback_control = emu.playback_control
         # True while the sender has frames it can send; the idle timeout only runs while it waits
         # for audio (so a long answer never times out, but a stalled request does).
         self._producing = False
@@ -274,9 +192,11 @@ class IngressSession:
             self._emu.stats.handshakes_failed += 1
             await self._fail(*problem)
             return False
+        if self._emu.record:
+            self._emu.extra_params[self.connection_id] = dict(config.extra_params)
         self._emu.stats.handshakes_completed += 1
         self._emu.register_session(self)
-        await self._send_binary(wire.confirm_message(self.connection_id))
+        await self._send_binary(wire.confirm_message(self.connection_id, self._emu.capabilities))
         self._emu.notify()
         return True
 
@@ -299,7 +219,7 @@ class IngressSession:
         if config.audio_format == message_pb2.AUDIO_FORMAT_OGG_OPUS:
             rates: tuple[int, ...] = OPUS_SAMPLE_RATES
             self._opus = True
-            self._units_per_frame = _OPUS_GRANULES_PER_FRAME
+            self._units_per_frame = OPUS_GRANULES_PER_FRAME
         elif config.audio_format == message_pb2.AUDIO_FORMAT_PCM_S16LE:
             rates = PCM_SAMPLE_RATES
             # s16le mono: two bytes per sample.
@@ -349,6 +269,12 @@ class IngressSession:
                 # Host Mode: the docs say interrupt only has effect with LiveKit egress.
                 self._emu.stats.interrupts_received += 1
                 self._emu.notify()
+            elif message.type == message_pb2.MESSAGE_CLIENT_PAUSE:
+                self._emu.stats.pauses_received += 1
+                await self._on_control(message.client_pause.req_id, Control.PAUSE)
+            elif message.type == message_pb2.MESSAGE_CLIENT_RESUME:
+                self._emu.stats.resumes_received += 1
+                await self._on_control(message.client_resume.req_id, Control.RESUME)
             else:
                 await self._fail(CODE_PROTOCOL, f"unexpected message type: {message.type}")
                 return
@@ -370,16 +296,20 @@ class IngressSession:
                 # A new request while the previous one is still open ends the previous one.
                 request.ended = True
                 request.update()
-            request = _Request(
-                req_id=audio.req_id, t0=now, ogg=_OggGranules() if self._opus else None
+            request = Request(
+                req_id=audio.req_id, t0=now, ogg=OggGranules() if self._opus else None
             )
             self._open = request
+            self._live[request.req_id] = request
             self._emu.stats.requests_started += 1
             self._queue.put_nowait(request)
         self._emu.stats.audio_bytes_received += len(audio.audio)
         if self._emu.record:
             previous = self._emu.received_audio.get(audio.req_id, b"")
             self._emu.received_audio[audio.req_id] = previous + audio.audio
+            trace = audio.trace_context
+            if trace.traceparent or trace.tracestate:
+                self._emu.trace_contexts[audio.req_id] = (trace.traceparent, trace.tracestate)
         if request.ogg is not None:
             request.ogg.feed(audio.audio)
             request.units = request.ogg.samples
@@ -391,9 +321,35 @@ class IngressSession:
         request.update()
         self._emu.notify()
 
+    async def _on_control(self, req_id: str, kind: Control) -> None:
+        """CLIENT_PAUSE / CLIENT_RESUME: ignored unless playback control is declared."""
+        self._emu.notify()
+        if not self._playback_control:
+            return
+        request = self._live.get(req_id)
+        if request is not None:
+            # The sender applies it before its next frame and reports the state.
+            request.control(kind)
+            return
+        played = self._finished.get(req_id)
+        if played is not None:
+            await self._send_state(req_id, _PLAYBACK.ENDED, played)
+
     # --- sending ---
 
-    def _total_frames(self, request: _Request) -> int:
+    async def _send_state(
+        self,
+        req_id: str,
+        state: message_pb2.ServerPlaybackState.State.ValueType,
+        played_ms: int,
+        reason: str = "",
+    ) -> None:
+        self._emu.stats.playback_states_sent += 1
+        await self._send_binary(
+            wire.playback_state_message(self.connection_id, req_id, state, played_ms, reason)
+        )
+
+    def _total_frames(self, request: Request) -> int:
         """Frames of an ended request: one per 40 ms, a remainder counts, never fewer than one."""
         return max(1, math.ceil(request.units / self._units_per_frame))
 
@@ -403,10 +359,13 @@ class IngressSession:
             self._last_activity = max(self._last_activity, self._loop.time())
         self._producing = producing
 
-    async def _wait_sendable(self, request: _Request, index: int) -> None:
+    def _sendable(self, request: Request, index: int) -> bool:
         # Frame `index` goes out once audio beyond it exists (so it is surely not the last) or the
         # request has ended (so whether it is the last is known).
-        while not (request.ended or (index + 1) * self._units_per_frame < request.units):
+        return request.ended or (index + 1) * self._units_per_frame < request.units
+
+    async def _wait_sendable(self, request: Request, index: int) -> None:
+        while not self._sendable(request, index):
             self._set_producing(False)
             request.changed.clear()
             await request.changed.wait()
@@ -418,6 +377,10 @@ class IngressSession:
             request = await self._queue.get()
             self._set_producing(True)
             await self._stream(request)
+            self._live.pop(request.req_id, None)
+            self._finished[request.req_id] = request.played_ms
+            if len(self._finished) > _FINISHED_MEMORY:
+                del self._finished[next(iter(self._finished))]
             self._emu.notify()
 
     async def _cut_after_frames(self, faults: Faults) -> bool:
@@ -431,14 +394,62 @@ class IngressSession:
             return True
         return False
 
-    async def _stream(self, request: _Request) -> None:
+    async def _until_due(self, request: Request, index: int) -> bool:
+        """Wait until frame `index` may go out; False when the request was given up."""
+        if self._playback_control:
+            return await self._until_due_with_controls(request, index)
+        await self._wait_sendable(request, index)
+        delay = request.due(index, self._emu.speed) - self._loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return True
+
+    async def _until_due_with_controls(self, request: Request, index: int) -> bool:
+        """`_until_due`, applying pause and resume on the way (one wait wakes on all three:
+        audio, controls and the frame's due time)."""
+        while True:
+            request.changed.clear()
+            now = self._loop.time()
+            if request.controls:
+                kind = request.controls.popleft()
+                request.apply(kind, now)
+                state = _PLAYBACK.PAUSED if kind is Control.PAUSE else _PLAYBACK.PLAYING
+                request.announced = True
+                await self._send_state(request.req_id, state, request.played_ms)
+                continue
+            limit = self._emu.pause_timeout
+            wait: float | None
+            if request.paused_since is not None:
+                # Frames are pending: the idle timeout does not run, the pause timeout does.
+                self._set_producing(True)
+                wait = None if limit is None else request.paused_since + limit - now
+                if wait is not None and wait <= 0:
+                    await self._send_state(
+                        request.req_id,
+                        _PLAYBACK.INTERRUPTED,
+                        request.played_ms,
+                        PAUSE_TIMEOUT_REASON,
+                    )
+                    return False
+            elif not self._sendable(request, index):
+                self._set_producing(False)
+                wait = None
+            else:
+                self._set_producing(True)
+                wait = request.due(index, self._emu.speed) - now
+                if wait <= 0:
+                    return True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await request.changed.wait()
+
+    async def _stream(self, request: Request) -> None:
         index = 0
         while not self._closed:
-            await self._wait_sendable(request, index)
-            due = request.t0 + index * wire.FRAME_SECONDS / self._emu.speed
-            delay = max(0.0, due - self._loop.time()) + self.faults.frame_delay
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if not await self._until_due(request, index):
+                return
+            if self.faults.frame_delay > 0:
+                await asyncio.sleep(self.faults.frame_delay)
             faults = self.faults
             if await self._cut_after_frames(faults):
                 return
@@ -447,18 +458,26 @@ class IngressSession:
                 after, code, text = error
                 if self._frames_on_connection >= after:
                     self._error_fired = True
-                    request.failed = True
                     self._emu.stats.errors_sent += 1
                     await self._send_binary(
                         wire.error_message(self.connection_id, request.req_id, code, text)
                     )
                     return
+            if self._playback_control and not request.announced:
+                request.announced = True
+                await self._send_state(request.req_id, _PLAYBACK.PLAYING, 0)
             end = request.ended and index >= self._total_frames(request) - 1
             data = wire.animation_message(
-                self.connection_id, request.req_id, index, end, self._emu.frame_bytes
+                self.connection_id,
+                request.req_id,
+                index,
+                end,
+                self._emu.frame_bytes,
+                avatar_id=self._avatar_id,
             )
             if not await self._send_binary(data):
                 return
+            request.frames_sent += 1
             self._frames_on_connection += 1
             self._emu.stats.frames_sent += 1
             index += 1
@@ -466,4 +485,6 @@ class IngressSession:
                 return
             if end:
                 self._emu.stats.requests_completed += 1
+                if self._playback_control:
+                    await self._send_state(request.req_id, _PLAYBACK.ENDED, request.played_ms)
                 return

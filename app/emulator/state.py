@@ -33,6 +33,9 @@ class EmulatorStats:
     frames_sent: int = 0
     errors_sent: int = 0
     interrupts_received: int = 0
+    pauses_received: int = 0
+    resumes_received: int = 0
+    playback_states_sent: int = 0
     connections_dropped: int = 0
     closes_sent: int = 0
     idle_timeouts: int = 0

@@ -1,33 +1,39 @@
 """Bytes on the emulator's wire: hand-encoded animation messages and the JSON error bodies.
 
-Animation messages are written by hand (not with message_pb2) on purpose: they carry fields the
-published schema does not declare and put every field out of canonical order, so a relay that
-parses and re-serializes them instead of forwarding them verbatim produces different bytes.
+Animation messages are written by hand (not with message_pb2) on purpose: they carry a field no
+schema declares and put every field out of canonical order, so a relay that parses and
+re-serializes them instead of forwarding them verbatim produces different bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from http import HTTPStatus
 
+from app.emulator.defaults import DEFAULT_AVATAR_ID
 from app.proto import message_pb2
 
-# Field numbers of the published schema (spec: "Schema").
+# Field numbers of the schema (October 2026: `animation` and `avatar_id` are declared).
 _MESSAGE_TYPE = 1
 _MESSAGE_ANIMATION = 6
 _ANIMATION_CONNECTION_ID = 1
 _ANIMATION_REQ_ID = 2
 _ANIMATION_END = 3
-# Fields the published schema does not declare: the opaque animation payload and a frame index.
 ANIMATION_PAYLOAD_FIELD = 4
-ANIMATION_INDEX_FIELD = 5
+ANIMATION_AVATAR_FIELD = 5
+# A field no schema declares (not ours, not any SDK's): the frame index as 4 big-endian bytes.
+# It exists so that forwarding the bytes verbatim stays testable: a parse-and-reserialize relay
+# keeps it only as an unknown field, and moves it.
+ANIMATION_UNDECLARED_FIELD = 15
 
 _VARINT = 0
 _LENGTH_DELIMITED = 2
 
 # One animation frame per 40 ms of audio: the client SDK animates at 25 frames per second.
 FRAME_SECONDS = 0.040
+FRAME_MS = 40
 
 
 def _varint(value: int) -> bytes:
@@ -68,17 +74,29 @@ def frame_payload(req_id: str, index: int, frame_bytes: int) -> bytes:
     return bytes(out[:frame_bytes])
 
 
+def frame_marker(index: int) -> bytes:
+    """The content of the undeclared field in frame `index`."""
+    return index.to_bytes(4, "big")
+
+
 def animation_message(
-    connection_id: str, req_id: str, index: int, end: bool, frame_bytes: int
+    connection_id: str,
+    req_id: str,
+    index: int,
+    end: bool,
+    frame_bytes: int,
+    *,
+    avatar_id: str = DEFAULT_AVATAR_ID,
 ) -> bytes:
     """The exact bytes of one SERVER_RESPONSE_ANIMATION message as the emulator sends it.
 
-    Layout (all deliberately non-canonical): outer `server_response_animation` (6) before
-    `type` (1); inside it the undeclared payload (4) and frame index (5) first, then `end` (3,
-    only when true), `req_id` (2) and `connection_id` (1).
+    The one place frames are built. Layout (all deliberately non-canonical): outer
+    `server_response_animation` (6) before `type` (1); inside it `animation` (4), the undeclared
+    field (15), `avatar_id` (5), `end` (3, only when true), `req_id` (2), `connection_id` (1).
     """
     inner = _bytes_field(ANIMATION_PAYLOAD_FIELD, frame_payload(req_id, index, frame_bytes))
-    inner += _varint_field(ANIMATION_INDEX_FIELD, index)
+    inner += _bytes_field(ANIMATION_UNDECLARED_FIELD, frame_marker(index))
+    inner += _bytes_field(ANIMATION_AVATAR_FIELD, avatar_id.encode())
     if end:
         inner += _varint_field(_ANIMATION_END, 1)
     inner += _bytes_field(_ANIMATION_REQ_ID, req_id.encode())
@@ -88,9 +106,10 @@ def animation_message(
     )
 
 
-def confirm_message(connection_id: str) -> bytes:
+def confirm_message(connection_id: str, capabilities: Iterable[str] = ()) -> bytes:
     message = message_pb2.Message(type=message_pb2.MESSAGE_SERVER_CONFIRM_SESSION)
     message.server_confirm_session.connection_id = connection_id
+    message.server_confirm_session.capabilities.extend(capabilities)
     return message.SerializeToString()
 
 
@@ -100,6 +119,23 @@ def error_message(connection_id: str, req_id: str, code: int, text: str) -> byte
     message.server_error.req_id = req_id
     message.server_error.code = code
     message.server_error.message = text
+    return message.SerializeToString()
+
+
+def playback_state_message(
+    connection_id: str,
+    req_id: str,
+    state: message_pb2.ServerPlaybackState.State.ValueType,
+    played_ms: int,
+    reason: str = "",
+) -> bytes:
+    message = message_pb2.Message(type=message_pb2.MESSAGE_SERVER_PLAYBACK_STATE)
+    playback = message.server_playback_state
+    playback.connection_id = connection_id
+    playback.req_id = req_id
+    playback.state = state
+    playback.played_ms = played_ms
+    playback.reason = reason
     return message.SerializeToString()
 
 

@@ -71,13 +71,16 @@ async def open_ws(
 
 
 def configure(
-    sample_rate: int = 16000, audio_format: int = message_pb2.AUDIO_FORMAT_PCM_S16LE
+    sample_rate: int = 16000,
+    audio_format: int = message_pb2.AUDIO_FORMAT_PCM_S16LE,
+    extra_params: dict[str, str] | None = None,
 ) -> bytes:
     message = message_pb2.Message(type=message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION)
     config = message.client_configure_session
     config.sample_rate = sample_rate
     config.audio_format = audio_format  # type: ignore[assignment]
     config.transport_compression = message_pb2.TRANSPORT_COMPRESSION_NONE
+    config.extra_params.update(extra_params or {})
     return message.SerializeToString()
 
 
@@ -92,6 +95,18 @@ def audio(req_id: str, data: bytes, end: bool = False) -> bytes:
 def interrupt(req_id: str) -> bytes:
     message = message_pb2.Message(type=message_pb2.MESSAGE_CLIENT_INTERRUPT)
     message.client_interrupt.req_id = req_id
+    return message.SerializeToString()
+
+
+def pause(req_id: str) -> bytes:
+    message = message_pb2.Message(type=message_pb2.MESSAGE_CLIENT_PAUSE)
+    message.client_pause.req_id = req_id
+    return message.SerializeToString()
+
+
+def resume(req_id: str) -> bytes:
+    message = message_pb2.Message(type=message_pb2.MESSAGE_CLIENT_RESUME)
+    message.client_resume.req_id = req_id
     return message.SerializeToString()
 
 

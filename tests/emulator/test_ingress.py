@@ -13,10 +13,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 
 from app.emulator import (
-    ANIMATION_INDEX_FIELD,
-    ANIMATION_PAYLOAD_FIELD,
+    ANIMATION_UNDECLARED_FIELD,
     Emulator,
     animation_message,
+    frame_marker,
     frame_payload,
 )
 from app.proto import message_pb2
@@ -376,13 +376,13 @@ async def test_animation_bytes_are_not_canonical(emu: Emulator) -> None:
         animation = message.server_response_animation
         assert (animation.connection_id, animation.req_id) == (connection_id, "r")
         assert animation.end == (index == 1)
-        # The undeclared fields survive parsing as unknown fields ...
+        # The October 2026 schema declares the animation bytes (4) and the avatar id (5) ...
+        assert animation.animation == frame_payload("r", index, emu.frame_bytes)
+        assert animation.avatar_id == emu.avatars[0]
+        # ... and the field no schema declares survives parsing as an unknown field ...
         fields = UnknownFieldSet(animation)
         unknown = {fields[i].field_number: fields[i].data for i in range(len(fields))}
-        assert unknown == {
-            ANIMATION_PAYLOAD_FIELD: frame_payload("r", index, emu.frame_bytes),
-            ANIMATION_INDEX_FIELD: index,
-        }
+        assert unknown == {ANIMATION_UNDECLARED_FIELD: frame_marker(index)}
         # ... but a parse-and-reserialize relay changes the bytes.
         assert message.SerializeToString() != raw
         assert len(raw) > emu.frame_bytes
