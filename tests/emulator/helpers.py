@@ -92,22 +92,23 @@ def audio(req_id: str, data: bytes, end: bool = False) -> bytes:
     return message.SerializeToString()
 
 
-def interrupt(req_id: str) -> bytes:
-    message = message_pb2.Message(type=message_pb2.MESSAGE_CLIENT_INTERRUPT)
-    message.client_interrupt.req_id = req_id
+def _control(kind: message_pb2.MessageType.ValueType, field: str, req_id: str) -> bytes:
+    """A client control message (interrupt, pause, resume): a type and a `{req_id}` body."""
+    message = message_pb2.Message(type=kind)
+    getattr(message, field).req_id = req_id
     return message.SerializeToString()
+
+
+def interrupt(req_id: str) -> bytes:
+    return _control(message_pb2.MESSAGE_CLIENT_INTERRUPT, "client_interrupt", req_id)
 
 
 def pause(req_id: str) -> bytes:
-    message = message_pb2.Message(type=message_pb2.MESSAGE_CLIENT_PAUSE)
-    message.client_pause.req_id = req_id
-    return message.SerializeToString()
+    return _control(message_pb2.MESSAGE_CLIENT_PAUSE, "client_pause", req_id)
 
 
 def resume(req_id: str) -> bytes:
-    message = message_pb2.Message(type=message_pb2.MESSAGE_CLIENT_RESUME)
-    message.client_resume.req_id = req_id
-    return message.SerializeToString()
+    return _control(message_pb2.MESSAGE_CLIENT_RESUME, "client_resume", req_id)
 
 
 def parse(data: bytes | str) -> message_pb2.Message:
