@@ -35,12 +35,19 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     from app.emulator import Emulator
 
     async def run() -> None:
-        emulator = Emulator(host=args.host, port=args.port, speed=args.speed)
+        emulator = Emulator(
+            host=args.host,
+            port=args.port,
+            speed=args.speed,
+            playback_control=args.playback_control,
+            multi_use_tokens=args.multi_use_tokens,
+        )
         async with emulator:
             print(f"console URL: {emulator.console_url}", flush=True)
             print(f"ingress URL: {emulator.ingress_url}", flush=True)
             print(f"API key: {emulator.api_keys[0]}   app id: {emulator.app_id}", flush=True)
             print(f"avatars: {', '.join(emulator.avatars)}", flush=True)
+            print(f"API root (POST /v1/auth/session-token): {emulator.api_url}", flush=True)
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -108,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--port", type=int, default=8090, help="port (default 8090; 0 = any)")
     emulator.add_argument(
         "--speed", type=float, default=1.0, help="animation pacing factor (2.0 = twice real time)"
+    )
+    emulator.add_argument(
+        "--playback-control",
+        action="store_true",
+        help="declare the playback_control capability and honour pause/resume",
+    )
+    emulator.add_argument(
+        "--multi-use-tokens",
+        action="store_true",
+        help="let a session token open many sessions until it expires (spatius prewarm)",
     )
     emulator.set_defaults(func=_cmd_emulator)
 
