@@ -89,7 +89,7 @@ async def test_pause_and_resume_are_ignored_without_the_capability(emu: Emulator
 
 async def test_pause_stops_frames_until_resume() -> None:
     total = 40
-    speed = 20.0
+    speed = 5.0  # 8 ms a frame: the pause lands mid-request even on a busy machine
     async with Emulator(speed=speed, playback_control=True, frame_bytes=64, record=True) as emu:
         loop = asyncio.get_running_loop()
         ws, connection_id = await session(emu)
@@ -131,7 +131,7 @@ async def test_pause_stops_frames_until_resume() -> None:
 
 
 async def test_pause_timeout_interrupts_the_request() -> None:
-    async with Emulator(speed=20, playback_control=True, pause_timeout=0.2) as emu:
+    async with Emulator(speed=5, playback_control=True, pause_timeout=0.2) as emu:
         ws, _ = await session(emu)
         await ws.send(audio("r", b"\x00" * FRAME_16K * 40, end=True))
         frames: list[bytes] = []

@@ -127,7 +127,8 @@ def _emulators() -> dict[str, Emulator]:
         "expiring": expiring,
         "reused": Emulator(),
         "bad token": Emulator(faults=Faults(console_token="not-a-token-anyone-issued")),
-        "playback": Emulator(speed=5, playback_control=True, record=True, frame_bytes=64),
+        # Real-time pacing: the pause lands mid-request even on a busy machine.
+        "playback": Emulator(speed=1, playback_control=True, record=True, frame_bytes=64),
         "prewarm multi-use": Emulator(multi_use_tokens=True, record=True),
         "prewarm single-use": Emulator(record=True),
     }
