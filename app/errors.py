@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     BILLING_REQUIRED = "billingRequired"
     CREDITS_EXHAUSTED = "creditsExhausted"
     SESSION_DURATION_EXCEEDED = "sessionDurationExceeded"
+    CONCURRENCY_LIMIT = "concurrencyLimit"
     UNSUPPORTED_SAMPLE_RATE = "unsupportedSampleRate"
     INVALID_EGRESS_CONFIG = "invalidEgressConfig"
     EGRESS_UNAVAILABLE = "egressUnavailable"
@@ -62,6 +63,7 @@ class ErrorCode(StrEnum):
     STORE_UNAVAILABLE = "storeUnavailable"
     REQUEST_IN_PROGRESS = "requestInProgress"
     IDEMPOTENCY_KEY_REUSED = "idempotencyKeyReused"
+    UPSTREAM_CREDENTIALS_REJECTED = "upstreamCredentialsRejected"
 
 
 class Phase(StrEnum):
@@ -96,6 +98,9 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.CREDITS_EXHAUSTED: ErrorSpec(502, 4502, True, "credits exhausted"),
     ErrorCode.SESSION_DURATION_EXCEEDED: ErrorSpec(
         502, 4408, True, "maximum session duration reached"
+    ),
+    ErrorCode.CONCURRENCY_LIMIT: ErrorSpec(
+        503, 4503, True, "the SpatialReal account's concurrent session limit is reached"
     ),
     ErrorCode.UNSUPPORTED_SAMPLE_RATE: ErrorSpec(502, 4502, True, "sample rate rejected upstream"),
     ErrorCode.INVALID_EGRESS_CONFIG: ErrorSpec(502, 4502, True, "egress configuration rejected"),
@@ -139,7 +144,26 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.IDEMPOTENCY_KEY_REUSED: ErrorSpec(
         422, 4400, False, "Idempotency-Key was used with a different request"
     ),
+    # The operator's problem, not the caller's: SpatialReal refused this server's API key.
+    ErrorCode.UPSTREAM_CREDENTIALS_REJECTED: ErrorSpec(
+        502, 4502, True, "the service's SpatialReal API key was rejected"
+    ),
 }
+
+
+# The upstream close-code contract (`spatialreal` 0.2.2, errors.py): a WebSocket close code, or a
+# SERVER_ERROR code in the same range, says whether reconnecting can help. 40xx: the request is at
+# fault, never retry, except 4002 (the session reached its maximum duration: open a new one).
+# 45xx and every other code: transient, retry with backoff.
+CONTRACT_CODES = range(4000, 5000)
+SESSION_ROLLOVER_CLOSE = 4002
+
+
+def contract_retryable(close_code: int) -> bool:
+    """Whether reconnecting after this upstream close (or SERVER_ERROR) code can succeed."""
+    if close_code == SESSION_ROLLOVER_CLOSE:
+        return True
+    return not 4000 <= close_code < 4500
 
 
 def spec(code: ErrorCode) -> ErrorSpec:
@@ -168,6 +192,7 @@ class AppError(Exception):
         connection_id: str | None = None,
         req_id: str | None = None,
         retry_after: float | None = None,
+        close_code: int | None = None,
     ) -> None:
         self.code = code
         self.message = message or spec(code).summary
@@ -177,6 +202,8 @@ class AppError(Exception):
         self.connection_id = connection_id
         self.req_id = req_id
         self.retry_after = retry_after
+        # The upstream WebSocket close code, or a SERVER_ERROR code in the contract's range.
+        self.close_code = close_code
         super().__init__(f"{code}: {self.message}")
 
     @property
@@ -185,8 +212,16 @@ class AppError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Upstream failures worth retrying elsewhere: transport trouble and 5xx, never 4xx."""
-        if self.code in (ErrorCode.CONNECTION_FAILED, ErrorCode.UPSTREAM_UNAVAILABLE):
+        """Upstream failures worth retrying: the close-code contract when upstream gave a code,
+        else transport trouble and 5xx, never a 4xx."""
+        if self.close_code is not None:
+            return contract_retryable(self.close_code)
+        if self.code in (
+            ErrorCode.CONNECTION_FAILED,
+            ErrorCode.CONNECTION_CLOSED,
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            ErrorCode.UPSTREAM_ERROR,
+        ):
             return True
         if self.code is ErrorCode.SERVER_ERROR:
             status = self.upstream_http_status
@@ -205,4 +240,6 @@ class AppError(Exception):
             fields["connection_id"] = self.connection_id
         if self.req_id is not None:
             fields["req_id"] = self.req_id
+        if self.close_code is not None:
+            fields["close_code"] = self.close_code
         return fields

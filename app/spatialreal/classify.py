@@ -3,20 +3,23 @@
 Pure functions, no I/O. The order of the rules matters and follows the official SDK, so a failure
 gets the same code here as an integrator would see from `avatarkit`:
 
-1. the console (phase `session_token`) is classified by HTTP status alone (spec's console table);
-2. otherwise a gRPC-style server code wins (`3`/`INVALID_ARGUMENT`, `16`, `14`, `4001`, `4002`);
+1. the console (phase `session_token`) is classified by HTTP status alone (spec's console table),
+   except that 401/403 mean *our* API key is wrong (`upstreamCredentialsRejected`, an operator
+   problem) and 429 is `concurrencyLimit`, as `spatialreal` 0.2.2 reads it;
+2. otherwise a server code wins: gRPC-style (`3`/`INVALID_ARGUMENT`, `16`, `14`) or one of the
+   close-code contract's (`4001`, `4002`, `4003`, `4010`, `4503`; see `close_code_error`);
 3. then known phrases in the server's text (first match wins);
 4. then the HTTP status of a rejected WebSocket upgrade;
 5. then a phase default: `serverError` for errors the ingress sent us, `unknown` elsewhere.
 
-One deliberate difference from the SDK: it also maps a bare "unauthorized" in any text to
+One deliberate difference from avatarkit: it also maps a bare "unauthorized" in any text to
 `invalidEgressConfig`, which turns every plain HTTP 401 body into an egress error. The spec's table
-has no such rule, so neither do we: a 401 stays `sessionTokenExpired`.
+has no such rule, so neither do we: an upgrade refused with 401 stays `sessionTokenExpired`.
 """
 
 from __future__ import annotations
 
-from app.errors import ErrorCode, Phase
+from app.errors import CONTRACT_CODES, ErrorCode, Phase
 
 # Rule 2: server codes. INVALID_ARGUMENT is split by the words in its text (see _EGRESS_WORDS).
 _SERVER_CODES: dict[str, ErrorCode] = {
@@ -26,9 +29,18 @@ _SERVER_CODES: dict[str, ErrorCode] = {
     "UNAUTHENTICATED": ErrorCode.INVALID_EGRESS_CONFIG,
     "14": ErrorCode.EGRESS_UNAVAILABLE,
     "UNAVAILABLE": ErrorCode.EGRESS_UNAVAILABLE,
-    "4001": ErrorCode.CREDITS_EXHAUSTED,
-    "4002": ErrorCode.SESSION_DURATION_EXCEEDED,
 }
+
+# The close-code contract (spatialreal 0.2.2): a WebSocket close code, or a SERVER_ERROR code in
+# 4000-4999, each with its own stable code. Retryability is `app.errors.contract_retryable`.
+_CLOSE_CODES: dict[int, ErrorCode] = {
+    4001: ErrorCode.CREDITS_EXHAUSTED,
+    4002: ErrorCode.SESSION_DURATION_EXCEEDED,
+    4003: ErrorCode.CONCURRENCY_LIMIT,
+    4010: ErrorCode.SESSION_TOKEN_INVALID,
+    4503: ErrorCode.UPSTREAM_ERROR,
+}
+_SERVER_CODES.update({str(close): code for close, code in _CLOSE_CODES.items()})
 _EGRESS_WORDS: tuple[str, ...] = ("livekit", "agora", "egress")
 
 # Rule 3: phrases, lower case, checked in this order (earlier rules are more specific).
@@ -76,9 +88,11 @@ _TEXT_RULES: tuple[tuple[tuple[str, ...], ErrorCode], ...] = (
 
 # Rule 1: the console's statuses (spec, "how the SDK classifies a failed mint").
 _CONSOLE_STATUSES: dict[int, ErrorCode] = {
-    401: ErrorCode.SESSION_TOKEN_EXPIRED,
+    401: ErrorCode.UPSTREAM_CREDENTIALS_REJECTED,
     402: ErrorCode.BILLING_REQUIRED,
+    403: ErrorCode.UPSTREAM_CREDENTIALS_REJECTED,
     404: ErrorCode.APP_ID_UNRECOGNIZED,
+    429: ErrorCode.CONCURRENCY_LIMIT,
 }
 
 # Rule 4: statuses of a rejected ingress upgrade. 404 "avatar not found" and 400 "app id mismatch"
@@ -102,6 +116,22 @@ def _status_class(status: int) -> ErrorCode | None:
 def console_status_code(status: int) -> ErrorCode:
     """The code for a console answer with this (non-success) HTTP status."""
     return _CONSOLE_STATUSES.get(status) or _status_class(status) or ErrorCode.UNKNOWN
+
+
+def close_code_error(close_code: int | None) -> ErrorCode:
+    """The stable code for an upstream WebSocket close: the contract's, else connectionClosed."""
+    if close_code is None:
+        return ErrorCode.CONNECTION_CLOSED
+    return _CLOSE_CODES.get(close_code, ErrorCode.CONNECTION_CLOSED)
+
+
+def contract_code(server_code: int | str | None) -> int | None:
+    """`server_code` when it is one of the close-code contract's (4000-4999), else None."""
+    try:
+        value = int(str(server_code).strip())
+    except ValueError:
+        return None
+    return value if value in CONTRACT_CODES else None
 
 
 def code_from_server_code(server_code: str | None, text: str) -> ErrorCode | None:
