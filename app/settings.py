@@ -16,16 +16,80 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Region(StrEnum):
+    """Every region name a provider preset knows (each provider has its own subset)."""
+
     AP_NORTHEAST = "ap-northeast"
     US_WEST = "us-west"
+    CN_BEIJING = "cn-beijing"
 
 
-# The published endpoints per region (spec: "Regions and base URLs").
-REGION_CONSOLE_URLS: dict[Region, str] = {
-    r: f"https://console.{r.value}.spatialwalk.cloud/v1/console" for r in Region
-}
-REGION_INGRESS_URLS: dict[Region, str] = {
-    r: f"wss://api.{r.value}.spatialwalk.cloud/v2/driveningress" for r in Region
+class Provider(StrEnum):
+    """Which flavour of the service, and so which hosts and token API, the presets describe."""
+
+    SPATIALREAL = "spatialreal"  # today's service, as `spatialreal` 0.2.2 (October 2026) sees it
+    SPATIALWALK = "spatialwalk"  # the legacy hosts of the March 2026 docs (`avatarkit` 0.1.7)
+    SPATIUS = "spatius"  # the second product line (`spatius` 1.1.1)
+
+
+class TokenApi(StrEnum):
+    """How a session token is minted."""
+
+    AUTH = "auth"  # POST {api root}/v1/auth/session-token, answer {"session_token"}
+    CONSOLE = "console"  # POST {console}/session-tokens, answer {"sessionToken"}
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPreset:
+    """A provider's published endpoints. `{region}` and `{domain}` are filled per region."""
+
+    regions: tuple[Region, ...]
+    default_region: Region
+    token_api: TokenApi
+    console_template: str
+    ingress_template: str
+    # Regions whose hosts live under another domain (spatius: `cn-*` on spatialwalk.top).
+    domain: str = ""
+    cn_domain: str = ""
+
+    def console_url(self, region: Region) -> str:
+        return self._fill(self.console_template, region)
+
+    def ingress_url(self, region: Region) -> str:
+        return self._fill(self.ingress_template, region)
+
+    def _fill(self, template: str, region: Region) -> str:
+        domain = self.cn_domain if region.value.startswith("cn-") else self.domain
+        return template.format(region=region.value, domain=domain)
+
+
+# The built-in presets (the SDKs' own, see ../shared/spec/upstream-2026-10.md). `spatialreal`
+# resolves its hosts from a config service at run time and ships these as the fallback; we use
+# the presets only. A new account uses `spatialreal`.
+PROVIDERS: dict[Provider, ProviderPreset] = {
+    Provider.SPATIALREAL: ProviderPreset(
+        regions=(Region.US_WEST,),
+        default_region=Region.US_WEST,
+        token_api=TokenApi.AUTH,
+        # One API root for every region; the ingress is per region.
+        console_template="https://api.spatialreal.cloud",
+        ingress_template="https://driven.{region}.spatialreal.cloud/v2/driveningress",
+    ),
+    Provider.SPATIALWALK: ProviderPreset(
+        regions=(Region.AP_NORTHEAST, Region.US_WEST),
+        default_region=Region.AP_NORTHEAST,
+        token_api=TokenApi.CONSOLE,
+        console_template="https://console.{region}.spatialwalk.cloud/v1/console",
+        ingress_template="wss://api.{region}.spatialwalk.cloud/v2/driveningress",
+    ),
+    Provider.SPATIUS: ProviderPreset(
+        regions=(Region.US_WEST, Region.AP_NORTHEAST, Region.CN_BEIJING),
+        default_region=Region.US_WEST,
+        token_api=TokenApi.CONSOLE,
+        console_template="https://console.{region}.{domain}/v1/console",
+        ingress_template="wss://api.{region}.{domain}/v2/driveningress",
+        domain="spatius.ai",
+        cn_domain="spatialwalk.top",
+    ),
 }
 
 PCM_SAMPLE_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -37,11 +101,12 @@ EMULATOR_API_KEY = "emulator-api-key"
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where one region's console and ingress live."""
+    """Where one region's console and ingress live, and which token API its console speaks."""
 
     region: str
     console_url: str
     ingress_url: str
+    token_api: TokenApi = TokenApi.CONSOLE
 
 
 def _split_csv(value: object) -> object:
@@ -79,18 +144,25 @@ class Settings(BaseSettings):
     # --- SpatialReal upstream. No API key means: run against the built-in emulator. ---
     spatialreal_api_key: SecretStr | None = None
     spatialreal_app_id: str | None = None
-    spatialreal_region: Region = Region.AP_NORTHEAST
-    spatialreal_fallback_regions: Annotated[list[Region], NoDecode] = Field(
-        default_factory=lambda: [Region.US_WEST]
-    )
+    spatialreal_provider: Provider = Provider.SPATIALREAL
+    # None: the provider's default region and fallbacks.
+    spatialreal_region: Region | None = None
+    spatialreal_fallback_regions: Annotated[list[Region] | None, NoDecode] = None
     spatialreal_console_url: str | None = None
     spatialreal_ingress_url: str | None = None
     spatialreal_console_urls: dict[Region, str] = Field(default_factory=dict)
     spatialreal_ingress_urls: dict[Region, str] = Field(default_factory=dict)
+    # None: the provider's token API.
+    spatialreal_token_api: TokenApi | None = None
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_request_timeout: float = Field(default=10.0, gt=0)
     breaker_failure_threshold: int = Field(default=3, ge=1)
     breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    # How long callers wait for a half-open breaker's probe before giving up on the region.
+    breaker_probe_wait_seconds: float = Field(default=5.0, ge=0)
+    # Relay reconnects upstream after a retryable loss: jittered exponential backoff between these.
+    upstream_backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    upstream_backoff_max_seconds: float = Field(default=30.0, gt=0)
 
     # --- avatars ---
     default_avatar_id: str | None = None
@@ -186,13 +258,66 @@ class Settings(BaseSettings):
                 "TOKEN_TTL_DEFAULT_SECONDS: must lie between TOKEN_TTL_MIN_SECONDS and"
                 " TOKEN_TTL_MAX_SECONDS"
             )
-        if self.spatialreal_region in self.spatialreal_fallback_regions:
-            problems.append("SPATIALREAL_FALLBACK_REGIONS: must not repeat SPATIALREAL_REGION")
+        problems.extend(self._region_problems())
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
+    def _region_problems(self) -> list[str]:
+        regions = self.regions
+        if regions[0] in regions[1:]:
+            return ["SPATIALREAL_FALLBACK_REGIONS: must not repeat SPATIALREAL_REGION"]
+        if len(set(regions)) != len(regions):
+            return ["SPATIALREAL_FALLBACK_REGIONS: lists a region twice"]
+        preset = self.provider_preset
+        problems: list[str] = []
+        for index, region in enumerate(regions):
+            if region in preset.regions:
+                continue
+            console = self.spatialreal_console_urls.get(region)
+            ingress = self.spatialreal_ingress_urls.get(region)
+            if index == 0:
+                console = self.spatialreal_console_url or console
+                ingress = self.spatialreal_ingress_url or ingress
+            if console and ingress:
+                continue  # explicit URLs: any region name will do
+            name = "SPATIALREAL_REGION" if index == 0 else "SPATIALREAL_FALLBACK_REGIONS"
+            known = ", ".join(r.value for r in preset.regions)
+            problems.append(
+                f"{name}: provider {self.spatialreal_provider.value} has no region"
+                f" {region.value} (it has: {known}); pick one of those, set"
+                " SPATIALREAL_PROVIDER, or give the region's console and ingress URLs"
+            )
+        return problems
+
     # --- derived views ---
+
+    @property
+    def provider_preset(self) -> ProviderPreset:
+        return PROVIDERS[self.spatialreal_provider]
+
+    @property
+    def token_api(self) -> TokenApi:
+        return self.spatialreal_token_api or self.provider_preset.token_api
+
+    @property
+    def primary_region(self) -> Region:
+        return self.spatialreal_region or self.provider_preset.default_region
+
+    @property
+    def fallback_regions(self) -> list[Region]:
+        """SPATIALREAL_FALLBACK_REGIONS, else the provider's other global regions (a `cn-*`
+        region is a deployment of its own: never a default fallback, and gets none)."""
+        if self.spatialreal_fallback_regions is not None:
+            return list(self.spatialreal_fallback_regions)
+        primary = self.primary_region
+        if primary.value.startswith("cn-"):
+            return []
+        return [
+            r
+            for r in self.provider_preset.regions
+            if r != primary and not r.value.startswith("cn-")
+        ]
 
     @property
     def emulator_mode(self) -> bool:
@@ -206,18 +331,29 @@ class Settings(BaseSettings):
 
     @property
     def regions(self) -> list[Region]:
-        return [self.spatialreal_region, *self.spatialreal_fallback_regions]
+        return [self.primary_region, *self.fallback_regions]
 
     def endpoints(self) -> list[Endpoint]:
-        """Upstream endpoints in the order to try them: primary region first, then fallbacks."""
+        """Upstream endpoints in the order to try them: primary region first, then fallbacks.
+
+        Explicit URLs win over the provider's preset (the primary's SPATIALREAL_CONSOLE_URL /
+        SPATIALREAL_INGRESS_URL over the per-region maps over the preset).
+        """
+        preset = self.provider_preset
+        token_api = self.token_api
         out: list[Endpoint] = []
         for index, region in enumerate(self.regions):
-            console = self.spatialreal_console_urls.get(region) or REGION_CONSOLE_URLS[region]
-            ingress = self.spatialreal_ingress_urls.get(region) or REGION_INGRESS_URLS[region]
+            known = region in preset.regions
+            console = self.spatialreal_console_urls.get(region) or (
+                preset.console_url(region) if known else ""
+            )
+            ingress = self.spatialreal_ingress_urls.get(region) or (
+                preset.ingress_url(region) if known else ""
+            )
             if index == 0:
                 console = self.spatialreal_console_url or console
                 ingress = self.spatialreal_ingress_url or ingress
-            out.append(Endpoint(region.value, console.rstrip("/"), ingress.rstrip("/")))
+            out.append(Endpoint(region.value, console.rstrip("/"), ingress.rstrip("/"), token_api))
         return out
 
     @property

@@ -12,10 +12,9 @@ from pydantic import SecretStr
 
 from app.settings import (
     EMULATOR_AVATAR_ID,
-    REGION_CONSOLE_URLS,
     ConfigError,
-    Region,
     Settings,
+    TokenApi,
     load_settings,
 )
 
@@ -34,13 +33,18 @@ def test_zero_configuration_is_emulator_mode() -> None:
     settings = load_settings()
     assert settings.emulator_mode
     assert settings.avatar_id == EMULATOR_AVATAR_ID
-    assert [e.region for e in settings.endpoints()] == ["ap-northeast", "us-west"]
-    assert settings.endpoints()[0].console_url == REGION_CONSOLE_URLS[Region.AP_NORTHEAST]
+    # Today's service by default: one region, the API root, the auth token route.
+    (only,) = settings.endpoints()
+    assert only.region == "us-west"
+    assert only.console_url == "https://api.spatialreal.cloud"
+    assert only.ingress_url == "https://driven.us-west.spatialreal.cloud/v2/driveningress"
+    assert only.token_api is TokenApi.AUTH
 
 
 def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("SPATIALREAL_APP_ID=app-1\nAVATAR_ALLOWLIST=a, b\n")
     monkeypatch.setenv("SPATIALREAL_API_KEY", "sk-live-123")
+    monkeypatch.setenv("SPATIALREAL_PROVIDER", "spatialwalk")
     monkeypatch.setenv("SPATIALREAL_REGION", "us-west")
     monkeypatch.setenv("SPATIALREAL_FALLBACK_REGIONS", "ap-northeast")
     settings = load_settings()
@@ -54,12 +58,89 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def test_url_overrides_apply_to_the_primary_and_per_region() -> None:
     settings = load_settings(
+        spatialreal_provider="spatialwalk",
         spatialreal_console_url="http://127.0.0.1:1/v1/console/",
         spatialreal_ingress_urls={"us-west": "ws://127.0.0.1:2/v2/driveningress"},
     )
     primary, fallback = settings.endpoints()
     assert primary.console_url == "http://127.0.0.1:1/v1/console"
+    assert primary.ingress_url == "wss://api.ap-northeast.spatialwalk.cloud/v2/driveningress"
+    assert fallback.console_url == "https://console.us-west.spatialwalk.cloud/v1/console"
     assert fallback.ingress_url == "ws://127.0.0.1:2/v2/driveningress"
+
+
+PRESETS = {
+    # provider: (default regions in order, first console, first ingress, token API)
+    "spatialreal": (
+        ["us-west"],
+        "https://api.spatialreal.cloud",
+        "https://driven.us-west.spatialreal.cloud/v2/driveningress",
+        TokenApi.AUTH,
+    ),
+    "spatialwalk": (
+        ["ap-northeast", "us-west"],
+        "https://console.ap-northeast.spatialwalk.cloud/v1/console",
+        "wss://api.ap-northeast.spatialwalk.cloud/v2/driveningress",
+        TokenApi.CONSOLE,
+    ),
+    "spatius": (
+        ["us-west", "ap-northeast"],
+        "https://console.us-west.spatius.ai/v1/console",
+        "wss://api.us-west.spatius.ai/v2/driveningress",
+        TokenApi.CONSOLE,
+    ),
+}
+
+
+@pytest.mark.parametrize("provider", sorted(PRESETS))
+def test_each_provider_has_its_presets(provider: str) -> None:
+    regions, console, ingress, token_api = PRESETS[provider]
+    settings = load_settings(spatialreal_provider=provider)
+    endpoints = settings.endpoints()
+    assert [e.region for e in endpoints] == regions
+    assert (endpoints[0].console_url, endpoints[0].ingress_url) == (console, ingress)
+    assert {e.token_api for e in endpoints} == {token_api}
+
+
+def test_spatius_china_is_its_own_deployment_on_its_own_domain() -> None:
+    (only,) = load_settings(
+        spatialreal_provider="spatius", spatialreal_region="cn-beijing"
+    ).endpoints()
+    assert only.region == "cn-beijing"
+    assert only.console_url == "https://console.cn-beijing.spatialwalk.top/v1/console"
+    assert only.ingress_url == "wss://api.cn-beijing.spatialwalk.top/v2/driveningress"
+    # China is never somebody else's default fallback.
+    picked = load_settings(spatialreal_provider="spatius", spatialreal_region="ap-northeast")
+    assert [e.region for e in picked.endpoints()] == ["ap-northeast", "us-west"]
+
+
+def test_a_region_the_provider_lacks_is_refused_unless_its_urls_are_given() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(spatialreal_region="ap-northeast")
+    (problem,) = caught.value.problems
+    assert problem.startswith("SPATIALREAL_REGION: provider spatialreal has no region ap-northeast")
+    with pytest.raises(ConfigError, match="SPATIALREAL_FALLBACK_REGIONS: provider spatialwalk"):
+        load_settings(spatialreal_provider="spatialwalk", spatialreal_fallback_regions="cn-beijing")
+    settings = load_settings(
+        spatialreal_region="ap-northeast",
+        spatialreal_console_url="https://console.example/v1/console",
+        spatialreal_ingress_url="wss://ingress.example/v2/driveningress",
+    )
+    primary, fallback = settings.endpoints()
+    assert (primary.region, primary.token_api) == ("ap-northeast", TokenApi.AUTH)
+    assert primary.console_url == "https://console.example/v1/console"
+    assert fallback.console_url == "https://api.spatialreal.cloud"
+
+
+def test_token_api_and_fallbacks_can_be_set_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPATIALREAL_PROVIDER", "spatialwalk")
+    monkeypatch.setenv("SPATIALREAL_TOKEN_API", "auth")
+    monkeypatch.setenv("SPATIALREAL_FALLBACK_REGIONS", "")
+    settings = load_settings()
+    (only,) = settings.endpoints()
+    assert (only.region, only.token_api) == ("ap-northeast", TokenApi.AUTH)
+    with pytest.raises(ConfigError, match="must not repeat"):
+        load_settings(spatialreal_region="us-west", spatialreal_fallback_regions="us-west")
 
 
 def test_secrets_are_never_printed() -> None:

@@ -26,6 +26,6 @@ async def healthz(request: Request) -> Health:
     return Health(
         status="ok",
         upstream="emulator" if settings.emulator_mode else "spatialreal",
-        region=settings.spatialreal_region.value,
+        region=settings.primary_region.value,
         version=__version__,
     )
