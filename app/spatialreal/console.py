@@ -7,6 +7,15 @@
 `mint` tries the regions in order (primary first), skipping regions whose circuit breaker is open;
 it moves on only after a transport failure, a timeout or a 5xx, each attempt under its own timeout.
 The API key is sent in one header and nowhere else: not in errors, logs or reprs.
+
+Each endpoint names its token API (`Endpoint.token_api`): today's `POST {api root}/v1/auth/
+session-token` (a configured URL ending in `/v1/console` is taken as the root, as the
+`spatialreal` SDK does) or the legacy `POST {console}/session-tokens`. Either answer key
+(`session_token` or `sessionToken`) is accepted from either.
+
+A 401/403 means this server's own API key is wrong: `upstreamCredentialsRejected` (502) for the
+caller, and one ERROR log line for the operator saying what to fix (at most one per region every
+`CREDENTIALS_LOG_INTERVAL` seconds, however many callers hit it).
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -26,13 +36,21 @@ import httpx
 from pydantic import SecretStr
 
 from app.errors import AppError, ErrorCode, Phase
-from app.settings import Endpoint, Settings
+from app.settings import Endpoint, Settings, TokenApi
 from app.spatialreal.classify import console_status_code
-from app.spatialreal.fallback import try_regions
+from app.spatialreal.fallback import Gate, try_regions
 from app.spatialreal.regions import RegionBreakers
 from app.spatialreal.transport import KeepAliveTransport, proxy_applies
 
-SESSION_TOKENS_PATH = "/session-tokens"
+log = logging.getLogger("avatar_relay.spatialreal")
+
+SESSION_TOKENS_PATH = "/session-tokens"  # legacy: under the console URL (…/v1/console)
+# Today's route, under the API root (a route, not a secret).
+AUTH_SESSION_TOKEN_PATH = "/v1/auth/session-token"  # noqa: S105
+LEGACY_CONSOLE_SUFFIX = "/v1/console"
+# Answer keys, today's first.
+_TOKEN_KEYS = ("session_token", "sessionToken")
+CREDENTIALS_LOG_INTERVAL = 300.0
 # Connections kept to the console (all regions together). Mints beyond this many in flight wait
 # for a free one: with an upstream round trip of R seconds, mints are capped at N / R a second.
 DEFAULT_MAX_CONNECTIONS = 64
@@ -95,6 +113,24 @@ def _default_http(
     )
 
 
+def session_token_url(endpoint: Endpoint) -> str:
+    """Where `endpoint`'s console mints tokens, by its token API."""
+    base = endpoint.console_url.rstrip("/")
+    if endpoint.token_api is TokenApi.AUTH:
+        return base.removesuffix(LEGACY_CONSOLE_SUFFIX) + AUTH_SESSION_TOKEN_PATH
+    return base + SESSION_TOKENS_PATH
+
+
+def _token_of(body: object) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    for key in _TOKEN_KEYS:
+        token = body.get(key)
+        if isinstance(token, str) and token:
+            return token
+    return None
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -127,7 +163,7 @@ def _status_of(details: dict[str, Any], default: int) -> int:
 
 
 class ConsoleClient:
-    """Mints session tokens at `POST {console}/session-tokens` with `X-Api-Key`.
+    """Mints session tokens with `X-Api-Key`, at each endpoint's token API.
 
     `endpoints` are tried in order; `breakers` (shared with other clients of the same regions,
     typically the ingress client) decide which may be tried now. `timeout` bounds each attempt as
@@ -149,6 +185,7 @@ class ConsoleClient:
         clock: Callable[[], float] = time.monotonic,
         http: httpx.AsyncClient | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        probe_wait: float = 0.0,
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is required")
@@ -161,6 +198,8 @@ class ConsoleClient:
         self._timeout = timeout
         self.breakers = breakers if breakers is not None else RegionBreakers()
         self.clock = clock
+        self.probe_wait = probe_wait
+        self._gates = {ep: Gate(((self.breakers, ep.region),)) for ep in self._endpoints}
         self._owns_http = http is None
         self._http = http or _default_http(self._endpoints, timeout, max_connections)
         # Built once, not per request: the headers and each region's URL. Sent per request
@@ -169,7 +208,8 @@ class ConsoleClient:
             "X-Api-Key": api_key.get_secret_value(),
             "Content-Type": "application/json",
         }
-        self._urls: dict[str, str] = {}
+        self._urls: dict[Endpoint, str] = {}
+        self._credentials_logged: dict[str, float] = {}
 
     @classmethod
     def from_settings(
@@ -193,6 +233,7 @@ class ConsoleClient:
             clock=clock,
             http=http,
             max_connections=max_connections,
+            probe_wait=settings.breaker_probe_wait_seconds,
         )
 
     def __repr__(self) -> str:
@@ -221,31 +262,32 @@ class ConsoleClient:
             await self._http.aclose()
 
     def _url(self, endpoint: Endpoint) -> str:
-        url = self._urls.get(endpoint.console_url)
+        url = self._urls.get(endpoint)
         if url is None:
-            url = self._urls[endpoint.console_url] = (
-                endpoint.console_url.rstrip("/") + SESSION_TOKENS_PATH
-            )
+            url = self._urls[endpoint] = session_token_url(endpoint)
         return url
 
-    async def mint(self, expire_at: int) -> MintedToken:
+    async def mint(self, expire_at: int, *, prefer: str | None = None) -> MintedToken:
         """Mint one token valid until `expire_at` (unix seconds), falling back across regions.
 
-        Raises AppError (phase `session_token`): the failing region's code when every region
-        failed or one refused with a 4xx; `upstreamUnavailable` when every breaker is open.
+        `prefer` names a region to try first (the ingress mints where it connects: tokens are
+        valid in every region, but the same region is the shortest path). Raises AppError (phase
+        `session_token`): the failing region's code when every region failed or one refused
+        with a 4xx; `upstreamUnavailable` when every breaker is open.
         """
 
         async def attempt(endpoint: Endpoint) -> MintedToken:
             return await self.mint_at(endpoint, expire_at)
 
-        return await try_regions(self._endpoints, self.breakers, self.clock, attempt)
+        endpoints: Sequence[Endpoint] = self._endpoints
+        if prefer is not None and endpoints[0].region != prefer:
+            endpoints = sorted(endpoints, key=lambda ep: ep.region != prefer)
+        return await try_regions(
+            endpoints, self._gates.__getitem__, self.clock, attempt, probe_wait=self.probe_wait
+        )
 
     async def mint_at(self, endpoint: Endpoint, expire_at: int) -> MintedToken:
-        """One attempt at one region: no fallback and no breaker bookkeeping.
-
-        For callers that run their own fallback loop (the ingress client mints and connects in
-        the same region, and judges the region by both).
-        """
+        """One attempt at one region: no fallback and no breaker bookkeeping."""
         try:
             # asyncio.timeout bounds the attempt as a whole; httpx's own timeout bounds each
             # phase. The body is written as bytes: `json=` would encode a dict per call.
@@ -285,15 +327,24 @@ class ConsoleClient:
                 status = _status_of(details, status)
             text = _scrub(_error_text(details) or reason or _phrase(status), key)
             code = details.get("code") or details.get("id")
+            error_code = console_status_code(status)
+            message = f"console in {endpoint.region} refused the token (HTTP {status}): {text}"
+            if error_code is ErrorCode.UPSTREAM_CREDENTIALS_REJECTED:
+                self._tell_operator(endpoint, status, text)
+                # The caller is told it is not their fault; the detail is the operator's.
+                message = (
+                    f"the service's SpatialReal credentials were rejected (HTTP {status}); the"
+                    " operator must fix its configuration"
+                )
             raise AppError(
-                console_status_code(status),
-                f"console in {endpoint.region} refused the token (HTTP {status}): {text}",
+                error_code,
+                message,
                 phase=Phase.SESSION_TOKEN,
                 http_status=status,
                 server_code=str(code) if code else None,
             )
-        token = body.get("sessionToken") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
+        token = _token_of(body)
+        if token is None:
             raise AppError(
                 ErrorCode.PROTOCOL_ERROR,
                 f"console in {endpoint.region} answered 200 without a session token",
@@ -301,3 +352,21 @@ class ConsoleClient:
                 http_status=status,
             )
         return MintedToken(token, expire_at, endpoint.region, endpoint)
+
+    def _tell_operator(self, endpoint: Endpoint, status: int, text: str) -> None:
+        now = self.clock()
+        last = self._credentials_logged.get(endpoint.region)
+        if last is not None and now - last < CREDENTIALS_LOG_INTERVAL:
+            return
+        self._credentials_logged[endpoint.region] = now
+        log.error(
+            "SpatialReal refused this server's API key (HTTP %d from %s: %s): set"
+            " SPATIALREAL_API_KEY to a valid key of the app SPATIALREAL_APP_ID and check"
+            " SPATIALREAL_PROVIDER (%s token API at %s); every token mint fails until then",
+            status,
+            endpoint.region,
+            text or "no detail",
+            endpoint.token_api.value,
+            endpoint.console_url,
+            extra={"error_code": ErrorCode.UPSTREAM_CREDENTIALS_REJECTED.value},
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -44,11 +45,11 @@ async def test_mint_returns_a_fresh_token_and_hides_it_in_repr(
     ("status", "code"),
     [
         (400, ErrorCode.INVALID_REQUEST),
-        (401, ErrorCode.SESSION_TOKEN_EXPIRED),
+        (401, ErrorCode.UPSTREAM_CREDENTIALS_REJECTED),
         (402, ErrorCode.BILLING_REQUIRED),
-        (403, ErrorCode.INVALID_REQUEST),
+        (403, ErrorCode.UPSTREAM_CREDENTIALS_REJECTED),
         (404, ErrorCode.APP_ID_UNRECOGNIZED),
-        (429, ErrorCode.INVALID_REQUEST),
+        (429, ErrorCode.CONCURRENCY_LIMIT),
         (500, ErrorCode.SERVER_ERROR),
         (503, ErrorCode.SERVER_ERROR),
     ],
@@ -67,21 +68,30 @@ async def test_console_failures_are_classified(
     assert emu.api_keys[0] not in str(error)
 
 
-async def test_wrong_api_key_is_session_token_expired_and_never_echoed(emu: Emulator) -> None:
+async def test_wrong_api_key_is_an_operator_error_logged_once_and_never_echoed(
+    emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
     secret = "sk-live-do-not-print-me"
+    caplog.set_level(logging.ERROR, logger="avatar_relay.spatialreal")
     async with ConsoleClient(
         [endpoint("ap-northeast", emu)], SecretStr(secret), timeout=2
     ) as console:
-        with pytest.raises(AppError) as caught:
-            await console.mint(expire_in())
-    assert caught.value.code is ErrorCode.SESSION_TOKEN_EXPIRED
-    assert caught.value.upstream_http_status == 401
-    for text in (
-        str(caught.value),
-        repr(caught.value),
-        repr(console),
-        str(caught.value.log_fields()),
-    ):
+        for _ in range(3):
+            with pytest.raises(AppError) as caught:
+                await console.mint(expire_in())
+    error = caught.value
+    assert error.code is ErrorCode.UPSTREAM_CREDENTIALS_REJECTED
+    assert error.spec.http_status == 502
+    assert error.upstream_http_status == 401
+    # The caller is not told the upstream's words, only that the operator must act.
+    assert "operator" in error.message and "invalid api key" not in error.message
+    # One line for the operator, however many mints failed, naming what to fix.
+    lines = [r for r in caplog.records if r.name == "avatar_relay.spatialreal"]
+    assert len(lines) == 1
+    line = lines[0].getMessage()
+    assert "SPATIALREAL_API_KEY" in line and "HTTP 401" in line and "invalid api key" in line
+    assert getattr(lines[0], "error_code") == "upstreamCredentialsRejected"
+    for text in (str(error), repr(error), repr(console), str(error.log_fields()), line):
         assert secret not in text
 
 
@@ -262,6 +272,7 @@ async def test_from_settings_uses_endpoints_key_timeout_and_breaker_settings(
     emu: Emulator,
 ) -> None:
     settings = load_settings(
+        spatialreal_provider="spatialwalk",
         spatialreal_console_url=emu.console_url,
         spatialreal_ingress_url=emu.ingress_url,
         spatialreal_fallback_regions=[],
