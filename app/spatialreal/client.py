@@ -8,11 +8,15 @@
             if message.error or message.end:
                 break
 
-Every connection gets a freshly minted token (tokens are single-use) from the region it then
-connects to; if minting, the upgrade or the handshake fails with a transport failure, a timeout
-or a 5xx, the next region is tried with a new token. Messages come back as `UpstreamMessage`
-values holding the original frame bytes, so animation data the published schema does not declare
-survives the trip. Every failure is an `AppError` with a stable code and the phase it happened in.
+Every connection gets a freshly minted token (tokens are single-use), minted in the region it
+then connects to when that console can (tokens are valid in every region, so another region's
+console stands in when it cannot); if the upgrade or the handshake fails with a transport
+failure, a timeout, a 5xx or a retryable close code, the next region is tried with a new token.
+Messages come back as `UpstreamMessage` values holding the original frame bytes, so animation
+data the published schema does not declare survives the trip. Every failure is an `AppError`
+with a stable code and the phase it happened in; an upstream close code (or a SERVER_ERROR code
+in 4000-4999) is kept as `AppError.close_code`, which decides `retryable` (the close-code
+contract, see app/errors.py).
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from websockets.exceptions import (
 from app.errors import AppError, ErrorCode, Phase
 from app.proto import message_pb2
 from app.settings import Endpoint, Settings
-from app.spatialreal.classify import classify
+from app.spatialreal.classify import classify, close_code_error, contract_code
 from app.spatialreal.console import ConsoleClient, MintedToken
-from app.spatialreal.fallback import try_regions
+from app.spatialreal.fallback import ABSTAIN, ANSWERED, Gate, try_regions, worth_another_region
+from app.spatialreal.regions import IngressBreakers
 
 log = logging.getLogger("avatar_relay.spatialreal")
 
@@ -104,6 +109,7 @@ def _server_error(error: message_pb2.ServerError, phase: Phase, fallback_id: str
         server_code=str(error.code) if error.code else None,
         connection_id=error.connection_id or fallback_id or None,
         req_id=error.req_id or None,
+        close_code=contract_code(error.code),
     )
 
 
@@ -189,6 +195,32 @@ def _close_description(exc: ConnectionClosed) -> str:
     return f"closed with code {frame.code}" + (f": {frame.reason}" if frame.reason else "")
 
 
+def _received_close_code(exc: ConnectionClosed) -> int | None:
+    """The close code the server sent, when it is one of the contract's (4000-4999)."""
+    frame = exc.rcvd
+    return contract_code(frame.code) if frame is not None else None
+
+
+def _closed_error(
+    exc: ConnectionClosed,
+    where: str,
+    phase: Phase,
+    *,
+    connection_id: str | None = None,
+    req_id: str | None = None,
+) -> AppError:
+    """An upstream close, classified by the close-code contract."""
+    close_code = _received_close_code(exc)
+    return AppError(
+        close_code_error(close_code),
+        f"{where} {_close_description(exc)}",
+        phase=phase,
+        connection_id=connection_id,
+        req_id=req_id,
+        close_code=close_code,
+    )
+
+
 class IngressConnection:
     """An open, confirmed ingress session. Send audio; iterate for upstream messages.
 
@@ -252,10 +284,10 @@ class IngressConnection:
         try:
             await self._ws.send(data)
         except ConnectionClosed as exc:
-            raise AppError(
-                ErrorCode.CONNECTION_CLOSED,
-                f"ingress connection {_close_description(exc)}",
-                phase=Phase.WEBSOCKET_SEND,
+            raise _closed_error(
+                exc,
+                "ingress connection",
+                Phase.WEBSOCKET_SEND,
                 connection_id=self.connection_id,
                 req_id=req_id,
             ) from None
@@ -278,10 +310,10 @@ class IngressConnection:
             except ConnectionClosed as exc:
                 if self._closing:
                     return None
-                raise AppError(
-                    ErrorCode.CONNECTION_CLOSED,
-                    f"ingress connection {_close_description(exc)}",
-                    phase=Phase.WEBSOCKET_RUNTIME,
+                raise _closed_error(
+                    exc,
+                    "ingress connection",
+                    Phase.WEBSOCKET_RUNTIME,
                     connection_id=self.connection_id,
                 ) from None
             if isinstance(raw, bytes):
@@ -316,11 +348,27 @@ class IngressConnection:
         await self.close()
 
 
+def judge_ingress(error: AppError) -> int:
+    """Which ingress breaker a failed connect blames (`IngressBreakers`: hosts 0, avatars 1).
+
+    A failed mint says nothing about the ingress (the console's own breakers judged it); a
+    failure with no HTTP answer is the region's host; anything the ingress answered (a 5xx, a
+    failed handshake, a retryable close code) is this avatar's in this region.
+    """
+    if error.phase is Phase.SESSION_TOKEN:
+        return ABSTAIN
+    if not worth_another_region(error):
+        return ANSWERED
+    if error.phase is Phase.WEBSOCKET_CONNECT and error.upstream_http_status is None:
+        return 0
+    return 1
+
+
 class IngressClient:
     """Opens ingress sessions, each with its own freshly minted token, with regional fallback.
 
-    Region health is judged by the whole attempt (mint + upgrade + handshake) and recorded in
-    the console's breakers, so a region whose ingress is down is skipped by token minting too.
+    The ingress has its own breakers (`IngressBreakers`, see app/spatialreal/regions.py): one
+    avatar's failures skip that avatar's region only, and none of them stops token minting.
     `connect_timeout` bounds the upgrade and, separately, the configure/confirm handshake.
     """
 
@@ -337,6 +385,8 @@ class IngressClient:
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         close_timeout: float = 5.0,
+        breakers: IngressBreakers | None = None,
+        probe_wait: float | None = None,
     ) -> None:
         if connect_timeout <= 0:
             raise ValueError("connect_timeout must be positive")
@@ -352,10 +402,23 @@ class IngressClient:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._close_timeout = close_timeout
+        console_breakers = console.breakers
+        self.breakers = breakers or IngressBreakers(
+            console_breakers.failure_threshold, console_breakers.cooldown
+        )
+        self.probe_wait = console.probe_wait if probe_wait is None else probe_wait
 
     @classmethod
     def from_settings(cls, settings: Settings, console: ConsoleClient) -> Self:
-        return cls(console, settings.app_id, connect_timeout=settings.upstream_connect_timeout)
+        return cls(
+            console,
+            settings.app_id,
+            connect_timeout=settings.upstream_connect_timeout,
+            breakers=IngressBreakers(
+                settings.breaker_failure_threshold, settings.breaker_cooldown_seconds
+            ),
+            probe_wait=settings.breaker_probe_wait_seconds,
+        )
 
     def __repr__(self) -> str:
         return f"IngressClient(app_id={self.app_id!r}, console={self._console!r})"
@@ -371,19 +434,42 @@ class IngressClient:
 
         async def attempt(endpoint: Endpoint) -> IngressConnection:
             expire_at = int(self._wall_clock()) + self._token_ttl
-            minted = await self._console.mint_at(endpoint, expire_at)
-            return await self._open(minted, avatar_id, sample_rate, query_auth)
+            minted = await self._console.mint(expire_at, prefer=endpoint.region)
+            return await self._open(endpoint, minted, avatar_id, sample_rate, query_auth)
+
+        breakers = self.breakers
+
+        def gate(endpoint: Endpoint) -> Gate:
+            region = endpoint.region
+            return Gate(
+                (
+                    (breakers.hosts, region),
+                    (breakers.avatars, breakers.avatar_key(region, avatar_id)),
+                )
+            )
 
         console = self._console
-        return await try_regions(console.endpoints, console.breakers, console.clock, attempt)
+        return await try_regions(
+            console.endpoints,
+            gate,
+            console.clock,
+            attempt,
+            judge=judge_ingress,
+            probe_wait=self.probe_wait,
+        )
 
     async def _open(
-        self, minted: MintedToken, avatar_id: str, sample_rate: int, query_auth: bool
+        self,
+        endpoint: Endpoint,
+        minted: MintedToken,
+        avatar_id: str,
+        sample_rate: int,
+        query_auth: bool,
     ) -> IngressConnection:
-        token, region = minted.session_token, minted.region
+        token, region = minted.session_token, endpoint.region
         try:
             url = ingress_websocket_url(
-                minted.endpoint.ingress_url,
+                endpoint.ingress_url,
                 avatar_id,
                 app_id=self.app_id if query_auth else None,
                 session_token=token if query_auth else None,
@@ -456,11 +542,7 @@ class IngressClient:
                 phase=phase,
             ) from None
         except ConnectionClosed as exc:
-            raise AppError(
-                ErrorCode.CONNECTION_CLOSED,
-                f"ingress in {region} {_close_description(exc)} during the handshake",
-                phase=phase,
-            ) from None
+            raise _closed_error(exc, f"ingress in {region} during the handshake:", phase) from None
         if not isinstance(raw, bytes):
             raise AppError(
                 ErrorCode.PROTOCOL_ERROR, "handshake answer is a text frame", phase=phase

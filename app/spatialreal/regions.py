@@ -1,20 +1,29 @@
-"""Per-region circuit breakers, sans I/O: every method takes `now` (monotonic seconds).
+"""Circuit breakers, sans I/O: every method takes `now` (monotonic seconds).
 
-A region that keeps failing is skipped for a cool-down instead of costing every caller a timeout,
-then probed with one real request:
+A region (or one avatar in a region, see `IngressBreakers`) that keeps failing is skipped for a
+cool-down instead of costing every caller a timeout, then probed with one real request:
 
     closed ──(failure_threshold consecutive failures)──▶ open
     open ──(cooldown elapsed)──▶ half-open   (derived from `now`, no timer needed)
     half-open ──(the one probe succeeds)──▶ closed
     half-open ──(the probe fails)──▶ open again, for a fresh cool-down
 
-Only one probe runs at a time. A probe that never reports (its caller was cancelled and forgot to
-`release`) is assumed lost after another cool-down, so a region can never stay stuck half-open.
+Only one probe runs at a time; other callers may wait for its verdict (`on_verdict` tells them,
+`app.spatialreal.fallback` does the waiting). A probe that never reports (its caller was cancelled
+and forgot to `release`) is assumed lost after another cool-down, so a region can never stay stuck
+half-open.
+
+Who shares which breaker (issue 13, items 11-12): the console's breakers are keyed by region and
+fed by token mints only. The ingress has its own (`IngressBreakers`): one per region for failures
+that got no answer at all (the host is unreachable), one per (region, avatar) for failures the
+ingress answered (5xx upgrades, failed handshakes). So one avatar's trouble skips that avatar's
+region, not the region, and ingress trouble never stops token minting: a region is unreachable
+for minting only when its console is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -58,6 +67,10 @@ class CircuitBreaker:
     def _probe_busy(self, now: float) -> bool:
         started = self._probe_started_at
         return started is not None and now < started + self.cooldown
+
+    def probing(self, now: float) -> bool:
+        """Half-open with its probe in flight: a verdict is coming soon."""
+        return self.state(now) is BreakerState.HALF_OPEN and self._probe_busy(now)
 
     def allows(self, now: float) -> bool:
         """Whether an attempt could start now (changes nothing)."""
@@ -114,30 +127,54 @@ class CircuitBreaker:
         return self._probe_started_at + self.cooldown - now
 
 
-class RegionBreakers:
-    """One breaker per region name, created on first use, shared by everyone talking upstream."""
+# Breakers kept per set; beyond this the oldest idle ones are forgotten (a forgotten breaker is
+# a closed one with no failures, so forgetting loses at most a partial failure streak).
+MAX_BREAKERS: int = 4096
 
-    def __init__(self, failure_threshold: int = 3, cooldown: float = 30.0) -> None:
+Listener = Callable[[], None]
+
+
+class RegionBreakers:
+    """One breaker per key (a region name, or `region/avatar`), created on first use, shared by
+    everyone whose attempts it judges."""
+
+    def __init__(
+        self, failure_threshold: int = 3, cooldown: float = 30.0, *, max_keys: int = MAX_BREAKERS
+    ) -> None:
         # Validate once, eagerly, rather than on the first failure.
         CircuitBreaker(failure_threshold, cooldown)
         self.failure_threshold = failure_threshold
         self.cooldown = cooldown
+        self.max_keys = max_keys
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._listeners: dict[str, list[Listener]] = {}
 
     def __repr__(self) -> str:
         return (
             f"RegionBreakers(failure_threshold={self.failure_threshold},"
-            f" cooldown={self.cooldown}, regions={sorted(self._breakers)})"
+            f" cooldown={self.cooldown}, keys={sorted(self._breakers)})"
         )
 
-    def breaker(self, region: str) -> CircuitBreaker:
-        found = self._breakers.get(region)
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def breaker(self, key: str) -> CircuitBreaker:
+        found = self._breakers.get(key)
         if found is None:
-            found = self._breakers[region] = CircuitBreaker(self.failure_threshold, self.cooldown)
+            if len(self._breakers) >= self.max_keys:
+                self._forget_one()
+            found = self._breakers[key] = CircuitBreaker(self.failure_threshold, self.cooldown)
         return found
 
-    def state(self, region: str, now: float) -> BreakerState:
-        return self.breaker(region).state(now)
+    def _forget_one(self) -> None:
+        for key in self._breakers:  # oldest first
+            if key not in self._listeners:
+                del self._breakers[key]
+                return
+
+    def state(self, key: str, now: float) -> BreakerState:
+        found = self._breakers.get(key)
+        return BreakerState.CLOSED if found is None else found.state(now)
 
     def order(self, endpoints: Sequence[Endpoint], now: float) -> list[Endpoint]:
         """The endpoints worth trying now, in configured order (open regions left out).
@@ -154,20 +191,71 @@ class RegionBreakers:
     def unavailable(self, endpoints: Sequence[Endpoint], now: float) -> AppError:
         """The error for "no region may be tried now", with the wait until one may."""
         waits = [self.breaker(ep.region).retry_after(now) for ep in endpoints]
-        return AppError(
-            ErrorCode.UPSTREAM_UNAVAILABLE,
-            "every upstream region is failing; retry later",
-            retry_after=max(min(waits, default=0.0), 0.0),
-        )
+        return unavailable_error(waits)
 
-    def begin(self, region: str, now: float) -> bool:
-        return self.breaker(region).begin(now)
+    def begin(self, key: str, now: float) -> bool:
+        return self.breaker(key).begin(now)
 
-    def success(self, region: str, now: float) -> None:
-        self.breaker(region).success(now)
+    def probing(self, key: str, now: float) -> bool:
+        found = self._breakers.get(key)
+        return found is not None and found.probing(now)
 
-    def failure(self, region: str, now: float) -> None:
-        self.breaker(region).failure(now)
+    def success(self, key: str, now: float) -> None:
+        self.breaker(key).success(now)
+        self._notify(key)
 
-    def release(self, region: str, now: float) -> None:
-        self.breaker(region).release(now)
+    def failure(self, key: str, now: float) -> None:
+        self.breaker(key).failure(now)
+        self._notify(key)
+
+    def release(self, key: str, now: float) -> None:
+        self.breaker(key).release(now)
+        self._notify(key)
+
+    def on_verdict(self, key: str, listener: Listener) -> Callable[[], None]:
+        """Call `listener` after the next verdict (success, failure, release) on `key`; returns
+        the function that unsubscribes it. A breaker with listeners is never forgotten."""
+        self.breaker(key)
+        self._listeners.setdefault(key, []).append(listener)
+
+        def unsubscribe() -> None:
+            listeners = self._listeners.get(key)
+            if listeners is not None and listener in listeners:
+                listeners.remove(listener)
+                if not listeners:
+                    del self._listeners[key]
+
+        return unsubscribe
+
+    def _notify(self, key: str) -> None:
+        listeners = self._listeners.get(key)
+        if listeners:
+            for listener in list(listeners):
+                listener()
+
+
+def unavailable_error(waits: Sequence[float]) -> AppError:
+    return AppError(
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        "every upstream region is failing; retry later",
+        retry_after=max(min(waits, default=0.0), 0.0),
+    )
+
+
+class IngressBreakers:
+    """The ingress's breakers: `hosts` per region (no answer at all: connection refused, DNS,
+    timeouts before any HTTP answer), `avatars` per (region, avatar) (failures the ingress
+    answered). Separate from the console's, so ingress trouble never blocks token minting."""
+
+    def __init__(
+        self, failure_threshold: int = 3, cooldown: float = 30.0, *, max_keys: int = MAX_BREAKERS
+    ) -> None:
+        self.hosts = RegionBreakers(failure_threshold, cooldown, max_keys=max_keys)
+        self.avatars = RegionBreakers(failure_threshold, cooldown, max_keys=max_keys)
+
+    def __repr__(self) -> str:
+        return f"IngressBreakers(hosts={self.hosts!r}, avatars={self.avatars!r})"
+
+    @staticmethod
+    def avatar_key(region: str, avatar_id: str) -> str:
+        return f"{region}/{avatar_id}"

@@ -337,7 +337,7 @@ async def test_unreachable_ingress_falls_back_with_a_new_token(
         assert emu2.stats.handshakes_completed == 1
 
 
-async def test_5xx_upgrade_falls_back_and_opens_the_breaker(
+async def test_5xx_upgrade_falls_back_and_opens_only_that_avatars_breaker(
     two_regions: ConsoleClient, emu: Emulator, emu2: Emulator, clock: FakeClock
 ) -> None:
     emu.set_avatar_faults(AVATAR, Faults(upgrade_status=503))
@@ -345,13 +345,20 @@ async def test_5xx_upgrade_falls_back_and_opens_the_breaker(
     for _ in range(2):
         async with await ingress.connect(AVATAR, 16000) as conn:
             assert conn.region == "us-west"
-    assert two_regions.breakers.state("ap-northeast", clock()) is BreakerState.OPEN
-    # Open: the broken region is skipped entirely, minting included.
+    breakers = ingress.breakers
+    assert breakers.avatars.state("ap-northeast/" + AVATAR, clock()) is BreakerState.OPEN
+    # Open for this avatar only: it goes straight to the healthy region, minting there.
     async with await ingress.connect(AVATAR, 16000) as conn:
         assert conn.region == "us-west"
     assert emu.stats.tokens_minted == 2
-    # Token minting shares the breakers: it goes straight to the healthy region.
-    assert (await two_regions.mint(int(datetime.now(UTC).timestamp()) + 60)).region == "us-west"
+    # The region itself is fine: its host breaker, its console breaker and other avatars.
+    assert breakers.hosts.state("ap-northeast", clock()) is BreakerState.CLOSED
+    assert two_regions.breakers.state("ap-northeast", clock()) is BreakerState.CLOSED
+    async with await ingress.connect(OTHER_AVATAR, 16000) as conn:
+        assert conn.region == "ap-northeast"
+    assert (await two_regions.mint(int(datetime.now(UTC).timestamp()) + 60)).region == (
+        "ap-northeast"
+    )
 
 
 async def test_4xx_upgrade_does_not_fall_back(
