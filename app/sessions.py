@@ -33,9 +33,9 @@ from typing import Any, Final, Literal
 
 from app.errors import AppError, ErrorCode
 from app.metrics import Metrics
+from app.relay.pool import UpstreamPool
 from app.relay.session import RelayLimits
 from app.relay.shell import RelayRunner
-from app.relay.upstream import UpstreamPool
 from app.settings import PCM_SAMPLE_RATES, Settings
 from app.store import Store
 from app.tickets import TicketService

@@ -19,7 +19,8 @@ from app.auth import Authenticator, Principal, authenticator_from_settings
 from app.errors import AppError
 from app.metrics import Metrics
 from app.ratelimit import Network, RateLimiter, client_ip, parse_networks
-from app.relay.upstream import UpstreamPool
+from app.relay.pool import UpstreamPool
+from app.relay.reconnect import ReconnectPolicy
 from app.sessions import SessionService
 from app.settings import Settings
 from app.spatialreal.client import IngressClient
@@ -71,6 +72,7 @@ async def build_services(
         size=settings.upstream_pool_size,
         metrics=metrics,
         default_key=(settings.avatar_id, settings.default_sample_rate),
+        policy=ReconnectPolicy.from_settings(settings),
     )
     pool.start()
     sessions = SessionService(settings, store, tickets, pool, metrics=metrics)

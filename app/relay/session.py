@@ -292,6 +292,21 @@ class RelaySession:
             self._fatal(fatal)
         return self._take()
 
+    def on_upstream_refused(self, code: ErrorCode, message: str, now: float) -> list[Effect]:
+        """Upstream will never take this session (a non-retryable close code such as
+        creditsExhausted): the conversations waiting on it are aborted with that code, then the
+        session ends with ERROR{code} like any fatal error (docs/protocol.md, section 3)."""
+        if self._ended:
+            return []
+        self._begin(now)
+        try:
+            for conversation in self._conversations.expecting_upstream():
+                self._abort(conversation, code, message)
+            raise _Fatal(code, message)
+        except _Fatal as fatal:
+            self._fatal(fatal)
+        return self._take()
+
     # --- events: time and lifecycle ---
 
     def on_tick(self, now: float) -> list[Effect]:

@@ -46,8 +46,9 @@ from app.relay.effects import (
     SendUpstream,
     SessionEnded,
 )
+from app.relay.pool import UpstreamPool
 from app.relay.session import RelayLimits, RelaySession
-from app.relay.upstream import UpstreamLink, UpstreamPool
+from app.relay.upstream import UpstreamLink
 from app.spatialreal.client import UpstreamMessage
 from app.spatialreal.request_ids import new_request_id
 
@@ -281,7 +282,10 @@ class RelayRunner:
             on_lost=self._on_upstream_lost,
             on_failed=self._on_upstream_failed,
             max_queued_bytes=limits.replay_buffer_bytes,
+            on_refused=self._on_upstream_refused,
         )
+        # A refusal that came while no client was attached: told to the next one that comes.
+        self._refusal: AppError | None = None
         self._links: dict[int, ClientLink] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -334,6 +338,8 @@ class RelayRunner:
         with bind(session_id=self.session_id, connection_id=f"c{conn}"):
             link.start()
             self._perform(core.on_client_connected(conn, loop.time()))
+            if self._refusal is not None:
+                self._deliver_refusal(self._refusal)
             try:
                 while True:
                     message = await websocket.receive()
@@ -405,6 +411,21 @@ class RelayRunner:
         # Reconnect now when the loss hurt a conversation (the next utterance likely follows);
         # an idle session reconnects when it next has audio, instead of churning tokens.
         return aborted and not self.ended
+
+    def _on_upstream_refused(self, error: AppError) -> None:
+        """Upstream will not take this session (a non-retryable close code): the conversations
+        waiting on it are aborted with that code, and the session ends with ERROR{code}: at
+        once if a client is attached, else when one next connects (within the resume window)."""
+        if self._metrics is not None:
+            self._metrics.upstream_error(error.code)
+        if self.core.connected:
+            self._deliver_refusal(error)
+            return
+        self._refusal = error
+        self._perform(self.core.on_upstream_lost(error.code, error.message, self._loop.time()))
+
+    def _deliver_refusal(self, error: AppError) -> None:
+        self._perform(self.core.on_upstream_refused(error.code, error.message, self._loop.time()))
 
     def _on_upstream_failed(self, req_ids: list[str], error: AppError) -> None:
         if self._metrics is not None:

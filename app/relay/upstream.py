@@ -1,15 +1,11 @@
-"""Upstream for relay sessions: the ingress connection each session owns, and a warm pool.
+"""One relay session's upstream: the ingress connection it owns (the pool is app/relay/pool.py).
 
-`UpstreamPool` hands out confirmed ingress connections. With `UPSTREAM_POOL_SIZE` > 0 it keeps
-that many pre-connected per (avatar, sample rate) that has been asked for (the default pair from
-the start), so a new relay session skips token + connect + handshake. Pooled connections are
-recycled before upstream would close them for inactivity (`POOL_MAX_IDLE_SECONDS`); each costs
-one session token per recycle.
-
-`UpstreamLink` is one relay session's side of it: a queue of operations (audio chunks and
-interrupts) written in order by one writer task, a reader task per connection handing messages
-back, and (re)connection on demand. It never talks to the session core itself: it reports through
-three callbacks, and the shell turns those into core events.
+`UpstreamLink` is a queue of operations (audio chunks and interrupts) written in order by one
+writer task, a reader task per connection handing messages back, and (re)connection on demand,
+when and whether as `app/relay/reconnect.py` decides (the close-code contract: refuse, roll over,
+or retry with jittered backoff). It never talks to the session core itself: it reports through
+callbacks, and the shell turns those into core events. Upstream messages it has no use for
+(anything but animation frames and errors) are handed on like any other and ignored by the shell.
 """
 
 from __future__ import annotations
@@ -21,159 +17,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
 from app.errors import AppError, ErrorCode
-from app.metrics import Metrics
 from app.relay import eager
-from app.spatialreal.client import IngressClient, IngressConnection, UpstreamMessage
+from app.relay.pool import UpstreamPool
+from app.relay.reconnect import Action, Reconnect
+from app.spatialreal.client import IngressConnection, UpstreamMessage
 
 log = logging.getLogger("avatar_relay.upstream")
-
-# The emulator (and, as far as is known, SpatialReal) closes an ingress session after 60 s
-# without audio; hand out only connections well inside that.
-POOL_MAX_IDLE_SECONDS: Final = 40.0
-# After a failed refill, wait before trying again (grows to the maximum while failures last).
-POOL_RETRY_SECONDS: Final = 1.0
-POOL_RETRY_MAX_SECONDS: Final = 30.0
-# Distinct (avatar, rate) pairs the pool keeps warm; the allow-list is small in practice.
-POOL_MAX_KEYS: Final = 16
-
-PoolKey = tuple[str, int]
-
-
-class ConnectionTracker:
-    """Counts open ingress connections in the gauge, each exactly once."""
-
-    def __init__(self, metrics: Metrics | None) -> None:
-        self._metrics = metrics
-        self._open: set[int] = set()
-
-    def opened(self, conn: IngressConnection) -> None:
-        if id(conn) not in self._open:
-            self._open.add(id(conn))
-            if self._metrics is not None:
-                self._metrics.upstream_connections_active.inc()
-
-    async def close(self, conn: IngressConnection) -> None:
-        if id(conn) in self._open:
-            self._open.discard(id(conn))
-            if self._metrics is not None:
-                self._metrics.upstream_connections_active.dec()
-        await conn.close()
-
-
-@dataclass(slots=True)
-class _Pooled:
-    conn: IngressConnection
-    opened_at: float
-
-
-class UpstreamPool:
-    """Ingress connections on demand, from a warm pool when one is configured."""
-
-    def __init__(
-        self,
-        ingress: IngressClient,
-        *,
-        size: int = 0,
-        metrics: Metrics | None = None,
-        default_key: PoolKey | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._ingress = ingress
-        self.size = size
-        self.tracker = ConnectionTracker(metrics)
-        self._clock = clock
-        self._ready: dict[PoolKey, deque[_Pooled]] = {}
-        self._refillers: dict[PoolKey, asyncio.Task[None]] = {}
-        self._wake: dict[PoolKey, asyncio.Event] = {}
-        self._default_key = default_key
-        self._closed = False
-        self.hits = 0
-        self.misses = 0
-
-    def start(self) -> None:
-        if self.size > 0 and self._default_key is not None:
-            self._watch(self._default_key)
-
-    def ready(self, avatar_id: str, sample_rate: int) -> int:
-        """Pooled connections waiting for (avatar, rate)."""
-        return len(self._ready.get((avatar_id, sample_rate), ()))
-
-    async def acquire(self, avatar_id: str, sample_rate: int) -> IngressConnection:
-        """A confirmed connection: a fresh pooled one if available, else a new one.
-        Raises AppError (the ingress client's codes) when connecting fails."""
-        key = (avatar_id, sample_rate)
-        if self.size > 0:
-            self._watch(key)
-            ready = self._ready.get(key)
-            now = self._clock()
-            while ready:
-                item = ready.popleft()
-                self._wake[key].set()
-                if not item.conn.closed and now - item.opened_at < POOL_MAX_IDLE_SECONDS:
-                    self.hits += 1
-                    return item.conn
-                await self.tracker.close(item.conn)
-            self.misses += 1
-        conn = await self._ingress.connect(avatar_id, sample_rate)
-        self.tracker.opened(conn)
-        return conn
-
-    async def release(self, conn: IngressConnection) -> None:
-        """Close a connection handed out by `acquire` (used connections are never pooled again:
-        upstream requests may still be in flight on them)."""
-        await self.tracker.close(conn)
-
-    def _watch(self, key: PoolKey) -> None:
-        if self._closed or key in self._refillers or len(self._refillers) >= POOL_MAX_KEYS:
-            return
-        self._ready.setdefault(key, deque())
-        self._wake[key] = asyncio.Event()
-        self._refillers[key] = asyncio.create_task(self._refill(key), name=f"upstream-pool-{key}")
-
-    async def _refill(self, key: PoolKey) -> None:
-        ready = self._ready[key]
-        wake = self._wake[key]
-        backoff = POOL_RETRY_SECONDS
-        while not self._closed:
-            now = self._clock()
-            while ready and (
-                ready[0].conn.closed or now - ready[0].opened_at >= POOL_MAX_IDLE_SECONDS
-            ):
-                await self.tracker.close(ready.popleft().conn)
-            if len(ready) < self.size:
-                try:
-                    conn = await self._ingress.connect(*key)
-                except Exception as error:
-                    code = error.code.value if isinstance(error, AppError) else "internalError"
-                    log.warning("upstream pool refill failed", extra={"error_code": code})
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, POOL_RETRY_MAX_SECONDS)
-                    continue
-                backoff = POOL_RETRY_SECONDS
-                self.tracker.opened(conn)
-                ready.append(_Pooled(conn, self._clock()))
-                continue
-            # Full: sleep until something is taken or the oldest needs recycling.
-            wake.clear()
-            wait = max(0.05, ready[0].opened_at + POOL_MAX_IDLE_SECONDS - self._clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), wait)
-
-    async def aclose(self) -> None:
-        self._closed = True
-        tasks = list(self._refillers.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for ready in self._ready.values():
-            while ready:
-                await self.tracker.close(ready.popleft().conn)
-
 
 # --- one session's upstream ---
 
@@ -195,6 +46,7 @@ _Op = _Audio | _Interrupt
 OnMessage = Callable[[UpstreamMessage, float], None]
 OnLost = Callable[[AppError], bool]
 OnFailed = Callable[[list[str], AppError], None]
+OnRefused = Callable[[AppError], None]
 
 
 class UpstreamLink:
@@ -206,6 +58,12 @@ class UpstreamLink:
       once rather than when the next audio comes.
     - `on_failed(req_ids, error)`: connecting failed; the queued operations of those requests were
       dropped.
+    - `on_refused(error)`: upstream closed (or failed the handshake) with a non-retryable close
+      code; queued operations were dropped and the link will never connect again. Without it,
+      `on_lost` / `on_failed` are called instead.
+
+    After a loss with 4002 (session duration) the link reconnects at once, whatever `on_lost`
+    answers; after other retryable losses and failed connects, not before the policy's backoff.
 
     Callbacks run synchronously in the link's tasks; they must not await.
     """
@@ -220,6 +78,7 @@ class UpstreamLink:
         on_lost: OnLost,
         on_failed: OnFailed,
         max_queued_bytes: int,
+        on_refused: OnRefused | None = None,
     ) -> None:
         self._pool = pool
         self.avatar_id = avatar_id
@@ -227,7 +86,11 @@ class UpstreamLink:
         self._on_message = on_message
         self._on_lost = on_lost
         self._on_failed = on_failed
+        self._on_refused = on_refused
         self._max_queued_bytes = max_queued_bytes
+        self.reconnect = Reconnect(pool.policy)
+        self._not_before = 0.0  # loop time before which no connect starts (backoff)
+        self._delivered = False  # the current connection delivered a frame
         self._ops: deque[_Op] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
@@ -252,8 +115,18 @@ class UpstreamLink:
         if connect_now:
             self._wake.set()
 
+    @property
+    def refused(self) -> AppError | None:
+        """The non-retryable upstream verdict, once there is one (the link stays down)."""
+        return self.reconnect.refused
+
     def send_audio(self, req_id: str, audio: bytes, end: bool) -> None:
         if self._closed:
+            return
+        refused = self.reconnect.refused
+        if refused is not None:
+            # Deferred like every failure: the shell is performing effects right now.
+            asyncio.get_running_loop().call_soon(self._fail_refused, req_id, refused)
             return
         conn = self._conn
         if conn is not None and not self._ops and not self._writing and self._blocked is None:
@@ -274,13 +147,19 @@ class UpstreamLink:
         self._ops.append(_Audio(req_id, audio, end))
         self._queued_bytes += len(audio)
         self._wake.set()
-        if self._queued_bytes > self._max_queued_bytes and self._conn is not None:
-            # Upstream is not taking audio as fast as the client sends it: treat it as lost
-            # rather than buffer without bound; the shell aborts and reconnects.
+        if self._queued_bytes > self._max_queued_bytes:
             # Deferred: this runs while the shell performs effects, and the loss's own effects
             # must come after those.
-            error = AppError(ErrorCode.CONNECTION_FAILED, "ingress is not accepting audio")
-            asyncio.get_running_loop().call_soon(self._lose, self._conn, error)
+            loop = asyncio.get_running_loop()
+            if self._conn is not None:
+                # Upstream is not taking audio as fast as the client sends it: treat it as lost
+                # rather than buffer without bound; the shell aborts and reconnects.
+                error = AppError(ErrorCode.CONNECTION_FAILED, "ingress is not accepting audio")
+                loop.call_soon(self._lose, self._conn, error)
+            else:
+                # Waiting out a backoff: the audio of the waiting conversations goes.
+                error = AppError(ErrorCode.UPSTREAM_UNAVAILABLE, "upstream is reconnecting")
+                loop.call_soon(self._fail_queued, error)
 
     def interrupt(self, req_id: str) -> None:
         if self._closed:
@@ -325,6 +204,27 @@ class UpstreamLink:
 
     # --- internals ---
 
+    def _fail_refused(self, req_id: str, error: AppError) -> None:
+        if not self._closed:
+            self._on_failed([req_id], error)
+
+    def _fail_queued(self, error: AppError) -> None:
+        if self._closed or self._conn is not None or self._queued_bytes <= self._max_queued_bytes:
+            return
+        ids = self._drop_ops()
+        if ids:
+            self._on_failed(ids, error)
+
+    def _refuse(self, error: AppError) -> None:
+        """Never connect again: report the verdict once (the session ends on it)."""
+        self._want_connection = False
+        ids = self._drop_ops()
+        log.warning("upstream refused the session; not reconnecting", extra=error.log_fields())
+        if self._on_refused is not None:
+            self._on_refused(error)
+        elif ids:
+            self._on_failed(ids, error)
+
     def _drop_ops(self) -> list[str]:
         ids = list(dict.fromkeys(op.req_id for op in self._ops))
         self._ops.clear()
@@ -342,12 +242,16 @@ class UpstreamLink:
                 finally:
                     self._blocked = None
                 continue
-            if not self._ops and not self._want_connection:
+            if self.reconnect.refused is not None or (not self._ops and not self._want_connection):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             conn = self._conn
             if conn is None:
+                wait = self._not_before - asyncio.get_running_loop().time()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # backing off; audio keeps queueing meanwhile
+                    continue
                 conn = await self._connect()
                 if conn is None:
                     continue
@@ -373,8 +277,17 @@ class UpstreamLink:
             conn = await self._pool.acquire(self.avatar_id, self.sample_rate)
         except AppError as error:
             self._want_connection = False
+            decision = self.reconnect.after_connect_failure(error)
+            if decision.action is Action.REFUSE:
+                self._refuse(error)
+                return None
+            self._not_before = asyncio.get_running_loop().time() + decision.delay
             ids = self._drop_ops()
-            log.warning("relay upstream connect failed", extra=error.log_fields())
+            log.warning(
+                "relay upstream connect failed; next attempt in %.2fs",
+                decision.delay,
+                extra=error.log_fields(),
+            )
             if ids:
                 self._on_failed(ids, error)
             return None
@@ -383,6 +296,7 @@ class UpstreamLink:
             return None
         self._conn = conn
         self._sent_ids = set()
+        self._delivered = False
         self.connections += 1
         self._reader = asyncio.create_task(self._read_loop(conn), name="relay-upstream-reader")
         return conn
@@ -396,11 +310,22 @@ class UpstreamLink:
                 message = await conn.receive()
                 if message is None:
                     break
-                if message.error is not None and not message.req_id:
-                    # A connection-level SERVER_ERROR (idle timeout, ...): the close follows,
-                    # and this is the reason to report for it.
-                    pending_error = message.error
-                    continue
+                error = message.error
+                if error is not None:
+                    if error.close_code is not None:
+                        # A SERVER_ERROR with a close-contract code decides the connection's
+                        # fate like the close itself: act on it now.
+                        pending_error = error
+                        break
+                    if not message.req_id:
+                        # A connection-level SERVER_ERROR (idle timeout, ...): the close
+                        # follows, and this is the reason to report for it.
+                        pending_error = error
+                        continue
+                elif message.is_animation:
+                    self._delivered = True
+                    if message.end:
+                        self.reconnect.healthy()
                 on_message(message, clock())
         except AppError as error:
             pending_error = pending_error or error
@@ -421,6 +346,15 @@ class UpstreamLink:
         closing = asyncio.create_task(self._pool.release(conn), name="relay-upstream-close")
         self._background.add(closing)
         closing.add_done_callback(self._background.discard)
-        if self._on_lost(error):
+        decision = self.reconnect.after_loss(error, delivered=self._delivered)
+        if decision.action is Action.REFUSE:
+            if self._on_refused is not None:
+                self._refuse(error)
+                return
+            self._on_lost(error)  # no one to end the session: abort, but never reconnect
+            return
+        self._not_before = asyncio.get_running_loop().time() + decision.delay
+        reconnect_now = self._on_lost(error)
+        if decision.action is Action.ROLL_OVER or reconnect_now:
             self._want_connection = True
             self._wake.set()
