@@ -145,7 +145,7 @@ def test_emulator_command_prints_its_urls_and_token_command_mints(tmp_path: Path
         assert result.returncode == 0, result.stderr
         token = json.loads(result.stdout)
         assert token["sessionToken"]
-        assert token["region"] == "ap-northeast"
+        assert token["region"] == "us-west"
         assert abs(token["expireAt"] - (time.time() + 120)) < 30
     finally:
         emulator.terminate()

@@ -238,10 +238,12 @@ async def test_every_region_open_is_503_with_retry_after(emu: Emulator, emu2: Em
     ("status", "code", "http"),
     [
         (400, "upstreamError", 502),
-        (401, "sessionTokenExpired", 502),
+        # our own SpatialReal key is wrong: the operator's problem, not the caller's
+        (401, "upstreamCredentialsRejected", 502),
+        (403, "upstreamCredentialsRejected", 502),
         (402, "billingRequired", 502),
         (404, "appIDUnrecognized", 502),
-        (429, "upstreamError", 502),
+        (429, "concurrencyLimit", 503),
         (500, "serverError", 502),
         (503, "serverError", 502),
     ],
@@ -271,12 +273,13 @@ async def test_hang_and_unreachable_are_connection_failed(emu: Emulator) -> None
     assert error_code(refused) == "connectionFailed"
 
 
-async def test_wrong_upstream_key_is_session_token_expired(emu: Emulator) -> None:
+async def test_wrong_upstream_key_is_the_operators_problem(emu: Emulator) -> None:
     settings = broker_settings(emu, spatialreal_api_key=SecretStr("not-the-upstream-key"))
     async with running_broker(settings) as broker:
         response = await broker.mint()
     assert response.status_code == 502
-    assert error_code(response) == "sessionTokenExpired"
+    assert error_code(response) == "upstreamCredentialsRejected"
+    assert "not-the-upstream-key" not in response.text
 
 
 async def test_console_answering_without_a_token_is_a_protocol_error(emu: Emulator) -> None:
@@ -285,6 +288,10 @@ async def test_console_answering_without_a_token_is_a_protocol_error(emu: Emulat
     @fake.post("/v1/console/session-tokens")
     async def empty() -> dict[str, str]:
         return {"sessionToken": ""}
+
+    @fake.post("/v1/auth/session-token")
+    async def empty_too() -> dict[str, str]:
+        return {"session_token": ""}
 
     async with running_app(fake) as console:
         settings = broker_settings(emu).model_copy(

@@ -55,7 +55,7 @@ async def test_ready_without_redis_when_the_console_answers(console_url: str) ->
     assert body["checks"]["store"]["ok"] is True
     assert body["checks"]["upstream"] == {
         "ok": True,
-        "detail": "console: ap-northeast=reachable (breaker closed)",
+        "detail": "console: us-west=reachable (breaker closed)",
     }
     assert body["checks"]["draining"]["ok"] is True
 
@@ -86,7 +86,7 @@ async def test_unready_when_no_console_answers_with_the_breaker_state() -> None:
         assert response.status_code == 503
         assert response.json()["checks"]["upstream"] == {
             "ok": False,
-            "detail": "console: ap-northeast=unreachable (breaker closed)",
+            "detail": "console: us-west=unreachable (breaker closed)",
         }
         # Failed mints open the region's breaker, and readiness shows it.
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
@@ -96,7 +96,7 @@ async def test_unready_when_no_console_answers_with_the_breaker_state() -> None:
         app.state.ops_upstream_cache.ttl = 0
         response = await get(base, "/readyz")
     assert response.json()["checks"]["upstream"]["detail"] == (
-        "console: ap-northeast=unreachable (breaker open)"
+        "console: us-west=unreachable (breaker open)"
     )
 
 
@@ -159,7 +159,7 @@ async def test_readiness_changes_are_logged_once_with_the_request_id(
     assert line["msg"] == "readiness: unready"
     assert line["level"] == "warning"
     assert line["request_id"] == "probe-1"
-    assert line["checks"] == {"upstream": "console: ap-northeast=unreachable (breaker closed)"}
+    assert line["checks"] == {"upstream": "console: us-west=unreachable (breaker closed)"}
 
 
 def http_samples(text: str) -> dict[tuple[str, str, str], float]:

@@ -47,7 +47,7 @@ async def test_token_command_prints_a_minted_token(emu: Emulator, tmp_path: Path
     assert set(answer) == {"sessionToken", "expireAt", "appId", "region"}
     assert answer["sessionToken"]
     assert answer["appId"] == emu.app_id
-    assert answer["region"] == "ap-northeast"
+    assert answer["region"] == "us-west"
     assert abs(answer["expireAt"] - (time.time() + 300)) < 60
     assert emu.stats.tokens_minted == 1
     assert emu.tokens.check(answer["sessionToken"], emu.app_id).value == "ok"
