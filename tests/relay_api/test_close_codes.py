@@ -19,9 +19,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from app.emulator import Emulator, Faults
+from app.errors import AppError, ErrorCode
 from app.relay import protocol as p
+from app.relay.client import RelayClient
 from tests.relay_api.conftest import (
     AVATAR,
+    CALLER_KEY,
     SHORT_PCM,
     Peer,
     Relay,
@@ -255,3 +258,24 @@ async def test_4002_between_conversations_goes_unnoticed(relay: Relay, emu: Emul
     assert emu.stats.closes_sent == 1
     assert emu.stats.connections_opened == 2
     assert emu.stats.tokens_minted == 2
+
+
+async def test_the_reference_client_surfaces_the_refusal_as_its_code(
+    relay: Relay, emu: Emulator
+) -> None:
+    emu.set_avatar_faults(AVATAR, Faults(close_after_frames=(2, 4001)))
+    headers = {"Authorization": f"Bearer {CALLER_KEY}"}
+    events: list[object] = []
+
+    async def consume(client: RelayClient) -> None:
+        async for event in client.events():
+            events.append(event)
+
+    async with RelayClient(relay.url, headers=headers) as client:
+        await client.send_audio(SHORT_PCM, end=True)
+        with pytest.raises(AppError) as caught:
+            await consume(client)
+    assert caught.value.code is ErrorCode.CREDITS_EXHAUSTED
+    aborted = [e for e in events if isinstance(e, p.ConversationAborted)]
+    assert [a.code for a in aborted] == ["creditsExhausted"]
+    assert emu.stats.tokens_minted == 1

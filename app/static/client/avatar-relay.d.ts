@@ -12,6 +12,8 @@ export type RelayErrorCode =
   | 'ticketInvalid' | 'originNotAllowed' | 'sessionNotFound' | 'sessionLimit' | 'internalError'
   | 'unauthorized' | 'forbidden' | 'notFound' | 'rateLimited' | 'serverError' | 'upstreamError'
   | 'upstreamUnavailable' | 'connectionClosed' | 'connectionFailed' | 'protocolError'
+  /** The avatar service refused the session for good (docs/protocol.md, section 3). */
+  | 'creditsExhausted' | 'concurrencyLimit' | 'sessionTokenInvalid'
   /** Client only: too much audio waiting for the server's acknowledgement. */
   | 'bufferFull'
   /** Client only: the AvatarController threw or rejected. */
