@@ -62,6 +62,7 @@ class ErrorCode(StrEnum):
     STORE_UNAVAILABLE = "storeUnavailable"
     REQUEST_IN_PROGRESS = "requestInProgress"
     IDEMPOTENCY_KEY_REUSED = "idempotencyKeyReused"
+    METHOD_NOT_ALLOWED = "methodNotAllowed"
 
 
 class Phase(StrEnum):
@@ -138,6 +139,9 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.IDEMPOTENCY_KEY_REUSED: ErrorSpec(
         422, 4400, False, "Idempotency-Key was used with a different request"
+    ),
+    ErrorCode.METHOD_NOT_ALLOWED: ErrorSpec(
+        405, 4400, False, "this route does not answer that HTTP method"
     ),
 }
 
