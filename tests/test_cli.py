@@ -150,3 +150,58 @@ def test_emulator_command_prints_its_urls_and_token_command_mints(tmp_path: Path
     finally:
         emulator.terminate()
         emulator.wait(timeout=30)
+
+
+def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    from app import __version__
+
+    result = _run(["--version"], tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"avatar-relay {__version__}"
+
+
+def test_token_with_zero_configuration_mints_through_a_built_in_emulator(tmp_path: Path) -> None:
+    result = _run(["token"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    token = json.loads(result.stdout)
+    assert token["sessionToken"]
+    assert token["appId"] == "emulator-app"
+    # The server's default TTL (TOKEN_TTL_DEFAULT_SECONDS), as `serve` would mint.
+    assert abs(token["expireAt"] - (time.time() + 3600)) < 30
+    assert "EMULATOR MODE" in result.stderr
+
+
+@pytest.mark.parametrize("ttl", ["5", "59", "86341"])
+def test_token_refuses_a_ttl_the_server_would_refuse(ttl: str, tmp_path: Path) -> None:
+    result = _run(["token", "--ttl", ttl], tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert json.loads(result.stderr) == {
+        "error": {"code": "invalidRequest", "message": "--ttl must be between 60 and 86340"}
+    }
+
+
+def test_token_errors_have_the_rest_shape_with_camel_case_keys(tmp_path: Path) -> None:
+    # A console nobody listens on: the failure is reported, in the REST API's error shape.
+    env = _clean_env(
+        tmp_path,
+        SPATIALREAL_CONSOLE_URL=f"http://127.0.0.1:{free_port()}/v1/console",
+        SPATIALREAL_FALLBACK_REGIONS="",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "token"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("{")]
+    error = json.loads(line)["error"]
+    assert error["code"] == "connectionFailed"
+    assert error["message"]
+    assert error["phase"] == "session_token"
+    assert all("_" not in key for key in error)
