@@ -60,20 +60,47 @@ class DrainingServer(uvicorn.Server):
     them all: a ~30 ms pause for every request in flight (measured under bench/tokens.py).
     """
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, *, freeze_heap: bool = False) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        app: FastAPI,
+        *,
+        freeze_heap: bool = False,
+        banner: bool = False,
+    ) -> None:
         super().__init__(config)
         self._app = app
         self._freeze_heap = freeze_heap
+        self._banner = banner
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self._freeze_heap and not self.should_exit:
+        if self.should_exit:
+            return
+        if self._banner:
+            settings: Settings = self._app.state.settings
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            print(banner(settings, host, port), file=sys.stderr, flush=True)
+        if self._freeze_heap:
             gc.collect()
             gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await drain(self._app, DRAIN_SECONDS)
         await super().shutdown(sockets)
+
+
+def banner(settings: Settings, host: str, port: int) -> str:
+    """Where to point a browser: the demo page and the API docs (PUBLIC_URL when set, else the
+    address the server is bound to; a wildcard address is shown as the loopback one)."""
+    if settings.public_url:
+        base = settings.public_url.rstrip("/")
+    else:
+        shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
+        if ":" in shown and not shown.startswith("["):
+            shown = f"[{shown}]"
+        base = f"http://{shown}:{port}"
+    return f"avatar-relay is serving: demo page {base}/  ·  API docs {base}/docs"
 
 
 def run(settings: Settings) -> None:
@@ -108,5 +135,5 @@ async def serve(settings: Settings) -> None:
             # The emulator's own uvicorn installs uvicorn's default log handlers: take them back.
             configure_logging(settings)
         app = create_app(settings)
-        server = DrainingServer(uvicorn_config(settings, app), app, freeze_heap=True)
+        server = DrainingServer(uvicorn_config(settings, app), app, freeze_heap=True, banner=True)
         await server.serve()

@@ -111,6 +111,45 @@ def test_serve_with_zero_configuration_runs_against_the_emulator(
     assert len(banner) == 1, stderr
 
 
+def test_serve_prints_where_the_demo_page_is(
+    zero_config_server: tuple[str, subprocess.Popen[str]],
+) -> None:
+    base, proc = zero_config_server
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 30
+    line = ""
+    while "demo page" not in line:
+        assert time.monotonic() < deadline, "no banner"
+        line = proc.stderr.readline()
+        assert line or proc.poll() is None, "server exited without a banner"
+    assert f"demo page {base}/ " in line
+    assert f"API docs {base}/docs" in line
+    # The printed address really is the demo page.
+    page = httpx.get(f"{base}/", timeout=5)
+    assert page.status_code == 200
+    assert "Host Mode demo" in page.text
+
+
+@pytest.mark.parametrize(
+    ("host", "public_url", "shown"),
+    [
+        ("127.0.0.1", None, "http://127.0.0.1:8080"),
+        ("0.0.0.0", None, "http://127.0.0.1:8080"),
+        ("::", None, "http://[::1]:8080"),
+        ("0.0.0.0", "https://avatars.example.com/", "https://avatars.example.com"),
+    ],
+)
+def test_the_banner_names_a_browsable_address(
+    host: str, public_url: str | None, shown: str
+) -> None:
+    from app.server import banner
+
+    settings = Settings(_env_file=None, public_url=public_url)  # type: ignore[call-arg]
+    assert banner(settings, host, 8080) == (
+        f"avatar-relay is serving: demo page {shown}/  ·  API docs {shown}/docs"
+    )
+
+
 def test_emulator_command_prints_its_urls_and_token_command_mints(tmp_path: Path) -> None:
     port = free_port()
     emulator = subprocess.Popen(
