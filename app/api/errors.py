@@ -70,6 +70,7 @@ _STATUS_CODES: dict[int, ErrorCode] = {
 }
 
 
+_LOCATIONS: Final = frozenset({"body", "header", "query", "path", "cookie"})
 _NOT_AN_OBJECT: Final = frozenset({"model_attributes_type", "model_type", "dict_type"})
 
 
@@ -82,8 +83,13 @@ def _describe_invalid(error: dict[str, Any], content_type: str) -> str:
     if tuple(error.get("loc", ())) == ("body",) and error.get("type") in _NOT_AN_OBJECT:
         hint = "" if "json" in content_type else " with Content-Type: application/json"
         return f"the request body must be a JSON object{hint}"
-    where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+    loc = list(error.get("loc", ()))
+    if loc and loc[0] in _LOCATIONS:
+        loc = loc[1:]  # the field's name says enough
+    where = ".".join(str(part) for part in loc)
     what = str(error.get("msg", "invalid"))
+    if error.get("type") == "string_pattern_mismatch":
+        what = f"not in the accepted form (pattern {error.get('ctx', {}).get('pattern')})"
     return f"{where}: {what}" if where else (what if error else "invalid request")
 
 

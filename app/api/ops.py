@@ -115,6 +115,7 @@ async def metrics(request: Request) -> Response:
 
 @router.get(
     "/readyz",
+    summary="Readiness: store, upstream console, not draining",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "not ready; see `checks`"}},
 )

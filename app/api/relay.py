@@ -19,16 +19,18 @@ from typing import Annotated, Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Body, FastAPI, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
 from app.api.deps import PrincipalDep, Services, ServicesDep, connection_ip
 from app.api.errors import error_response, error_responses
 from app.api.ops import add_drain_hook
+from app.api.security import SECURITY_REQUIREMENT
 from app.errors import AppError, ErrorCode, spec
 from app.logs import bind
 from app.relay.protocol import SUBPROTOCOL
+from app.settings import PCM_SAMPLE_RATES
 
 log = logging.getLogger("avatar_relay.relay")
 
@@ -40,6 +42,10 @@ _WS_SCHEMES: Final = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 DRAIN_SECONDS: Final = 10.0
 
 
+# Checked by the session service (with a message listing the rates); the schema says the same.
+SampleRate = Annotated[int, WithJsonSchema({"type": "integer", "enum": list(PCM_SAMPLE_RATES)})]
+
+
 class SessionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,7 +54,7 @@ class SessionRequest(BaseModel):
         max_length=256,
         description="The avatar to drive; omitted: DEFAULT_AVATAR_ID. Must be on the allow-list.",
     )
-    sampleRate: int | None = Field(
+    sampleRate: SampleRate | None = Field(
         default=None,
         description="PCM s16le sample rate of the session's audio; omitted: DEFAULT_SAMPLE_RATE.",
     )
@@ -94,6 +100,7 @@ def _no_store(response: Response) -> None:
     "/relay/sessions",
     status_code=201,
     summary="Create a relay session (Host Mode) and its first WebSocket ticket",
+    openapi_extra={"security": SECURITY_REQUIREMENT},
     responses=error_responses(
         ErrorCode.INVALID_REQUEST,
         ErrorCode.UNAUTHORIZED,
@@ -132,6 +139,7 @@ async def create_relay_session(
     "/relay/sessions/{session_id}/tickets",
     status_code=201,
     summary="A new WebSocket ticket for one of the caller's relay sessions (to reconnect)",
+    openapi_extra={"security": SECURITY_REQUIREMENT},
     responses=error_responses(
         ErrorCode.UNAUTHORIZED,
         ErrorCode.SESSION_NOT_FOUND,

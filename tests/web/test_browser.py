@@ -402,3 +402,31 @@ async def test_the_readme_snippet_works_from_another_origin(tmp_path: Path) -> N
                 conversations = await page.evaluate("window.app.relay.conversations()")
             assert page.exceptions == []
         check_delivery(log, conversations, emulator)
+
+
+async def test_the_api_docs_render_without_the_internet() -> None:
+    # Swagger UI's assets come from this server (fastapi-offline), not a CDN: the page renders
+    # every operation having asked nothing of any other host.
+    async with (
+        Emulator() as emulator,
+        running_app(create_app(relay_test_settings(emulator, [CALLER_KEY]))) as url,
+        launch() as browser,
+    ):
+        page = await browser.new_page()
+        await page.goto(url + "/docs")
+        async with asyncio.timeout(WAIT):
+            operations = await page.evaluate(
+                """new Promise((resolve) => {
+                  const count = () => document.querySelectorAll('.opblock').length;
+                  const check = () => (count() >= 5 ? resolve(count()) : setTimeout(check, 50));
+                  check();
+                })"""
+            )
+            title = await page.evaluate("document.querySelector('.swagger-ui .title').textContent")
+        await page.screenshot(str(ARTIFACTS / "api-docs.png"))
+        assert operations >= 5
+        assert "avatar-relay" in title
+        assert page.requests
+        assert all(request.startswith(url) for request in page.requests), page.requests
+        assert all(status < 400 for status, _ in page.responses), page.responses
+        assert page.exceptions == []
