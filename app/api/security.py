@@ -17,7 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.settings import Settings
 
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "X-API-Key", "Idempotency-Key", "X-Request-ID"]
-EXPOSED_HEADERS = ["Retry-After", "X-Request-ID", "Idempotent-Replayed"]
+EXPOSED_HEADERS = [
+    "Retry-After",
+    "X-Request-ID",
+    "Idempotent-Replayed",
+    "RateLimit",
+    "RateLimit-Policy",
+]
 
 _BASE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
