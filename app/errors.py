@@ -63,6 +63,7 @@ class ErrorCode(StrEnum):
     REQUEST_IN_PROGRESS = "requestInProgress"
     IDEMPOTENCY_KEY_REUSED = "idempotencyKeyReused"
     METHOD_NOT_ALLOWED = "methodNotAllowed"
+    MESSAGE_INCOMPLETE = "messageIncomplete"
 
 
 class Phase(StrEnum):
@@ -142,6 +143,9 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.METHOD_NOT_ALLOWED: ErrorSpec(
         405, 4400, False, "this route does not answer that HTTP method"
+    ),
+    ErrorCode.MESSAGE_INCOMPLETE: ErrorSpec(
+        408, 1008, False, "a WebSocket message did not arrive in full in time"
     ),
 }
 

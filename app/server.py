@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from app.api.app import create_app
 from app.api.ops import drain
+from app.api.websocket import RelayWebSocketProtocol
 from app.emulator import Emulator
 from app.logs import configure_logging
 from app.settings import Settings
@@ -39,7 +40,10 @@ def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         # Relay sessions are long-lived; give them time to drain on shutdown.
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        ws_max_size=settings.max_message_bytes + 64,
+        # Larger messages are refused by their frame header, with ERROR{messageTooLarge} first,
+        # and a begun message must complete in time (app.api.websocket).
+        ws=RelayWebSocketProtocol,
+        ws_max_size=settings.max_message_bytes,
         # Logging is ours (app.logs: JSON lines); uvicorn's loggers propagate to it.
         log_config=None,
     )
