@@ -24,7 +24,7 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
 from app.api.deps import PrincipalDep, Services, ServicesDep, connection_ip
-from app.api.errors import error_response, error_responses
+from app.api.errors import error_response, error_responses, request_id
 from app.api.ops import add_drain_hook
 from app.api.security import SECURITY_REQUIREMENT
 from app.errors import AppError, ErrorCode, spec
@@ -58,6 +58,12 @@ class SessionRequest(BaseModel):
         default=None,
         description="PCM s16le sample rate of the session's audio; omitted: DEFAULT_SAMPLE_RATE.",
     )
+    withSessionToken: bool = Field(
+        default=False,
+        description="Also mint a single-use SpatialReal session token (as POST"
+        " /v1/session-tokens does, same policy and limits) for the page's web SDK to download the"
+        " avatar with: one call instead of two.",
+    )
 
 
 class RelaySession(BaseModel):
@@ -70,6 +76,14 @@ class RelaySession(BaseModel):
         description="How long the session waits for a dropped client to reconnect."
     )
     ticketTtlSeconds: int = Field(description="The ticket is valid this long.")
+    appId: str = Field(description="The SpatialReal app id, for the page's web SDK.")
+    sessionToken: str | None = Field(
+        default=None,
+        description="With `withSessionToken`: the web SDK's `credential` (downloads the avatar).",
+    )
+    sessionTokenExpireAt: int | None = Field(
+        default=None, description="With `withSessionToken`: unix seconds the token is valid until."
+    )
 
 
 class RelayTicket(BaseModel):
@@ -101,6 +115,7 @@ def _no_store(response: Response) -> None:
     status_code=201,
     summary="Create a relay session (Host Mode) and its first WebSocket ticket",
     openapi_extra={"security": SECURITY_REQUIREMENT},
+    response_model_exclude_none=True,
     responses=error_responses(
         ErrorCode.INVALID_REQUEST,
         ErrorCode.UNAUTHORIZED,
@@ -109,6 +124,15 @@ def _no_store(response: Response) -> None:
         ErrorCode.SESSION_LIMIT,
         ErrorCode.GOING_AWAY,
         ErrorCode.STORE_UNAVAILABLE,
+        # Minting the session token (`withSessionToken`), as POST /v1/session-tokens answers.
+        ErrorCode.SERVER_ERROR,
+        ErrorCode.SESSION_TOKEN_EXPIRED,
+        ErrorCode.BILLING_REQUIRED,
+        ErrorCode.APP_ID_UNRECOGNIZED,
+        ErrorCode.PROTOCOL_ERROR,
+        ErrorCode.UPSTREAM_ERROR,
+        ErrorCode.CONNECTION_FAILED,
+        ErrorCode.UPSTREAM_UNAVAILABLE,
     ),
 )
 async def create_relay_session(
@@ -118,6 +142,11 @@ async def create_relay_session(
     services: ServicesDep,
     body: Annotated[SessionRequest | None, Body()] = None,
 ) -> RelaySession:
+    token = None
+    if body is not None and body.withSessionToken:
+        # First: a token that cannot be had must not leave a session behind.
+        issued = await services.tokens.issue(principal.id, request_id=request_id(request))
+        token = issued.token
     created = await services.sessions.create(
         principal.id,
         body.avatarId if body is not None else None,
@@ -132,6 +161,9 @@ async def create_relay_session(
         avatarId=created.avatar_id,
         resumeWindowSeconds=created.resume_window_seconds,
         ticketTtlSeconds=created.ticket_ttl_seconds,
+        appId=services.settings.app_id,
+        sessionToken=token.session_token if token is not None else None,
+        sessionTokenExpireAt=token.expire_at if token is not None else None,
     )
 
 
