@@ -36,6 +36,7 @@ PAGE_FILES: Final[dict[str, str]] = {
     "demo-timeline.js": JS,
     "demo.css": "text/css; charset=utf-8",
     "recording-controller.js": JS,
+    "web-sdk-stand-in.js": JS,
     "sample_16000.pcm": "application/octet-stream",
 }
 

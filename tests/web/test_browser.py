@@ -329,6 +329,7 @@ async def test_the_client_library_is_served_with_its_types() -> None:
             "/static/demo-timeline.js": "text/javascript",
             "/static/demo.css": "text/css",
             "/static/recording-controller.js": "text/javascript",
+            "/static/web-sdk-stand-in.js": "text/javascript",
             "/static/sample_16000.pcm": "application/octet-stream",
         }
         for path, media_type in expected.items():
@@ -343,28 +344,23 @@ async def test_the_client_library_is_served_with_its_types() -> None:
             assert response.json()["error"]["code"] == "notFound"
 
 
-# The README's snippet, on a page of another origin, with the recording controller standing in
-# for the AvatarKit SDK (which needs an App ID and the network).
-README_PAGE = """<!doctype html><meta charset="utf-8"><title>my app</title><script type="module">
-  import {
-    AvatarRelayClient, createRelaySession, startMicrophone,
-  } from '%(relay)s/client/avatar-relay.js';
-  import { RecordingController } from '%(relay)s/static/recording-controller.js';
-  const RELAY = '%(relay)s';
-  const fetchOptions = { headers: { Authorization: 'Bearer %(key)s' } };
-  const session = await createRelaySession({ baseUrl: RELAY, fetchOptions });
-  const controller = new RecordingController();
-  const relay = new AvatarRelayClient({ baseUrl: RELAY, fetchOptions, controller });
-  window.app = { session, controller, relay, talk: async () => {
-    if (relay.state === 'idle') await relay.connect(session);
-    window.app.mic = await startMicrophone(relay);
-    return true;
-  } };
-  document.dispatchEvent(new Event('app-ready'));
-</script>"""
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_RELAY = "http://127.0.0.1:8080"
 
 
-async def test_the_readme_snippet_works_from_another_origin(tmp_path: Path) -> None:
+def readme_page(relay_url: str) -> str:
+    """The README's page, exactly as written there, with only the relay's address changed."""
+    text = README.read_text()
+    marker = "runs this page exactly as written here"
+    block = text[text.index(marker) :]
+    html = block[block.index("```html\n") + len("```html\n") : block.index("\n```\n")]
+    assert README_RELAY in html
+    return html.replace(README_RELAY, relay_url)
+
+
+async def test_the_readme_page_runs_as_pasted_from_another_origin(tmp_path: Path) -> None:
+    # Served by another origin, talking to a relay in its default auth mode (none), driving the
+    # web SDK's session shape (the offline stand-in the import map names) from the microphone.
     page_app = FastAPI()
     html: dict[str, str] = {}
 
@@ -376,32 +372,63 @@ async def test_the_readme_snippet_works_from_another_origin(tmp_path: Path) -> N
         Emulator(speed=2.0, record=True) as emulator,
         running_app(page_app) as page_url,
     ):
-        # Another origin for the browser: same loopback address, another host name and port.
         origin = page_url.replace("127.0.0.1", "localhost")
-        settings = relay_test_settings(emulator, [CALLER_KEY], cors_origins=[origin])
+        settings = relay_test_settings(
+            emulator, [], auth_mode="none", auth_api_keys=[], cors_origins=[origin]
+        )
         async with (
             running_app(create_app(settings)) as relay_url,
             launch(f"--use-file-for-fake-audio-capture={speech_wav(tmp_path)}") as browser,
         ):
-            html["page"] = README_PAGE % {"relay": relay_url, "key": CALLER_KEY}
+            html["page"] = readme_page(relay_url)
             page = await browser.new_page()
             await page.goto(origin + "/")
             async with asyncio.timeout(WAIT):
                 await page.evaluate(
-                    "window.app ? true : new Promise((resolve) =>"
-                    " document.addEventListener('app-ready', () => resolve(true)))"
+                    """new Promise((resolve) => {
+                      const check = () => (window.app ? resolve(true) : setTimeout(check, 20));
+                      check();
+                    })"""
                 )
-                assert await page.evaluate("window.app.talk()")
+                status = await page.evaluate("document.getElementById('status').textContent")
+                assert status == "ready: press Talk"
+                # The one call brought the web SDK its credential: a real token of this app.
+                token = await page.evaluate("window.app.session.sessionToken")
+                assert emulator.tokens.check(token, "emulator-app").value == "ok"
+                await page.evaluate("document.getElementById('talk').click(), true")
                 await page.evaluate(WAIT_FOR_JS.replace("avatarDemo.client", "app.relay"))
                 await page.evaluate("window.__waitFor((c) => c.stats().framesReceived >= 25)")
-                await page.evaluate("window.app.mic.stop(), true")
+                await page.evaluate("document.getElementById('done').click(), true")
                 await page.evaluate(
                     "window.__waitFor((c) => c.conversations()[0]?.status === 'completed')"
                 )
-                log = await page.evaluate("window.app.controller.export()")
+                calls = await page.evaluate("window.app.avatar.calls")
                 conversations = await page.evaluate("window.app.relay.conversations()")
+                status = await page.evaluate("document.getElementById('status').textContent")
+            await page.screenshot(str(ARTIFACTS / "readme-page.png"))
             assert page.exceptions == []
-        check_delivery(log, conversations, emulator)
+            # (The test's own page server has no favicon; the relay must answer everything.)
+            failed = [(c, u) for c, u in page.responses if c >= 400 and u.startswith(relay_url)]
+            assert failed == []
+    assert status == "conversation completed"
+    ((conversation),) = conversations
+    request_id = conversation["conversationId"]
+    # The session got the conversation as the web SDK's Host mode wants it: one round, its audio
+    # (exactly what went upstream) without `end`, every animation message inside the round, byte
+    # for byte and in order, then the round's end after the last one.
+    audio_calls = [c for c in calls if c["call"] == "yieldAudioData"]
+    frame_calls = [c for c in calls if c["call"] == "yieldFramesData"]
+    assert {c["round"] for c in calls} == {"round-1"}
+    assert all(c["accepted"] for c in frame_calls)
+    assert (
+        b"".join(bytes.fromhex(c["audio"]) for c in audio_calls)
+        == (emulator.received_audio[request_id])
+    )
+    frames = [bytes.fromhex(f) for c in frame_calls for f in c["frames"]]
+    assert frames == upstream_frames(emulator)[request_id]
+    assert [c["end"] for c in audio_calls] == [False] * (len(audio_calls) - 1) + [True]
+    assert calls[-1]["call"] == "yieldAudioData"
+    assert calls[-1]["audio"] == ""
 
 
 async def test_the_api_docs_render_without_the_internet() -> None:
