@@ -204,7 +204,9 @@ async def test_a_dropped_connection_mid_conversation_still_delivers_exactly_once
         "  return {...before, state: c.state};"
         "})"
     )
-    assert at_drop["state"] == "reconnecting"
+    # The link first goes deaf (server messages lost), then drops.
+    assert at_drop["state"] == "open"
+    await demo.wait_for("(c) => c.state === 'reconnecting' || c.stats().drops === 1")
     await playing
     await demo.wait_for("(c) => c.conversations().some((x) => x.status !== 'active')")
     # A second utterance on the resumed connection.
@@ -227,6 +229,23 @@ async def test_a_dropped_connection_mid_conversation_still_delivers_exactly_once
     assert stats["resentMessages"] > 0
     marks = await demo.js("window.avatarDemo.timeline.marks.map((m) => m.kind)")
     assert marks == ["drop", "resumed"]
+    # The drop also lost what the server sent before it noticed: the server replayed it, the page
+    # counts it, and (checked above) nothing reached the controller twice or not at all.
+    events = await demo.js(
+        "Array.from(document.querySelectorAll('#events li')).map((l) => l.textContent)"
+    )
+    assert stats["replayedOnResume"] > 0, (stats, events)
+    shown = await demo.js("document.querySelector('[data-stat=replayedOnResume]').textContent")
+    assert int(shown) == stats["replayedOnResume"]
+    # The burst of late frames after the resume does not flatten the latency lane: a typical
+    # frame still sits well up the (fixed, logarithmic) axis.
+    typical = await demo.js(
+        "(() => { const l = window.avatarDemo.timeline.frames.map((f) => f.latency)"
+        ".filter((x) => x != null).sort((a, b) => a - b); return l[Math.floor(l.length / 2)]; })()"
+    )
+    worst = await demo.js("Math.max(...window.avatarDemo.timeline.frames.map((f) => f.latency))")
+    assert worst > 4 * typical  # there was a burst
+    assert await demo.js(f"window.avatarDemo.latencyFraction({typical})") >= 0.15
     # The drop really cut the first conversation: its frames kept coming after the resume.
     first_id = conversations[0]["controllerConversationId"]
     log = await demo.recording()
@@ -294,6 +313,52 @@ async def test_an_upstream_failure_switches_the_conversation_to_audio_only(demo:
     assert sent == upstream_frames(demo.emulator)[conversations[1]["conversationId"]]
 
 
+async def test_the_page_before_and_around_connecting() -> None:
+    async with (
+        Emulator() as emulator,
+        running_app(create_app(relay_test_settings(emulator, [CALLER_KEY]))) as url,
+        launch() as browser,
+    ):
+        page = await browser.new_page()
+        await page.goto(url + "/")
+        async with asyncio.timeout(WAIT):
+            await page.evaluate(
+                "new Promise((r) => { const c = () => (document.getElementById('upstream')"
+                ".textContent === 'emulator mode' ? r(true) : setTimeout(c, 20)); c(); })"
+            )
+            text = await page.evaluate("document.body.innerText")
+            rtt = await page.evaluate("document.querySelector('[data-stat=rttMs]').textContent")
+            region = await page.evaluate("document.getElementById('region').value")
+            legend = await page.evaluate("document.querySelector('.legend').textContent")
+            # A microphone the browser refuses: the reason shows by the button, not only in the
+            # event log below the fold.
+            await page.evaluate(
+                f"document.getElementById('api-key').value = {json.dumps(CALLER_KEY)};"
+                "navigator.mediaDevices.getUserMedia = () => Promise.reject("
+                "new DOMException('Permission denied', 'NotAllowedError'));"
+                "document.getElementById('mic').click(), true"
+            )
+            note = await page.evaluate(
+                "new Promise((r) => { const n = document.getElementById('mic-error');"
+                " const c = () => (n.hidden ? setTimeout(c, 20) : r({text: n.textContent,"
+                " top: n.getBoundingClientRect().top, height: innerHeight,"
+                " near: n.getBoundingClientRect().top - document.getElementById('mic')"
+                ".getBoundingClientRect().bottom})); c(); })"
+            )
+        await page.screenshot(str(ARTIFACTS / "web-demo-mic-blocked.png"))
+        assert page.exceptions == []
+        # Not a single failed request: the favicon is there too.
+        assert [(c, u) for c, u in page.responses if c >= 400] == []
+        assert any(u.endswith("/favicon.svg") for _, u in page.responses)
+    assert "NaN" not in text
+    assert rtt == "–"
+    assert region == "ap-northeast"  # the server's region, not a default of the page's own
+    assert "not the relay hop" in legend
+    assert note["text"].startswith("Microphone blocked")
+    assert 0 <= note["near"] < 200
+    assert note["top"] < note["height"]  # on screen without scrolling
+
+
 async def test_microphone_streams_resampled_audio_through_the_worklet(demo: Demo) -> None:
     # Chromium's fake capture device, playing the speech sample, stands in for a microphone.
     await demo.js("window.avatarDemo.startMic().then(() => true)")
@@ -330,6 +395,8 @@ async def test_the_client_library_is_served_with_its_types() -> None:
             "/static/demo.css": "text/css",
             "/static/recording-controller.js": "text/javascript",
             "/static/web-sdk-stand-in.js": "text/javascript",
+            "/static/favicon.svg": "image/svg+xml",
+            "/favicon.ico": "image/svg+xml",
             "/static/sample_16000.pcm": "application/octet-stream",
         }
         for path, media_type in expected.items():

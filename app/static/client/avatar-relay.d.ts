@@ -219,8 +219,10 @@ export declare class AvatarRelayClient {
   endUtterance(): number;
   interrupt(): void;
   /** Drop the socket as a network failure would (demo/tests); the client resumes, after
-   *  `offlineMs` as if the network were down that long. False when there is no socket. */
-  dropConnection(options?: { offlineMs?: number }): boolean;
+   *  `offlineMs` as if the network were down that long. With `loseMs`, the link is first deaf
+   *  that long: what the server sends is lost (then replayed on the resume).
+   *  False when there is no socket. */
+  dropConnection(options?: { offlineMs?: number; loseMs?: number }): boolean;
   /** End the session (BYE). */
   close(): Promise<void>;
   stats(): RelayStats;
