@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import json
 import sys
-import time
 from collections.abc import Sequence
 
-from app.errors import AppError
+from app import __version__
+from app.errors import AppError, ErrorCode
 from app.settings import ConfigError, Settings, load_settings
 
 
@@ -55,34 +55,67 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error_json(error: AppError) -> str:
+    """The REST error shape (`{"error": {"code", "message", ...}}`, camelCase keys), with the
+    upstream details a person debugging from a shell wants."""
+    body: dict[str, object] = {"code": error.code.value, "message": error.message}
+    for key, value in error.log_fields().items():
+        if key != "error_code":
+            head, *rest = key.split("_")
+            body[head + "".join(part.title() for part in rest)] = value
+    return json.dumps({"error": body})
+
+
 def _cmd_token(args: argparse.Namespace) -> int:
+    from app.server import emulator_settings
     from app.spatialreal.console import ConsoleClient
+    from app.store.memory import MemoryStore
+    from app.tokens import TokenService, resolve_ttl
 
     settings = _settings(args)
-    if settings.emulator_mode and not settings.spatialreal_console_url:
-        print(
-            "token: no SPATIALREAL_API_KEY and no SPATIALREAL_CONSOLE_URL; start"
-            " `avatar-relay emulator` and set SPATIALREAL_CONSOLE_URL to its console URL",
-            file=sys.stderr,
-        )
-        return 2
+    # No credentials and no console to talk to: like `serve`, use a built-in emulator.
+    own_emulator = settings.emulator_mode and not settings.spatialreal_console_url
 
     async def run() -> dict[str, object]:
-        async with ConsoleClient.from_settings(settings) as console:
-            minted = await console.mint(int(time.time()) + args.ttl)
-        return {
-            "sessionToken": minted.session_token,
-            "expireAt": minted.expire_at,
-            "appId": settings.app_id,
-            "region": minted.region,
-        }
+        async with contextlib.AsyncExitStack() as stack:
+            current = settings
+            if own_emulator:
+                from app.emulator import Emulator
+
+                emulator = await stack.enter_async_context(Emulator())
+                current = emulator_settings(settings, emulator)
+                print(
+                    "token: EMULATOR MODE (no SPATIALREAL_API_KEY): minted by a built-in emulator;"
+                    " set SPATIALREAL_API_KEY and SPATIALREAL_APP_ID for a real token",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            console = await stack.enter_async_context(ConsoleClient.from_settings(current))
+            # The server's own policy and error mapping: `--ttl` means what `ttlSeconds` means.
+            tokens = TokenService(current, MemoryStore(), console)
+            issued = (await tokens.issue("cli", args.ttl, request_id="cli")).token
+            return {
+                "sessionToken": issued.session_token,
+                "expireAt": issued.expire_at,
+                "appId": issued.app_id,
+                "region": issued.region,
+            }
 
     try:
+        resolve_ttl(  # refused before anything starts
+            settings.token_ttl_min_seconds,
+            settings.token_ttl_default_seconds,
+            settings.token_ttl_max_seconds,
+            args.ttl,
+        )
         print(json.dumps(asyncio.run(run())))
     except AppError as error:
-        print(
-            json.dumps({"error": error.log_fields() | {"message": error.message}}), file=sys.stderr
-        )
+        if error.code is ErrorCode.INVALID_REQUEST:
+            # The policy speaks of the REST field; here the caller typed `--ttl`.
+            error.message = error.message.replace("ttlSeconds", "--ttl")
+            print(_error_json(error), file=sys.stderr)
+            return 2
+        print(_error_json(error), file=sys.stderr)
         return 1
     return 0
 
@@ -93,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Session-token broker and Host Mode relay for SpatialReal AvatarKit avatars."
         " Configuration comes from the environment and .env (see .env.example).",
     )
+    parser.add_argument("--version", action="version", version=f"avatar-relay {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser(
@@ -132,10 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
         "token",
         help="mint one session token and print it as JSON",
         description="Mint one SpatialReal session token through the configured console"
-        " (with regional fallback) and print {sessionToken, expireAt, appId, region}.",
+        " (with regional fallback) and print {sessionToken, expireAt, appId, region}. With no"
+        " SPATIALREAL_API_KEY (and no SPATIALREAL_CONSOLE_URL) a built-in emulator mints it, as"
+        ' `serve` does. Errors go to stderr as {"error": {"code", "message", ...}}.',
     )
     token.add_argument(
-        "--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)"
+        "--ttl",
+        type=int,
+        default=None,
+        help="seconds until the token expires, within TOKEN_TTL_MIN_SECONDS..TOKEN_TTL_MAX_SECONDS"
+        " (default TOKEN_TTL_DEFAULT_SECONDS, 3600)",
     )
     token.set_defaults(func=_cmd_token)
     return parser

@@ -64,6 +64,8 @@ class ErrorCode(StrEnum):
     REQUEST_IN_PROGRESS = "requestInProgress"
     IDEMPOTENCY_KEY_REUSED = "idempotencyKeyReused"
     UPSTREAM_CREDENTIALS_REJECTED = "upstreamCredentialsRejected"
+    METHOD_NOT_ALLOWED = "methodNotAllowed"
+    MESSAGE_INCOMPLETE = "messageIncomplete"
 
 
 class Phase(StrEnum):
@@ -147,6 +149,12 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     # The operator's problem, not the caller's: SpatialReal refused this server's API key.
     ErrorCode.UPSTREAM_CREDENTIALS_REJECTED: ErrorSpec(
         502, 4502, True, "the service's SpatialReal API key was rejected"
+    ),
+    ErrorCode.METHOD_NOT_ALLOWED: ErrorSpec(
+        405, 4400, False, "this route does not answer that HTTP method"
+    ),
+    ErrorCode.MESSAGE_INCOMPLETE: ErrorSpec(
+        408, 1008, False, "a WebSocket message did not arrive in full in time"
     ),
 }
 

@@ -8,22 +8,26 @@ Label values are small closed sets (the constants below, regions, stable error c
 so the number of series stays bounded. Known label combinations are created up front: dashboards
 and alerts see a zero instead of a missing series.
 
-Series (all prefixed `avatar_relay_`):
+Series (all prefixed `avatar_relay_`; before this naming the relay's own series were named
+`avatar_relay_relay_*`, see deploy/README.md for a relabelling rule that keeps old dashboards):
 
-- relay_sessions_active (gauge): relay sessions held by this instance
-- relay_conversations_total (counter; outcome): ended completed / interrupted / aborted
-- relay_messages_total (counter; direction, kind): messages relayed; direction up (browser to
+- sessions_active (gauge): relay sessions held by this instance
+- conversations_total (counter; outcome): ended completed / interrupted / aborted
+- messages_total (counter; direction, kind): messages relayed; direction up (browser to
   upstream) / down, kind audio / frame / control
-- relay_bytes_total (counter; direction, kind): payload bytes relayed, same labels
-- relay_hop_seconds (histogram): upstream message received -> written to the browser socket
-- relay_resumes_total (counter; outcome): reconnects in the resume window: resumed / failed
-- relay_tickets_issued_total (counter): relay WebSocket tickets issued (sessions and reconnects)
+- bytes_total (counter; direction, kind): payload bytes relayed, same labels
+- hop_seconds (histogram): upstream message received -> written to the browser socket
+- resumes_total (counter; outcome): reconnects in the resume window: resumed / failed
+- tickets_issued_total (counter): relay WebSocket tickets issued (sessions and reconnects)
 - upstream_connections_active (gauge): open ingress WebSocket connections, pooled ones included
 - tokens_minted_total (counter; region, outcome): console mint attempts: success / failure
 - upstream_errors_total (counter; code): upstream failures by stable code (app.errors.ErrorCode)
 - rate_limit_rejections_total (counter; scope): requests refused by a rate limit: principal / ip
 - http_requests_total (counter; method, route, status): HTTP requests by route template
 - http_request_duration_seconds (histogram; method, route): HTTP latency (WebSockets excluded)
+
+Plus prometheus_client's standard collectors, unprefixed as everywhere: `process_*` (CPU, memory,
+open file descriptors, start time) and `python_*` (version info, garbage collector).
 """
 
 from __future__ import annotations
@@ -37,7 +41,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -89,19 +96,30 @@ HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 
 # Every series name (without the `_total`/`_bucket` suffixes Prometheus adds), for docs and tests.
 SERIES: Final[tuple[str, ...]] = (
-    f"{PREFIX}_relay_sessions_active",
-    f"{PREFIX}_relay_conversations_total",
-    f"{PREFIX}_relay_messages_total",
-    f"{PREFIX}_relay_bytes_total",
-    f"{PREFIX}_relay_hop_seconds",
-    f"{PREFIX}_relay_resumes_total",
-    f"{PREFIX}_relay_tickets_issued_total",
+    f"{PREFIX}_sessions_active",
+    f"{PREFIX}_conversations_total",
+    f"{PREFIX}_messages_total",
+    f"{PREFIX}_bytes_total",
+    f"{PREFIX}_hop_seconds",
+    f"{PREFIX}_resumes_total",
+    f"{PREFIX}_tickets_issued_total",
     f"{PREFIX}_upstream_connections_active",
     f"{PREFIX}_tokens_minted_total",
     f"{PREFIX}_upstream_errors_total",
     f"{PREFIX}_rate_limit_rejections_total",
     f"{PREFIX}_http_requests_total",
     f"{PREFIX}_http_request_duration_seconds",
+)
+
+
+# The standard process and Python series every Prometheus client library exports (a sample).
+STANDARD_SERIES: Final[tuple[str, ...]] = (
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+    "process_start_time_seconds",
+    "python_info",
+    "python_gc_collections_total",
 )
 
 
@@ -120,12 +138,12 @@ class RelayTraffic(Collector):
 
     def collect(self) -> Iterator[Metric]:
         messages = CounterMetricFamily(
-            _name("relay_messages_total"),
+            _name("messages_total"),
             "Messages relayed, by direction (up = browser to upstream) and kind.",
             labels=["direction", "kind"],
         )
         size = CounterMetricFamily(
-            _name("relay_bytes_total"),
+            _name("bytes_total"),
             "Payload bytes relayed, by direction and kind.",
             labels=["direction", "kind"],
         )
@@ -140,7 +158,7 @@ class RelayTraffic(Collector):
             cumulative += count
             buckets.append((le, cumulative))
         yield HistogramMetricFamily(
-            _name("relay_hop_seconds"),
+            _name("hop_seconds"),
             "Time from an upstream message's arrival to its write on the browser socket.",
             buckets=buckets,
             sum_value=self.hop_sum,
@@ -172,12 +190,15 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
 
         self.relay_sessions_active = Gauge(
-            _name("relay_sessions_active"), "Relay sessions held by this instance.", registry=r
+            _name("sessions_active"), "Relay sessions held by this instance.", registry=r
         )
         self.conversations_total = Counter(
-            _name("relay_conversations_total"),
+            _name("conversations_total"),
             "Conversations ended, by outcome (completed, interrupted, aborted).",
             ["outcome"],
             registry=r,
@@ -186,13 +207,13 @@ class Metrics:
         self.traffic = RelayTraffic()
         r.register(self.traffic)
         self.resumes_total = Counter(
-            _name("relay_resumes_total"),
+            _name("resumes_total"),
             "Reconnects within the resume window, by outcome (resumed, failed).",
             ["outcome"],
             registry=r,
         )
         self.tickets_issued_total = Counter(
-            _name("relay_tickets_issued_total"), "Relay WebSocket tickets issued.", registry=r
+            _name("tickets_issued_total"), "Relay WebSocket tickets issued.", registry=r
         )
         self.upstream_connections_active = Gauge(
             _name("upstream_connections_active"),

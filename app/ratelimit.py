@@ -12,13 +12,15 @@ not in the list is the client. Addresses further left are client-supplied and ne
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from app.errors import AppError, ErrorCode
 from app.metrics import Metrics, RateLimitScope
 from app.settings import ConfigError, Settings
-from app.store import Store
+from app.store import RateDecision, Store
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -67,6 +69,36 @@ def client_ip(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[
     return str(current)
 
 
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What charging a request found: the answer headers for every bucket it counted against
+    (IETF `RateLimit-Policy` / `RateLimit`, draft-ietf-httpapi-ratelimit-headers), and the
+    refusal to raise when a bucket said no."""
+
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    refusal: AppError | None = None
+
+
+def _quota_headers(
+    rules: Sequence[tuple[RateLimitScope, str, int]],
+    decisions: Sequence[RateDecision],
+    window: float,
+    *,
+    charged: bool,
+) -> list[tuple[str, str]]:
+    policies: list[str] = []
+    states: list[str] = []
+    for (scope, _, limit), decision in zip(rules, decisions, strict=True):
+        # Each decision is "as if alone"; a refused request charged no bucket at all.
+        left = decision.remaining + (1 if decision.allowed and not charged else 0)
+        remaining = max(0, min(limit, left))
+        # GCRA refills one request every window/limit seconds: full again after this long.
+        reset = math.ceil((limit - remaining) * window / limit)
+        policies.append(f'"{scope}";q={limit};w={round(window)}')
+        states.append(f'"{scope}";r={remaining};t={reset}')
+    return [("RateLimit-Policy", ", ".join(policies)), ("RateLimit", ", ".join(states))]
+
+
 class RateLimiter:
     def __init__(
         self,
@@ -106,14 +138,15 @@ class RateLimiter:
             rules.append(("principal", "rl:principal:" + principal_id, self._per_principal))
         return rules
 
-    async def check(self, address: str, principal_id: str | None = None) -> None:
+    async def charge(self, address: str, principal_id: str | None = None) -> Charge:
         """Charge the address (and the principal, when known) in one atomic step; all or nothing.
 
-        Raises rateLimited with the longest wait among the buckets that refused.
+        Never raises a refusal itself: `Charge.refusal` is rateLimited with the longest wait
+        among the buckets that refused, and `Charge.headers` describe every bucket either way.
         """
         rules = self._rules(address, principal_id)
         if not rules:
-            return
+            return Charge()
         buckets = [(key, limit) for _, key, limit in rules]
         decisions = await self._store.hit_all(buckets, self._window, self._clock())
         refused = [
@@ -121,18 +154,26 @@ class RateLimiter:
             for (scope, _, _), decision in zip(rules, decisions, strict=True)
             if not decision.allowed
         ]
+        headers = _quota_headers(rules, decisions, self._window, charged=not refused)
         if not refused:
-            return
+            return Charge(headers)
         if self._metrics is not None:
             for scope, _ in refused:
                 self._metrics.rate_limited(scope)
         scope, decision = max(refused, key=lambda item: item[1].retry_after)
         what = "client address" if scope == "ip" else "caller"
-        raise AppError(
+        refusal = AppError(
             ErrorCode.RATE_LIMITED,
             f"too many requests for this {what}; retry later",
             retry_after=decision.retry_after,
         )
+        return Charge(headers, refusal)
+
+    async def check(self, address: str, principal_id: str | None = None) -> None:
+        """`charge`, raising its refusal."""
+        charged = await self.charge(address, principal_id)
+        if charged.refusal is not None:
+            raise charged.refusal
 
     async def check_ip(self, address: str) -> None:
         await self.check(address)

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from app.api.app import create_app
 from app.api.ops import drain
+from app.api.websocket import RelayWebSocketProtocol
 from app.emulator import Emulator
 from app.logs import configure_logging
 from app.settings import Settings
@@ -39,7 +40,10 @@ def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         # Relay sessions are long-lived; give them time to drain on shutdown.
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        ws_max_size=settings.max_message_bytes + 64,
+        # Larger messages are refused by their frame header, with ERROR{messageTooLarge} first,
+        # and a begun message must complete in time (app.api.websocket).
+        ws=RelayWebSocketProtocol,
+        ws_max_size=settings.max_message_bytes,
         # Logging is ours (app.logs: JSON lines); uvicorn's loggers propagate to it.
         log_config=None,
     )
@@ -60,20 +64,47 @@ class DrainingServer(uvicorn.Server):
     them all: a ~30 ms pause for every request in flight (measured under bench/tokens.py).
     """
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, *, freeze_heap: bool = False) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        app: FastAPI,
+        *,
+        freeze_heap: bool = False,
+        banner: bool = False,
+    ) -> None:
         super().__init__(config)
         self._app = app
         self._freeze_heap = freeze_heap
+        self._banner = banner
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self._freeze_heap and not self.should_exit:
+        if self.should_exit:
+            return
+        if self._banner:
+            settings: Settings = self._app.state.settings
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            print(banner(settings, host, port), file=sys.stderr, flush=True)
+        if self._freeze_heap:
             gc.collect()
             gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await drain(self._app, DRAIN_SECONDS)
         await super().shutdown(sockets)
+
+
+def banner(settings: Settings, host: str, port: int) -> str:
+    """Where to point a browser: the demo page and the API docs (PUBLIC_URL when set, else the
+    address the server is bound to; a wildcard address is shown as the loopback one)."""
+    if settings.public_url:
+        base = settings.public_url.rstrip("/")
+    else:
+        shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
+        if ":" in shown and not shown.startswith("["):
+            shown = f"[{shown}]"
+        base = f"http://{shown}:{port}"
+    return f"avatar-relay is serving: demo page {base}/  ·  API docs {base}/docs"
 
 
 def run(settings: Settings) -> None:
@@ -108,5 +139,5 @@ async def serve(settings: Settings) -> None:
             # The emulator's own uvicorn installs uvicorn's default log handlers: take them back.
             configure_logging(settings)
         app = create_app(settings)
-        server = DrainingServer(uvicorn_config(settings, app), app, freeze_heap=True)
+        server = DrainingServer(uvicorn_config(settings, app), app, freeze_heap=True, banner=True)
         await server.serve()

@@ -245,6 +245,12 @@ class Settings(BaseSettings):
                 problems.append("AUTH_MODE: 'none' is refused when APP_ENV=production")
         if self.spatialreal_api_key is not None and not self.spatialreal_app_id:
             problems.append("SPATIALREAL_APP_ID: required when SPATIALREAL_API_KEY is set")
+        if self.spatialreal_api_key is not None and not self.default_avatar_id:
+            # Without it every relay session that names no avatar would be refused (403).
+            problems.append(
+                "DEFAULT_AVATAR_ID: required when SPATIALREAL_API_KEY is set (the avatar relay"
+                " sessions drive when the caller names none; its id is in SpatialReal Studio)"
+            )
         if self.auth_mode == "api-key" and not self.auth_api_keys:
             problems.append("AUTH_API_KEYS: required when AUTH_MODE=api-key")
         if self.auth_mode == "jwt" and (self.jwt_secret is None) == (self.jwt_public_key is None):

@@ -99,6 +99,15 @@ def _hashed(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def resolve_ttl(low: int, default: int, high: int, ttl_seconds: int | None) -> int:
+    """The TTL policy (TOKEN_TTL_*_SECONDS), the same for the REST API and the CLI."""
+    if ttl_seconds is None:
+        return default
+    if not low <= ttl_seconds <= high:
+        raise AppError(ErrorCode.INVALID_REQUEST, f"ttlSeconds must be between {low} and {high}")
+    return ttl_seconds
+
+
 class TokenService:
     def __init__(
         self,
@@ -140,14 +149,7 @@ class TokenService:
     # --- policy ---
 
     def resolve_ttl(self, ttl_seconds: int | None) -> int:
-        if ttl_seconds is None:
-            return self.ttl_default
-        if not self.ttl_min <= ttl_seconds <= self.ttl_max:
-            raise AppError(
-                ErrorCode.INVALID_REQUEST,
-                f"ttlSeconds must be between {self.ttl_min} and {self.ttl_max}",
-            )
-        return ttl_seconds
+        return resolve_ttl(self.ttl_min, self.ttl_default, self.ttl_max, ttl_seconds)
 
     # --- issuing ---
 

@@ -5,7 +5,7 @@ sessions against the emulator at speed 1.0, and measures, in one run, for our re
 pass-through forwarder (the floor):
 
 - relay hop latency p50/p99: upstream message received -> written to the browser socket. The
-  relay's figure comes from its /metrics histogram (`avatar_relay_relay_hop_seconds`, diffed
+  relay's figure comes from its /metrics histogram (`avatar_relay_hop_seconds`, diffed
   around the playback, percentiles interpolated inside buckets); the floor records the same span
   with the same clock and reports it both exactly and through the same buckets;
 - CPU time per relayed message: the server process's utime+stime from /proc/<pid>/stat over the
@@ -485,7 +485,7 @@ async def scrape(kind: str, base_url: str) -> Any:
             bounds: list[float] = []
             counts: list[float] = []
             for line in text.splitlines():
-                if line.startswith("avatar_relay_relay_hop_seconds_bucket{"):
+                if line.startswith("avatar_relay_hop_seconds_bucket{"):
                     le = line.split('le="', 1)[1].split('"', 1)[0]
                     bounds.append(float("inf") if le == "+Inf" else float(le))
                     counts.append(float(line.rsplit(" ", 1)[1]))

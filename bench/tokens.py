@@ -257,6 +257,7 @@ async def measure(seconds: float) -> dict[str, Any]:
         "APP_ENV": "test",
         "SPATIALREAL_API_KEY": EMULATOR_API_KEY,
         "SPATIALREAL_APP_ID": EMULATOR_APP_ID,
+        "DEFAULT_AVATAR_ID": "emulator-avatar",
         "SPATIALREAL_CONSOLE_URL": f"http://127.0.0.1:{emu_port}/v1/console",
         "SPATIALREAL_INGRESS_URL": f"ws://127.0.0.1:{emu_port}/v2/driveningress",
         "SPATIALREAL_FALLBACK_REGIONS": "",

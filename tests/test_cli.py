@@ -111,6 +111,45 @@ def test_serve_with_zero_configuration_runs_against_the_emulator(
     assert len(banner) == 1, stderr
 
 
+def test_serve_prints_where_the_demo_page_is(
+    zero_config_server: tuple[str, subprocess.Popen[str]],
+) -> None:
+    base, proc = zero_config_server
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 30
+    line = ""
+    while "demo page" not in line:
+        assert time.monotonic() < deadline, "no banner"
+        line = proc.stderr.readline()
+        assert line or proc.poll() is None, "server exited without a banner"
+    assert f"demo page {base}/ " in line
+    assert f"API docs {base}/docs" in line
+    # The printed address really is the demo page.
+    page = httpx.get(f"{base}/", timeout=5)
+    assert page.status_code == 200
+    assert "Host Mode demo" in page.text
+
+
+@pytest.mark.parametrize(
+    ("host", "public_url", "shown"),
+    [
+        ("127.0.0.1", None, "http://127.0.0.1:8080"),
+        ("0.0.0.0", None, "http://127.0.0.1:8080"),
+        ("::", None, "http://[::1]:8080"),
+        ("0.0.0.0", "https://avatars.example.com/", "https://avatars.example.com"),
+    ],
+)
+def test_the_banner_names_a_browsable_address(
+    host: str, public_url: str | None, shown: str
+) -> None:
+    from app.server import banner
+
+    settings = Settings(_env_file=None, public_url=public_url)  # type: ignore[call-arg]
+    assert banner(settings, host, 8080) == (
+        f"avatar-relay is serving: demo page {shown}/  ·  API docs {shown}/docs"
+    )
+
+
 def test_emulator_command_prints_its_urls_and_token_command_mints(tmp_path: Path) -> None:
     port = free_port()
     emulator = subprocess.Popen(
@@ -150,3 +189,58 @@ def test_emulator_command_prints_its_urls_and_token_command_mints(tmp_path: Path
     finally:
         emulator.terminate()
         emulator.wait(timeout=30)
+
+
+def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    from app import __version__
+
+    result = _run(["--version"], tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"avatar-relay {__version__}"
+
+
+def test_token_with_zero_configuration_mints_through_a_built_in_emulator(tmp_path: Path) -> None:
+    result = _run(["token"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    token = json.loads(result.stdout)
+    assert token["sessionToken"]
+    assert token["appId"] == "emulator-app"
+    # The server's default TTL (TOKEN_TTL_DEFAULT_SECONDS), as `serve` would mint.
+    assert abs(token["expireAt"] - (time.time() + 3600)) < 30
+    assert "EMULATOR MODE" in result.stderr
+
+
+@pytest.mark.parametrize("ttl", ["5", "59", "86341"])
+def test_token_refuses_a_ttl_the_server_would_refuse(ttl: str, tmp_path: Path) -> None:
+    result = _run(["token", "--ttl", ttl], tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert json.loads(result.stderr) == {
+        "error": {"code": "invalidRequest", "message": "--ttl must be between 60 and 86340"}
+    }
+
+
+def test_token_errors_have_the_rest_shape_with_camel_case_keys(tmp_path: Path) -> None:
+    # A console nobody listens on: the failure is reported, in the REST API's error shape.
+    env = _clean_env(
+        tmp_path,
+        SPATIALREAL_CONSOLE_URL=f"http://127.0.0.1:{free_port()}/v1/console",
+        SPATIALREAL_FALLBACK_REGIONS="",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "token"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("{")]
+    error = json.loads(line)["error"]
+    assert error["code"] == "connectionFailed"
+    assert error["message"]
+    assert error["phase"] == "session_token"
+    assert all("_" not in key for key in error)

@@ -42,7 +42,9 @@ def test_zero_configuration_is_emulator_mode() -> None:
 
 
 def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("SPATIALREAL_APP_ID=app-1\nAVATAR_ALLOWLIST=a, b\n")
+    (tmp_path / ".env").write_text(
+        "SPATIALREAL_APP_ID=app-1\nDEFAULT_AVATAR_ID=d\nAVATAR_ALLOWLIST=a, b\n"
+    )
     monkeypatch.setenv("SPATIALREAL_API_KEY", "sk-live-123")
     monkeypatch.setenv("SPATIALREAL_PROVIDER", "spatialwalk")
     monkeypatch.setenv("SPATIALREAL_REGION", "us-west")
@@ -53,6 +55,7 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert settings.avatar_allowlist == ["a", "b"]
     assert [e.region for e in settings.endpoints()] == ["us-west", "ap-northeast"]
     assert settings.avatar_allowed("a")
+    assert settings.avatar_allowed("d")
     assert not settings.avatar_allowed("c")
 
 
@@ -144,7 +147,9 @@ def test_token_api_and_fallbacks_can_be_set_by_hand(monkeypatch: pytest.MonkeyPa
 
 
 def test_secrets_are_never_printed() -> None:
-    settings = load_settings(spatialreal_api_key="sk-live-123", spatialreal_app_id="x")
+    settings = load_settings(
+        spatialreal_api_key="sk-live-123", spatialreal_app_id="x", default_avatar_id="a"
+    )
     assert isinstance(settings.spatialreal_api_key, SecretStr)
     assert "sk-live-123" not in repr(settings)
     assert "sk-live-123" not in str(settings.model_dump())
@@ -171,6 +176,18 @@ def test_production_refuses_to_start_without_real_credentials() -> None:
         "SPATIALREAL_APP_ID: required when APP_ENV=production",
         "AUTH_MODE: 'none' is refused when APP_ENV=production",
     ]
+
+
+def test_real_upstream_without_a_default_avatar_refuses_to_start() -> None:
+    # Otherwise it would start, and every relay session naming no avatar would answer 403.
+    with pytest.raises(ConfigError) as caught:
+        load_settings(spatialreal_api_key="sk-live-123", spatialreal_app_id="x")
+    (problem,) = caught.value.problems
+    assert problem.startswith("DEFAULT_AVATAR_ID: required when SPATIALREAL_API_KEY is set")
+    settings = load_settings(
+        spatialreal_api_key="sk-live-123", spatialreal_app_id="x", default_avatar_id="av-1"
+    )
+    assert settings.avatar_id == "av-1"
 
 
 def test_auth_modes_need_their_credentials() -> None:

@@ -11,9 +11,10 @@ from app import __version__
 from app.api import health, tokens, web
 from app.api.deps import build_services
 from app.api.errors import install_error_handlers
+from app.api.openapi import new_app, refine_openapi
 from app.api.ops import install_ops, start_draining
 from app.api.relay import install_relay
-from app.api.security import install_security
+from app.api.security import add_security_schemes, install_security
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -28,7 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
             # Drain while the services are still up; the stack closes them afterwards.
             start_draining(app)
 
-    app = FastAPI(
+    app = new_app(
         title="avatar-relay",
         version=__version__,
         summary="Session-token broker and Host Mode relay for SpatialReal AvatarKit avatars.",
@@ -43,4 +44,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(web.router)
     install_ops(app)
     install_relay(app)
+    refine_openapi(app, add_security_schemes, tokens.document_ttl_policy(settings))
     return app

@@ -119,9 +119,16 @@ async def require_principal(conn: HTTPConnection) -> Principal:
     try:
         principal = services.auth.authenticate(conn.headers)
     except AppError:
-        await services.limiter.check(address)
+        charged = await services.limiter.charge(address)
+        conn.state.rate_limit_headers = charged.headers
+        if charged.refusal is not None:
+            raise charged.refusal from None
         raise
-    await services.limiter.check(address, principal.id)
+    charged = await services.limiter.charge(address, principal.id)
+    # Answered on success and refusal alike (RequestContextMiddleware adds them).
+    conn.state.rate_limit_headers = charged.headers
+    if charged.refusal is not None:
+        raise charged.refusal
     conn.state.principal = principal
     return principal
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -65,8 +65,32 @@ _STATUS_CODES: dict[int, ErrorCode] = {
     401: ErrorCode.UNAUTHORIZED,
     403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
     429: ErrorCode.RATE_LIMITED,
 }
+
+
+_LOCATIONS: Final = frozenset({"body", "header", "query", "path", "cookie"})
+_NOT_AN_OBJECT: Final = frozenset({"model_attributes_type", "model_type", "dict_type"})
+
+
+def _describe_invalid(error: dict[str, Any], content_type: str) -> str:
+    """One validation problem in words a person reads: where, then what."""
+    if error.get("type") == "json_invalid":
+        # pydantic's own text is "JSON decode error" at location `body.0` (a byte offset).
+        reason = str(error.get("ctx", {}).get("error", "")).strip()
+        return "the request body is not valid JSON" + (f" ({reason})" if reason else "")
+    if tuple(error.get("loc", ())) == ("body",) and error.get("type") in _NOT_AN_OBJECT:
+        hint = "" if "json" in content_type else " with Content-Type: application/json"
+        return f"the request body must be a JSON object{hint}"
+    loc = list(error.get("loc", ()))
+    if loc and loc[0] in _LOCATIONS:
+        loc = loc[1:]  # the field's name says enough
+    where = ".".join(str(part) for part in loc)
+    what = str(error.get("msg", "invalid"))
+    if error.get("type") == "string_pattern_mismatch":
+        what = f"not in the accepted form (pattern {error.get('ctx', {}).get('pattern')})"
+    return f"{where}: {what}" if where else (what if error else "invalid request")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -81,8 +105,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        text = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
+        text = _describe_invalid(first, request.headers.get("content-type", "").lower())
         return error_response(request, ErrorCode.INVALID_REQUEST, text)
 
     @app.exception_handler(StarletteHTTPException)

@@ -20,7 +20,7 @@ class Health(BaseModel):
     version: str
 
 
-@router.get("/healthz")
+@router.get("/healthz", summary="Liveness, and which upstream this server talks to")
 async def healthz(request: Request) -> Health:
     settings: Settings = request.app.state.settings
     return Health(

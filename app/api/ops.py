@@ -115,6 +115,7 @@ async def metrics(request: Request) -> Response:
 
 @router.get(
     "/readyz",
+    summary="Readiness: store, upstream console, not draining",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "not ready; see `checks`"}},
 )
@@ -212,8 +213,9 @@ async def _answers(client: httpx.AsyncClient, url: str) -> bool:
 
 class RequestContextMiddleware:
     """Gives every HTTP request and WebSocket a request id (the caller's X-Request-ID when sane)
-    bound to its logs and stored where `app.api.errors.request_id` finds it, and records HTTP
-    request count and latency per route template (bounded labels: unmatched paths share one)."""
+    bound to its logs and stored where `app.api.errors.request_id` finds it, records HTTP
+    request count and latency per route template (bounded labels: unmatched paths share one),
+    and adds the rate-limit headers the request's charge left (`require_principal`)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -243,6 +245,12 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                quota = scope["state"].get("rate_limit_headers")
+                if quota:
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        *((name.encode(), value.encode()) for name, value in quota),
+                    ]
             await send(message)
 
         started = time.perf_counter()

@@ -19,16 +19,18 @@ from typing import Annotated, Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Body, FastAPI, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
 from app.api.deps import PrincipalDep, Services, ServicesDep, connection_ip
-from app.api.errors import error_response, error_responses
+from app.api.errors import error_response, error_responses, request_id
 from app.api.ops import add_drain_hook
+from app.api.security import SECURITY_REQUIREMENT
 from app.errors import AppError, ErrorCode, spec
 from app.logs import bind
 from app.relay.protocol import SUBPROTOCOL
+from app.settings import PCM_SAMPLE_RATES
 
 log = logging.getLogger("avatar_relay.relay")
 
@@ -40,6 +42,10 @@ _WS_SCHEMES: Final = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 DRAIN_SECONDS: Final = 10.0
 
 
+# Checked by the session service (with a message listing the rates); the schema says the same.
+SampleRate = Annotated[int, WithJsonSchema({"type": "integer", "enum": list(PCM_SAMPLE_RATES)})]
+
+
 class SessionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,9 +54,15 @@ class SessionRequest(BaseModel):
         max_length=256,
         description="The avatar to drive; omitted: DEFAULT_AVATAR_ID. Must be on the allow-list.",
     )
-    sampleRate: int | None = Field(
+    sampleRate: SampleRate | None = Field(
         default=None,
         description="PCM s16le sample rate of the session's audio; omitted: DEFAULT_SAMPLE_RATE.",
+    )
+    withSessionToken: bool = Field(
+        default=False,
+        description="Also mint a single-use SpatialReal session token (as POST"
+        " /v1/session-tokens does, same policy and limits) for the page's web SDK to download the"
+        " avatar with: one call instead of two.",
     )
 
 
@@ -64,6 +76,14 @@ class RelaySession(BaseModel):
         description="How long the session waits for a dropped client to reconnect."
     )
     ticketTtlSeconds: int = Field(description="The ticket is valid this long.")
+    appId: str = Field(description="The SpatialReal app id, for the page's web SDK.")
+    sessionToken: str | None = Field(
+        default=None,
+        description="With `withSessionToken`: the web SDK's `credential` (downloads the avatar).",
+    )
+    sessionTokenExpireAt: int | None = Field(
+        default=None, description="With `withSessionToken`: unix seconds the token is valid until."
+    )
 
 
 class RelayTicket(BaseModel):
@@ -94,6 +114,8 @@ def _no_store(response: Response) -> None:
     "/relay/sessions",
     status_code=201,
     summary="Create a relay session (Host Mode) and its first WebSocket ticket",
+    openapi_extra={"security": SECURITY_REQUIREMENT},
+    response_model_exclude_none=True,
     responses=error_responses(
         ErrorCode.INVALID_REQUEST,
         ErrorCode.UNAUTHORIZED,
@@ -102,6 +124,15 @@ def _no_store(response: Response) -> None:
         ErrorCode.SESSION_LIMIT,
         ErrorCode.GOING_AWAY,
         ErrorCode.STORE_UNAVAILABLE,
+        # Minting the session token (`withSessionToken`), as POST /v1/session-tokens answers.
+        ErrorCode.SERVER_ERROR,
+        ErrorCode.SESSION_TOKEN_EXPIRED,
+        ErrorCode.BILLING_REQUIRED,
+        ErrorCode.APP_ID_UNRECOGNIZED,
+        ErrorCode.PROTOCOL_ERROR,
+        ErrorCode.UPSTREAM_ERROR,
+        ErrorCode.CONNECTION_FAILED,
+        ErrorCode.UPSTREAM_UNAVAILABLE,
     ),
 )
 async def create_relay_session(
@@ -111,6 +142,11 @@ async def create_relay_session(
     services: ServicesDep,
     body: Annotated[SessionRequest | None, Body()] = None,
 ) -> RelaySession:
+    token = None
+    if body is not None and body.withSessionToken:
+        # First: a token that cannot be had must not leave a session behind.
+        issued = await services.tokens.issue(principal.id, request_id=request_id(request))
+        token = issued.token
     created = await services.sessions.create(
         principal.id,
         body.avatarId if body is not None else None,
@@ -125,6 +161,9 @@ async def create_relay_session(
         avatarId=created.avatar_id,
         resumeWindowSeconds=created.resume_window_seconds,
         ticketTtlSeconds=created.ticket_ttl_seconds,
+        appId=services.settings.app_id,
+        sessionToken=token.session_token if token is not None else None,
+        sessionTokenExpireAt=token.expire_at if token is not None else None,
     )
 
 
@@ -132,6 +171,7 @@ async def create_relay_session(
     "/relay/sessions/{session_id}/tickets",
     status_code=201,
     summary="A new WebSocket ticket for one of the caller's relay sessions (to reconnect)",
+    openapi_extra={"security": SECURITY_REQUIREMENT},
     responses=error_responses(
         ErrorCode.UNAUTHORIZED,
         ErrorCode.SESSION_NOT_FOUND,

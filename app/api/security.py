@@ -17,7 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.settings import Settings
 
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "X-API-Key", "Idempotency-Key", "X-Request-ID"]
-EXPOSED_HEADERS = ["Retry-After", "X-Request-ID", "Idempotent-Replayed"]
+EXPOSED_HEADERS = [
+    "Retry-After",
+    "X-Request-ID",
+    "Idempotent-Replayed",
+    "RateLimit",
+    "RateLimit-Policy",
+]
 
 _BASE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
@@ -86,21 +92,14 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
 SECURITY_REQUIREMENT: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
 
 
-def _document_security_schemes(app: FastAPI) -> None:
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = generate()
-        components = schema.setdefault("components", {})
-        components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+def add_security_schemes(schema: dict[str, Any]) -> None:
+    """An OpenAPI refinement step (app.api.openapi): declare the schemes routes refer to."""
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
 
 
 def install_security(app: FastAPI, settings: Settings) -> None:
     """Add the headers middleware, then CORS outside it (so preflights are answered first)."""
-    _document_security_schemes(app)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.app_env == "production")
     if settings.cors_origins:
         app.add_middleware(

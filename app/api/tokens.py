@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request
 from fastapi.responses import JSONResponse
@@ -11,11 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.deps import PrincipalDep, Services
 from app.api.errors import error_responses, request_id
 from app.api.security import SECURITY_REQUIREMENT
-from app.errors import AppError, ErrorCode
+from app.errors import ErrorCode
+from app.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Printable ASCII, no leading or trailing space (HTTP strips those, so they could never match).
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~](?:[ -~]*[!-~])?$"
 
 
 class TokenRequest(BaseModel):
@@ -39,15 +43,17 @@ class SessionToken(BaseModel):
     region: str = Field(description="The SpatialReal region that minted the token.")
 
 
-def _idempotency_key(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if not 0 < len(value) <= MAX_IDEMPOTENCY_KEY_LENGTH or not value.isascii():
-        raise AppError(
-            ErrorCode.INVALID_REQUEST,
-            f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY_LENGTH} ASCII characters",
-        )
-    return value
+def document_ttl_policy(settings: Settings) -> Callable[[dict[str, Any]], None]:
+    """An OpenAPI refinement step: `ttlSeconds` carries this server's TOKEN_TTL_* bounds."""
+
+    def step(schema: dict[str, Any]) -> None:
+        field = schema["components"]["schemas"]["TokenRequest"]["properties"]["ttlSeconds"]
+        for option in field.get("anyOf", [field]):
+            if option.get("type") == "integer":
+                option["minimum"] = settings.token_ttl_min_seconds
+                option["maximum"] = settings.token_ttl_max_seconds
+
+    return step
 
 
 @router.post(
@@ -83,8 +89,12 @@ async def create_session_token(
         str | None,
         Header(
             alias="Idempotency-Key",
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+            pattern=IDEMPOTENCY_KEY_PATTERN,
             description="Retries with the same key (same caller, within IDEMPOTENCY_TTL_SECONDS)"
-            " get the first answer instead of a second token.",
+            " get the first answer instead of a second token. 1-255 printable ASCII characters,"
+            " e.g. a UUID.",
         ),
     ] = None,
 ) -> JSONResponse:
@@ -93,7 +103,7 @@ async def create_session_token(
     ttl = body.ttlSeconds if body is not None else None
     rid = request_id(request)
     outcome = await services.tokens.issue(
-        principal.id, ttl, idempotency_key=_idempotency_key(idempotency_key), request_id=rid
+        principal.id, ttl, idempotency_key=idempotency_key, request_id=rid
     )
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache", "X-Request-ID": rid}
     if outcome.replayed:

@@ -36,7 +36,9 @@ PAGE_FILES: Final[dict[str, str]] = {
     "demo-timeline.js": JS,
     "demo.css": "text/css; charset=utf-8",
     "recording-controller.js": JS,
+    "web-sdk-stand-in.js": JS,
     "sample_16000.pcm": "application/octet-stream",
+    "favicon.svg": "image/svg+xml",
 }
 
 # Revalidate every time (cheap: ETag / Last-Modified), so a redeploy is never half-cached.
@@ -57,6 +59,12 @@ async def demo_page() -> FileResponse:
     return FileResponse(
         STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_CACHE
     )
+
+
+@router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    # Browsers ask for it on their own; an SVG is fine for every current one.
+    return _file(STATIC_DIR, "favicon.svg", PAGE_FILES)
 
 
 @router.get("/client/{name}")

@@ -344,6 +344,14 @@ class RelayRunner:
                 while True:
                     message = await websocket.receive()
                     if message["type"] != "websocket.receive":
+                        if message.get("reason") == ErrorCode.MESSAGE_TOO_LARGE.value:
+                            # The transport refused it by its header and sent the ERROR; the
+                            # violation ends the session like any other (docs/protocol.md §6).
+                            self._perform(
+                                core.on_client_error(
+                                    conn, ErrorCode.MESSAGE_TOO_LARGE, "", loop.time()
+                                )
+                            )
                         break
                     data = message.get("bytes")
                     if data is None:

@@ -47,8 +47,9 @@ export function renderStats(list, client) {
   const stats = client?.stats();
   const items = [];
   for (const [key, label] of STAT_KEYS) {
-    let value = stats ? stats[key] : '–';
-    if (key === 'rttMs') value = value == null ? '–' : `${Math.round(value)} ms`;
+    let value = stats ? stats[key] : null;
+    if (key === 'rttMs' && value != null) value = `${Math.round(value)} ms`;
+    value ??= '–';
     const dt = document.createElement('dt');
     dt.textContent = label;
     const dd = document.createElement('dd');

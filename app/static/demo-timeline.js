@@ -10,10 +10,19 @@ export function percentile(values, q) {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
-function niceMax(value) {
-  const steps = [200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 20000, 60000];
-  return steps.find((s) => s >= value) ?? Math.ceil(value / 10000) * 10000;
+// The latency lane: a fixed log scale, 10 ms .. 10 s, clipped at both ends. A fixed scale never
+// rescales: the burst of late frames after a resume cannot flatten everything else.
+const LATENCY_MIN_MS = 10;
+const LATENCY_MAX_MS = 10000;
+const LATENCY_TICKS = [10, 100, 1000, 10000];
+
+/** Where a latency sits on the lane, 0 (bottom) .. 1 (top). */
+export function latencyFraction(ms) {
+  const clipped = Math.min(LATENCY_MAX_MS, Math.max(LATENCY_MIN_MS, ms));
+  return Math.log(clipped / LATENCY_MIN_MS) / Math.log(LATENCY_MAX_MS / LATENCY_MIN_MS);
 }
+
+const tickLabel = (ms) => (ms >= 1000 ? `${ms / 1000} s` : `${ms} ms`);
 
 export class Timeline {
   constructor() {
@@ -59,7 +68,7 @@ export class Timeline {
       { name: 'audio sent', y: 12, h: 50 },
       { name: 'yieldAudioData', y: 72, h: 50 },
       { name: 'yieldFramesData', y: 132, h: 50 },
-      { name: 'latency', y: 192, h: 96 },
+      { name: 'audio → frame', y: 192, h: 96 },
     ];
     g.font = '12px system-ui, sans-serif';
     g.textBaseline = 'middle';
@@ -103,23 +112,22 @@ export class Timeline {
     for (const item of this.echo) if (visible(item.t)) bar(lanes[1], item, this.colorOf(item.conv));
 
     const frameLane = lanes[2];
-    const latencies = this.frames.filter((f) => f.latency != null).map((f) => f.latency);
-    const maxLatency = niceMax(Math.max(200, percentile(latencies, 0.98) * 1.15));
     const latLane = lanes[3];
+    const latY = (ms) => latLane.y + latLane.h - 2 - latencyFraction(ms) * (latLane.h - 4);
+    g.fillStyle = '#2a3642';
+    for (const tick of LATENCY_TICKS) g.fillRect(left, latY(tick), W - left - 8, 1);
     for (const f of this.frames) {
       if (!visible(f.t)) continue;
       const px = x(f.t);
       g.fillStyle = this.colorOf(f.conv);
       g.fillRect(px, frameLane.y + (f.end ? 2 : 12), 1.2, f.end ? frameLane.h - 4 : frameLane.h - 24);
       if (f.latency != null) {
-        const py = latLane.y + latLane.h - Math.min(1, Math.max(0, f.latency) / maxLatency) * (latLane.h - 4) - 2;
-        g.fillStyle = '#e3b341';
-        g.fillRect(px - 1, py - 1, 2.5, 2.5);
+        g.fillStyle = f.latency > LATENCY_MAX_MS ? '#f85149' : '#e3b341'; // clipped: red
+        g.fillRect(px - 1, latY(f.latency) - 1, 2.5, 2.5);
       }
     }
     g.fillStyle = '#5a6673';
-    g.fillText(`${maxLatency} ms`, left + 4, latLane.y + 8);
-    g.fillText('0', left + 4, latLane.y + latLane.h - 8);
+    for (const tick of LATENCY_TICKS) g.fillText(tickLabel(tick), left + 4, latY(tick) + (tick === LATENCY_MAX_MS ? 7 : -6));
 
     // conversation labels at their first echoed audio
     const labelled = new Set();

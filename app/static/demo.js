@@ -6,7 +6,7 @@ import {
 import { RecordingController } from '/static/recording-controller.js';
 import { StandInAvatar } from '/static/demo-avatar.js';
 import { logEvent as appendEvent, renderConversations, renderStats as fillStats, short } from '/static/demo-panels.js';
-import { Timeline } from '/static/demo-timeline.js';
+import { Timeline, latencyFraction } from '/static/demo-timeline.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -46,6 +46,7 @@ window.avatarDemo = {
   playSample,
   startMic,
   stopMic,
+  latencyFraction,
   interrupt: () => client?.interrupt(),
   dropConnection: (options) => client?.dropConnection(options) ?? false,
 };
@@ -56,7 +57,8 @@ function initSettings() {
   $('api-key').value = params.get('apiKey') ?? sessionStorage.getItem('avatar-relay.apiKey') ?? '';
   $('app-id').value = params.get('appId') ?? localStorage.getItem('avatar-relay.appId') ?? '';
   $('sdk-url').value = params.get('sdk') ?? localStorage.getItem('avatar-relay.sdkUrl') ?? DEFAULT_SDK_URL;
-  $('region').value = params.get('region') ?? localStorage.getItem('avatar-relay.region') ?? 'us-west';
+  // Empty until the server says its region (showUpstream), unless chosen here before.
+  $('region').value = params.get('region') ?? localStorage.getItem('avatar-relay.region') ?? '';
   $('api-key').addEventListener('change', () => sessionStorage.setItem('avatar-relay.apiKey', $('api-key').value.trim()));
   for (const [id, key] of [['app-id', 'appId'], ['sdk-url', 'sdkUrl'], ['region', 'region']]) {
     $(id).addEventListener('change', () => localStorage.setItem(`avatar-relay.${key}`, $(id).value.trim()));
@@ -259,13 +261,26 @@ function stopPlayback(interrupted = false) {
 async function startMic() {
   if (mic) return;
   const c = await connect();
+  showMicError(null);
   try {
     mic = await startMicrophone(c, { onChunk: recordSent });
     logEvent(`microphone on (${mic.context.sampleRate} Hz → ${mic.sampleRate} Hz)`);
   } catch (err) {
     logEvent(`microphone: ${err.message}`, 'error');
+    showMicError(err);
   }
   updateButtons();
+}
+
+/** Beside the button, where the person who pressed it looks (the event log is below the fold). */
+function showMicError(err) {
+  const note = $('mic-error');
+  note.hidden = !err;
+  if (!err) return;
+  const denied = err.name === 'NotAllowedError' || err.name === 'SecurityError';
+  note.textContent = denied
+    ? 'Microphone blocked: allow it for this page (the icon in the address bar), then try again.'
+    : `Microphone unavailable: ${err.message || err.name}`;
 }
 
 function stopMic({ end = true } = {}) {
@@ -327,16 +342,21 @@ $('interrupt').addEventListener('click', () => {
   stopPlayback(true);
   client?.interrupt();
 });
-// One second offline: long enough to see audio queue up, be resent and the frames catch up.
+// One second offline: long enough to see audio queue up, be resent and the frames catch up. Just
+// before, the link goes deaf for a moment: what the server sends then is lost, and replayed.
 const OFFLINE_MS = Number(params.get('offlineMs') ?? 1000);
+const LOSE_MS = Number(params.get('loseMs') ?? 300);
 $('drop').addEventListener('click', () => {
-  if (client?.dropConnection({ offlineMs: OFFLINE_MS })) logEvent(`simulated dropped connection (${OFFLINE_MS} ms offline)`, 'error');
+  if (client?.dropConnection({ offlineMs: OFFLINE_MS, loseMs: LOSE_MS })) {
+    logEvent(`simulated dropped connection (server messages lost for ${LOSE_MS} ms, then ${OFFLINE_MS} ms offline)`, 'error');
+  }
 });
 
 async function showUpstream() {
   try {
     const health = await (await fetch('/healthz')).json();
     $('upstream').textContent = health.upstream === 'emulator' ? 'emulator mode' : `SpatialReal ${health.region}`;
+    if (!$('region').value) $('region').value = health.region; // the SDK in the server's region
   } catch {
     $('upstream').textContent = 'server unreachable';
   }

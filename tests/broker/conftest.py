@@ -54,6 +54,7 @@ def broker_settings(*regions: Emulator, **overrides: Any) -> Settings:
         "app_env": "test",
         "spatialreal_api_key": SecretStr(UPSTREAM_KEY),
         "spatialreal_app_id": regions[0].app_id,
+        "default_avatar_id": "emulator-avatar",
         "spatialreal_region": names[0],
         "spatialreal_fallback_regions": names[1:],
         "spatialreal_console_urls": {n: e.console_url for n, e in zip(names, regions, strict=True)},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from pydantic import SecretStr
 
@@ -98,3 +100,51 @@ async def test_in_process_stores_do_not_share(emu: Emulator) -> None:
     async with running_broker(settings) as a, running_broker(settings) as b:
         statuses = [(await x.mint(key=key)).status_code for x in (a, a, b, b)]
     assert statuses == [201, 201, 201, 201]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_answers_carry_the_ietf_ratelimit_headers(
+    emu: Emulator, store: str, request: pytest.FixtureRequest
+) -> None:
+    redis = request.getfixturevalue("redis_url") if store == "redis" else None
+    # Buckets of their own (the Redis server is shared by the whole test session).
+    key = unique("key-cccccccccccc")
+    client = {"X-Forwarded-For": f"2001:db8::{uuid.uuid4().hex[:4]}"}
+    settings = broker_settings(
+        emu,
+        rate_limit_principal_per_minute=3,
+        rate_limit_ip_per_minute=600,
+        redis_url=redis,
+        auth_api_keys=[SecretStr(key)],
+        trusted_proxies=["127.0.0.1"],
+    )
+    async with running_broker(settings) as broker:
+        answers = [await broker.mint(key=key, headers=client) for _ in range(4)]
+        relay = await broker.client.post(
+            "/v1/relay/sessions", json={}, headers={"Authorization": f"Bearer {key}", **client}
+        )
+        health = await broker.client.get("/healthz")
+    policy = '"ip";q=600;w=60, "principal";q=3;w=60'
+    # Successful calls say how much is left (and when it is whole again), not only the 429.
+    first, second, third, refused = answers
+    assert [a.status_code for a in answers] == [201, 201, 201, 429]
+    for answer in answers:
+        assert answer.headers["ratelimit-policy"] == policy
+    assert first.headers["ratelimit"] == '"ip";r=599;t=1, "principal";r=2;t=20'
+    assert second.headers["ratelimit"] == '"ip";r=598;t=1, "principal";r=1;t=40'
+    assert third.headers["ratelimit"] == '"ip";r=597;t=1, "principal";r=0;t=60'
+    # The refused one charged nothing (all or nothing), and says so.
+    assert refused.headers["ratelimit"] == '"ip";r=597;t=1, "principal";r=0;t=60'
+    assert "retry-after" in refused.headers
+    # Every rate-limited route answers them; unlimited ones do not.
+    assert relay.status_code == 429
+    assert relay.headers["ratelimit-policy"] == policy
+    assert "ratelimit" not in health.headers
+
+
+async def test_no_ratelimit_headers_when_the_limits_are_off(emu: Emulator) -> None:
+    async with running_broker(broker_settings(emu)) as broker:
+        answer = await broker.mint()
+    assert answer.status_code == 201
+    assert "ratelimit" not in answer.headers
+    assert "ratelimit-policy" not in answer.headers

@@ -24,6 +24,7 @@ def captured() -> io.StringIO:
         _env_file=None,  # type: ignore[call-arg]
         spatialreal_api_key=SecretStr(API_KEY),
         spatialreal_app_id="app-1",
+        default_avatar_id="avatar-1",
         auth_mode="api-key",
         auth_api_keys=[SecretStr(CALLER_KEY)],
         jwt_secret=SecretStr(JWT_SECRET),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.errors import ErrorCode
-from app.metrics import SERIES, Metrics
+from app.metrics import SERIES, STANDARD_SERIES, Metrics
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -26,8 +28,8 @@ def test_every_documented_series_is_exported_and_starts_at_zero() -> None:
         assert f"# TYPE {name} " in text, name
     assert "_created" not in text
     got = samples(metrics)
-    assert got[("avatar_relay_relay_conversations_total", (("outcome", "aborted"),))] == 0
-    key = ("avatar_relay_relay_messages_total", (("direction", "up"), ("kind", "audio")))
+    assert got[("avatar_relay_conversations_total", (("outcome", "aborted"),))] == 0
+    key = ("avatar_relay_messages_total", (("direction", "up"), ("kind", "audio")))
     assert got[key] == 0
     key = ("avatar_relay_tokens_minted_total", (("outcome", "failure"), ("region", "us-west")))
     assert got[key] == 0
@@ -51,21 +53,21 @@ def test_helpers_count_what_they_are_given() -> None:
     metrics.relay_sessions_active.inc()
     got = samples(metrics)
     down_frame = (("direction", "down"), ("kind", "frame"))
-    assert got[("avatar_relay_relay_messages_total", down_frame)] == 2
-    assert got[("avatar_relay_relay_bytes_total", down_frame)] == 500
+    assert got[("avatar_relay_messages_total", down_frame)] == 2
+    assert got[("avatar_relay_bytes_total", down_frame)] == 500
     up_audio = (("direction", "up"), ("kind", "audio"))
-    assert got[("avatar_relay_relay_bytes_total", up_audio)] == 640
-    assert got[("avatar_relay_relay_hop_seconds_count", ())] == 1
-    assert got[("avatar_relay_relay_hop_seconds_bucket", (("le", "0.001"),))] == 1
-    assert got[("avatar_relay_relay_hop_seconds_bucket", (("le", "0.0005"),))] == 0
-    assert got[("avatar_relay_relay_conversations_total", (("outcome", "interrupted"),))] == 1
+    assert got[("avatar_relay_bytes_total", up_audio)] == 640
+    assert got[("avatar_relay_hop_seconds_count", ())] == 1
+    assert got[("avatar_relay_hop_seconds_bucket", (("le", "0.001"),))] == 1
+    assert got[("avatar_relay_hop_seconds_bucket", (("le", "0.0005"),))] == 0
+    assert got[("avatar_relay_conversations_total", (("outcome", "interrupted"),))] == 1
     key = ("avatar_relay_tokens_minted_total", (("outcome", "success"), ("region", "ap-northeast")))
     assert got[key] == 1
     assert got[("avatar_relay_upstream_errors_total", (("code", "connectionFailed"),))] == 1
     assert got[("avatar_relay_rate_limit_rejections_total", (("scope", "ip"),))] == 1
-    assert got[("avatar_relay_relay_resumes_total", (("outcome", "resumed"),))] == 1
-    assert got[("avatar_relay_relay_tickets_issued_total", ())] == 1
-    assert got[("avatar_relay_relay_sessions_active", ())] == 1
+    assert got[("avatar_relay_resumes_total", (("outcome", "resumed"),))] == 1
+    assert got[("avatar_relay_tickets_issued_total", ())] == 1
+    assert got[("avatar_relay_sessions_active", ())] == 1
 
 
 def test_two_instances_do_not_share_series() -> None:
@@ -74,3 +76,19 @@ def test_two_instances_do_not_share_series() -> None:
     key = ("avatar_relay_rate_limit_rejections_total", (("scope", "principal"),))
     assert samples(first)[key] == 1
     assert samples(second)[key] == 0
+
+
+def test_the_standard_process_and_python_series_are_exported() -> None:
+    text = Metrics().render()[0].decode()
+    for name in STANDARD_SERIES:
+        assert f"\n{name}" in text, name
+    got = samples(Metrics())
+    assert got[("process_resident_memory_bytes", ())] > 1_000_000
+    assert got[("process_open_fds", ())] > 0
+
+
+def test_no_series_name_repeats_a_word() -> None:
+    # `avatar_relay_relay_sessions_active` did; dashboards read better without.
+    for family in text_string_to_metric_families(Metrics().render()[0].decode()):
+        words = family.name.split("_")
+        assert all(a != b for a, b in itertools.pairwise(words)), family.name

@@ -20,9 +20,16 @@ import httpx
 import pytest
 import websockets
 from fastapi import FastAPI, WebSocket
+from websockets import Subprotocol
 
+from app.api.app import create_app
+from app.emulator import Emulator
+from app.relay.protocol import SUBPROTOCOL, Hello, Welcome, decode_server, encode_client
 from tests.deploy.files import DEPLOY
+from tests.support.relay import relay_test_settings
 from tests.support.servers import free_port, running_app
+
+CALLER = "nginx-caller-key-0123456789abcdef"
 
 
 def find_nginx() -> str | None:
@@ -141,3 +148,29 @@ async def test_sessions_stick_to_one_instance_and_sockets_upgrade(proxy: str) ->
     session = "s-0"
     async with websockets.connect(f"ws://{proxy}/v1/relay?session={session}&ticket=x") as ws:
         assert await ws.recv() == owners[session]
+
+
+async def test_socket_urls_keep_the_port_the_browser_used(tmp_path: Path) -> None:
+    # The real app behind nginx on a port other than 80, no PUBLIC_URL: the socket URL it hands
+    # out must point back at the proxy, port included, and work there.
+    nginx = find_nginx()
+    assert nginx is not None, "nginx not found: run the tests through scripts/test"
+    async with (
+        Emulator() as emulator,
+        running_app(create_app(relay_test_settings(emulator, [CALLER]))) as app_url,
+    ):
+        port = free_port()
+        conf = local_config(tmp_path, port, [app_url.removeprefix("http://")] * 2)
+        with running_nginx(nginx, conf, port) as address:
+            async with httpx.AsyncClient(base_url=f"http://{address}", timeout=10) as client:
+                created = await client.post(
+                    "/v1/relay/sessions", json={}, headers={"Authorization": f"Bearer {CALLER}"}
+                )
+            assert created.status_code == 201, created.text
+            url = created.json()["url"]
+            assert url.startswith(f"ws://{address}/v1/relay?"), url
+            async with websockets.connect(url, subprotocols=[Subprotocol(SUBPROTOCOL)]) as ws:
+                await ws.send(encode_client(Hello(last_seq=0)))
+                welcome = decode_server(bytes(await ws.recv()))  # type: ignore[arg-type]
+            assert isinstance(welcome, Welcome)
+            assert welcome.session_id == created.json()["sessionId"]

@@ -184,7 +184,7 @@ async def test_metrics_count_http_requests_by_route_template(console_url: str) -
     assert counted[("GET", "/healthz", "200")] == 2
     assert counted[("GET", "unmatched", "404")] == 1
     assert not any("/no/such" in route for _, route, _ in counted)
-    assert "avatar_relay_relay_sessions_active 0.0" in response.text
+    assert "avatar_relay_sessions_active 0.0" in response.text
 
 
 async def test_error_answers_carry_the_callers_request_id(console_url: str) -> None:

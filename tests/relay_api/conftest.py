@@ -25,7 +25,7 @@ from app.emulator import Emulator
 from app.relay import protocol as p
 from app.settings import Settings
 from tests.support.relay import relay_test_settings
-from tests.support.servers import FIXTURES, running_app
+from tests.support.servers import FIXTURES, running_served
 
 CALLER_KEY = "relay-caller-key-0123456789abcdef"
 OTHER_KEY = "relay-other-key-fedcba9876543210"
@@ -82,7 +82,8 @@ class Relay:
 @contextlib.asynccontextmanager
 async def running_relay(settings: Settings) -> AsyncIterator[Relay]:
     app = create_app(settings)
-    async with running_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+    # Served as `avatar-relay serve` serves it: its WebSocket transport enforces limits too.
+    async with running_served(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
         yield Relay(app, url, http)
 
 
@@ -92,6 +93,13 @@ RelayFactory = Callable[..., contextlib.AbstractAsyncContextManager[Relay]]
 @pytest.fixture
 async def relay(emu: Emulator) -> AsyncIterator[Relay]:
     async with running_relay(relay_settings(emu)) as running:
+        yield running
+
+
+@pytest.fixture
+async def small_relay(emu: Emulator) -> AsyncIterator[Relay]:
+    """A relay whose MAX_MESSAGE_BYTES is 1024."""
+    async with running_relay(relay_settings(emu, max_message_bytes=1024)) as running:
         yield running
 
 

@@ -294,11 +294,11 @@ async def test_relay_metrics_are_recorded(relay: Relay) -> None:
         messages = await peer.until(final_frame)
         text = (await relay.http.get("/metrics")).text
     frames = sum(isinstance(m, p.ServerFrame) for m in messages)
-    assert f"avatar_relay_relay_hop_seconds_count {float(frames)}" in text
+    assert f"avatar_relay_hop_seconds_count {float(frames)}" in text
     chunks = -(-len(SHORT_PCM) // 6400)
-    assert f'avatar_relay_relay_messages_total{{direction="up",kind="audio"}} {chunks}.0' in text
-    assert "avatar_relay_relay_sessions_active 1.0" in text
-    assert "avatar_relay_relay_tickets_issued_total 1.0" in text
+    assert f'avatar_relay_messages_total{{direction="up",kind="audio"}} {chunks}.0' in text
+    assert "avatar_relay_sessions_active 1.0" in text
+    assert "avatar_relay_tickets_issued_total 1.0" in text
     assert "avatar_relay_upstream_connections_active 1.0" in text
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from app.emulator import Emulator
+from app.emulator.state import TokenCheck
 from app.errors import AppError, ErrorCode
 from app.relay import protocol as p
 from app.store import MemoryStore
@@ -39,7 +41,9 @@ async def test_create_answers_the_documented_shape(relay: Relay) -> None:
         "avatarId",
         "resumeWindowSeconds",
         "ticketTtlSeconds",
+        "appId",
     }
+    assert body["appId"] == "emulator-app"
     assert body["sampleRate"] == 24000
     assert body["avatarId"] == "emulator-avatar"
     assert body["resumeWindowSeconds"] == 30
@@ -49,6 +53,36 @@ async def test_create_answers_the_documented_shape(relay: Relay) -> None:
     assert url.path == "/v1/relay"
     assert parse_qs(url.query) == {"session": [body["sessionId"]], "ticket": [body["ticket"]]}
     assert len(body["ticket"]) >= 43
+
+
+async def test_a_session_can_come_with_a_session_token(relay: Relay, emu: Emulator) -> None:
+    # One call hands the page both the relay session and the web SDK's credential: a real,
+    # unused token of this app, minted by the console (the emulator checks it as SpatialReal).
+    body = await relay.create(withSessionToken=True)
+    assert emu.tokens.check(body["sessionToken"], body["appId"]) is TokenCheck.OK
+    assert body["appId"] == "emulator-app"
+    assert abs(body["sessionTokenExpireAt"] - (time.time() + 3600)) < 30
+    plain = await relay.create()
+    assert "sessionToken" not in plain
+    assert "sessionTokenExpireAt" not in plain
+    # The session itself works as usual (its upstream connection mints its own token).
+    async with Peer.open(body["url"]) as peer:
+        welcome = await peer.hello()
+    assert welcome.session_id == body["sessionId"]
+
+
+async def test_no_session_is_left_behind_when_the_token_cannot_be_had(
+    relay: Relay, emu: Emulator
+) -> None:
+    emu.faults.console_status = 503
+    response = await relay.http.post(
+        "/v1/relay/sessions",
+        json={"withSessionToken": True},
+        headers={"Authorization": f"Bearer {CALLER_KEY}"},
+    )
+    assert response.status_code in (502, 503), response.text
+    assert response.json()["error"]["code"] in ("serverError", "upstreamUnavailable")
+    assert relay.services.sessions.live_count == 0
 
 
 async def test_defaults_come_from_settings(relay: Relay) -> None:

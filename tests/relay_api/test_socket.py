@@ -147,12 +147,6 @@ async def _assert_fatal(peer: Peer, code: str, close_code: int) -> None:
     assert await peer.closed() == (close_code, code)
 
 
-@pytest.fixture
-async def small_relay(emu: Emulator) -> Relay:  # type: ignore[misc]
-    async with running_relay(relay_settings(emu, max_message_bytes=1024)) as relay:
-        yield relay
-
-
 @pytest.mark.parametrize(("data", "code", "close_code"), BAD_BEFORE_HELLO)
 async def test_bad_input_before_hello(
     small_relay: Relay, data: bytes, code: str, close_code: int

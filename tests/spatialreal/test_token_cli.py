@@ -60,8 +60,10 @@ async def test_token_command_reports_a_classified_error_without_the_key(
     code, out, err = await run_token_command(emu, tmp_path)
     assert code == 1
     assert out == ""
+    # The REST API's error shape, camelCase keys (`code`, `message`, upstream details).
     error = json.loads(err)["error"]
-    assert error["error_code"] == "billingRequired"
+    assert error["code"] == "billingRequired"
+    assert error["message"]
     assert error["phase"] == "session_token"
-    assert error["upstream_status"] == 402
+    assert error["upstreamStatus"] == 402
     assert emu.api_keys[0] not in err

@@ -20,6 +20,28 @@ from fastapi import FastAPI
 async def running_app(app: FastAPI, host: str = "127.0.0.1") -> AsyncIterator[str]:
     """Serve `app` with uvicorn on a free port in this event loop; yield its base URL."""
     config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on")
+    async with running_config(config) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def running_served(app: FastAPI) -> AsyncIterator[str]:
+    """`app` under uvicorn configured as `avatar-relay serve` configures it (its WebSocket
+    protocol and limits included), on a free loopback port; yield its base URL."""
+    from app.server import uvicorn_config
+
+    settings = app.state.settings.model_copy(
+        update={"host": "127.0.0.1", "port": 0, "log_level": "warning"}
+    )
+    config = uvicorn_config(settings, app)
+    async with running_config(config) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def running_config(config: uvicorn.Config) -> AsyncIterator[str]:
+    """Serve a uvicorn config in this event loop; yield its base URL."""
+    host = config.host
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

@@ -72,6 +72,9 @@ class Page:
         self.session_id = session_id
         self.console: list[str] = []
         self.exceptions: list[str] = []
+        # Every URL the page asked for, and each answer's (status, URL).
+        self.requests: list[str] = []
+        self.responses: list[tuple[int, str]] = []
         self._loaded = asyncio.Event()
 
     async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -87,6 +90,11 @@ class Page:
             self.exceptions.append(str(exception.get("description", details.get("text"))))
         elif method == "Page.loadEventFired":
             self._loaded.set()
+        elif method == "Network.requestWillBeSent":
+            self.requests.append(str(params["request"]["url"]))
+        elif method == "Network.responseReceived":
+            response = params["response"]
+            self.responses.append((int(response["status"]), str(response["url"])))
 
     async def goto(self, url: str) -> None:
         self._loaded.clear()
@@ -162,6 +170,7 @@ class Browser:
         self._pages[page.session_id] = page
         await page.send("Page.enable")
         await page.send("Runtime.enable")
+        await page.send("Network.enable")
         await page.send(
             "Emulation.setDeviceMetricsOverride",
             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import {
-  AvatarRelayClient, HostModeDriver, RelayError, Resampler, decodeClient, decodeServer,
+  AvatarRelayClient, HostModeDriver, HostSessionDriver, RelayError, Resampler, decodeClient, decodeServer,
   encodeClient, encodeServer, floatToInt16, pcmBytes,
 } from '../../app/static/client/avatar-relay.js';
 
@@ -410,4 +410,116 @@ test('client: a socket that is never welcomed gives up with connectionFailed', a
   await assert.rejects(client.connect(), { code: 'connectionFailed' });
   assert.equal(client.state, 'failed');
   assert.equal(server.sockets.length, 5);
+});
+
+// --- the current web SDK's Host-mode session (@spatialreal/web-sdk): no ids, `end` closes ---
+
+/** Behaves as the examples show the session: a round opens with audio, `end` closes it, and
+ * motion outside an open round is dropped. Records every call. */
+class FakeSession {
+  constructor() {
+    this.calls = [];
+    this.open = false;
+    this.round = 0;
+  }
+
+  yieldAudioData(audio, end = false) {
+    assert.ok(audio instanceof ArrayBuffer, 'the session takes ArrayBuffers');
+    if (!this.open && audio.byteLength) {
+      this.open = true;
+      this.round += 1;
+    }
+    this.calls.push(['audio', [...new Uint8Array(audio)], end, this.round]);
+    if (end) this.open = false;
+  }
+
+  yieldFramesData(frames) {
+    this.calls.push(['frames', frames.map((f) => [...f]), this.open ? this.round : null]);
+  }
+
+  interrupt() {
+    this.open = false;
+    this.calls.push(['interrupt']);
+  }
+}
+
+test('session driver: audio without end, frames as they come, the round ends after the last frame', () => {
+  const session = new FakeSession();
+  const d = new HostSessionDriver(session);
+  d.audio('A', Uint8Array.of(1, 0), { first: true });
+  d.frame('A', Uint8Array.of(9));
+  d.audio('A', Uint8Array.of(2, 0), { end: true }); // the utterance's last audio: round stays open
+  d.frame('A', Uint8Array.of(8), { end: true }); // its last frame: now the round ends
+  d.audio('B', Uint8Array.of(3, 0), { first: true });
+  d.frame('B', Uint8Array.of(7));
+  assert.deepEqual(session.calls, [
+    ['audio', [1, 0], false, 1],
+    ['frames', [[9]], 1],
+    ['audio', [2, 0], false, 1],
+    ['frames', [[8]], 1],
+    ['audio', [], true, 1],
+    ['audio', [3, 0], false, 2],
+    ['frames', [[7]], 2],
+  ]);
+  // Every frame landed in an open round (none dropped by the session).
+  assert.ok(session.calls.filter((c) => c[0] === 'frames').every((c) => c[2] !== null));
+});
+
+test('session driver: a new conversation ends the previous round first', () => {
+  const session = new FakeSession();
+  const d = new HostSessionDriver(session);
+  d.audio('A', Uint8Array.of(1, 0), { first: true });
+  d.audio('B', Uint8Array.of(2, 0), { first: true });
+  assert.deepEqual(session.calls, [['audio', [1, 0], false, 1], ['audio', [], true, 1], ['audio', [2, 0], false, 2]]);
+});
+
+test('session driver: a failed conversation goes audio-only and ends; interrupt cancels the rest', () => {
+  const session = new FakeSession();
+  const d = new HostSessionDriver(session);
+  d.audio('A', Uint8Array.of(1, 0), { first: true });
+  d.frame('A', Uint8Array.of(9));
+  d.aborted('A');
+  d.frame('A', Uint8Array.of(8)); // nothing of it after the abort
+  d.audio('B', Uint8Array.of(2, 0), { first: true });
+  d.interrupted();
+  d.frame('B', Uint8Array.of(7)); // nothing of it after the interrupt
+  d.audio('C', Uint8Array.of(3, 0), { first: true });
+  assert.deepEqual(session.calls, [
+    ['audio', [1, 0], false, 1],
+    ['frames', [[9]], 1],
+    ['frames', [], 1],
+    ['audio', [], true, 1],
+    ['audio', [2, 0], false, 2],
+    ['interrupt'],
+    ['audio', [3, 0], false, 3],
+  ]);
+});
+
+test('session driver: the bytes handed over are exactly the payload, even from inside a larger buffer', () => {
+  const session = new FakeSession();
+  const d = new HostSessionDriver(session);
+  const wire = Uint8Array.of(0xff, 5, 0, 6, 0, 0xff);
+  d.audio('A', wire.subarray(1, 5), { first: true });
+  d.frame('A', wire.subarray(2, 4));
+  assert.deepEqual(session.calls, [['audio', [5, 0, 6, 0], false, 1], ['frames', [[0, 6]], 1]]);
+});
+
+test('client: drives an avatarSession through the socket, and asks for a session token', async () => {
+  const server = new FakeServer();
+  const session = new FakeSession();
+  const client = new AvatarRelayClient({
+    baseUrl: 'http://relay.test', fetch: server.fetch, WebSocket: server.WebSocket,
+    avatarSession: session, withSessionToken: true, pingIntervalMs: 0,
+  });
+  const connecting = client.connect();
+  await until(() => helloCount(server) === 1);
+  assert.equal(JSON.parse(server.lastInit.body).withSessionToken, true);
+  server.socket.deliver({ type: 'WELCOME', sessionId: 'rs_1', clientAck: 0, serverSeq: 0, sampleRate: 16000, resumeWindowMs: 30000 });
+  await connecting;
+  const conv = '20260101120000_V1StGXR8_Z5j';
+  server.socket.deliver({ type: 'AUDIO', seq: 1, conversationId: conv, first: true, end: true, pcm: Uint8Array.of(1, 0) });
+  server.socket.deliver({ type: 'FRAME', seq: 2, conversationId: conv, end: true, payload: Uint8Array.of(9) });
+  assert.deepEqual(session.calls, [['audio', [1, 0], false, 1], ['frames', [[9]], 1], ['audio', [], true, 1]]);
+  assert.equal(client.conversations()[0].status, 'completed');
+  await client.close();
 });

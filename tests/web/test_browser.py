@@ -204,7 +204,9 @@ async def test_a_dropped_connection_mid_conversation_still_delivers_exactly_once
         "  return {...before, state: c.state};"
         "})"
     )
-    assert at_drop["state"] == "reconnecting"
+    # The link first goes deaf (server messages lost), then drops.
+    assert at_drop["state"] == "open"
+    await demo.wait_for("(c) => c.state === 'reconnecting' || c.stats().drops === 1")
     await playing
     await demo.wait_for("(c) => c.conversations().some((x) => x.status !== 'active')")
     # A second utterance on the resumed connection.
@@ -227,6 +229,23 @@ async def test_a_dropped_connection_mid_conversation_still_delivers_exactly_once
     assert stats["resentMessages"] > 0
     marks = await demo.js("window.avatarDemo.timeline.marks.map((m) => m.kind)")
     assert marks == ["drop", "resumed"]
+    # The drop also lost what the server sent before it noticed: the server replayed it, the page
+    # counts it, and (checked above) nothing reached the controller twice or not at all.
+    events = await demo.js(
+        "Array.from(document.querySelectorAll('#events li')).map((l) => l.textContent)"
+    )
+    assert stats["replayedOnResume"] > 0, (stats, events)
+    shown = await demo.js("document.querySelector('[data-stat=replayedOnResume]').textContent")
+    assert int(shown) == stats["replayedOnResume"]
+    # The burst of late frames after the resume does not flatten the latency lane: a typical
+    # frame still sits well up the (fixed, logarithmic) axis.
+    typical = await demo.js(
+        "(() => { const l = window.avatarDemo.timeline.frames.map((f) => f.latency)"
+        ".filter((x) => x != null).sort((a, b) => a - b); return l[Math.floor(l.length / 2)]; })()"
+    )
+    worst = await demo.js("Math.max(...window.avatarDemo.timeline.frames.map((f) => f.latency))")
+    assert worst > 4 * typical  # there was a burst
+    assert await demo.js(f"window.avatarDemo.latencyFraction({typical})") >= 0.15
     # The drop really cut the first conversation: its frames kept coming after the resume.
     first_id = conversations[0]["controllerConversationId"]
     log = await demo.recording()
@@ -294,6 +313,52 @@ async def test_an_upstream_failure_switches_the_conversation_to_audio_only(demo:
     assert sent == upstream_frames(demo.emulator)[conversations[1]["conversationId"]]
 
 
+async def test_the_page_before_and_around_connecting() -> None:
+    async with (
+        Emulator() as emulator,
+        running_app(create_app(relay_test_settings(emulator, [CALLER_KEY]))) as url,
+        launch() as browser,
+    ):
+        page = await browser.new_page()
+        await page.goto(url + "/")
+        async with asyncio.timeout(WAIT):
+            await page.evaluate(
+                "new Promise((r) => { const c = () => (document.getElementById('upstream')"
+                ".textContent === 'emulator mode' ? r(true) : setTimeout(c, 20)); c(); })"
+            )
+            text = await page.evaluate("document.body.innerText")
+            rtt = await page.evaluate("document.querySelector('[data-stat=rttMs]').textContent")
+            region = await page.evaluate("document.getElementById('region').value")
+            legend = await page.evaluate("document.querySelector('.legend').textContent")
+            # A microphone the browser refuses: the reason shows by the button, not only in the
+            # event log below the fold.
+            await page.evaluate(
+                f"document.getElementById('api-key').value = {json.dumps(CALLER_KEY)};"
+                "navigator.mediaDevices.getUserMedia = () => Promise.reject("
+                "new DOMException('Permission denied', 'NotAllowedError'));"
+                "document.getElementById('mic').click(), true"
+            )
+            note = await page.evaluate(
+                "new Promise((r) => { const n = document.getElementById('mic-error');"
+                " const c = () => (n.hidden ? setTimeout(c, 20) : r({text: n.textContent,"
+                " top: n.getBoundingClientRect().top, height: innerHeight,"
+                " near: n.getBoundingClientRect().top - document.getElementById('mic')"
+                ".getBoundingClientRect().bottom})); c(); })"
+            )
+        await page.screenshot(str(ARTIFACTS / "web-demo-mic-blocked.png"))
+        assert page.exceptions == []
+        # Not a single failed request: the favicon is there too.
+        assert [(c, u) for c, u in page.responses if c >= 400] == []
+        assert any(u.endswith("/favicon.svg") for _, u in page.responses)
+    assert "NaN" not in text
+    assert rtt == "–"
+    assert region == "ap-northeast"  # the server's region, not a default of the page's own
+    assert "not the relay hop" in legend
+    assert note["text"].startswith("Microphone blocked")
+    assert 0 <= note["near"] < 200
+    assert note["top"] < note["height"]  # on screen without scrolling
+
+
 async def test_microphone_streams_resampled_audio_through_the_worklet(demo: Demo) -> None:
     # Chromium's fake capture device, playing the speech sample, stands in for a microphone.
     await demo.js("window.avatarDemo.startMic().then(() => true)")
@@ -329,6 +394,9 @@ async def test_the_client_library_is_served_with_its_types() -> None:
             "/static/demo-timeline.js": "text/javascript",
             "/static/demo.css": "text/css",
             "/static/recording-controller.js": "text/javascript",
+            "/static/web-sdk-stand-in.js": "text/javascript",
+            "/static/favicon.svg": "image/svg+xml",
+            "/favicon.ico": "image/svg+xml",
             "/static/sample_16000.pcm": "application/octet-stream",
         }
         for path, media_type in expected.items():
@@ -343,28 +411,23 @@ async def test_the_client_library_is_served_with_its_types() -> None:
             assert response.json()["error"]["code"] == "notFound"
 
 
-# The README's snippet, on a page of another origin, with the recording controller standing in
-# for the AvatarKit SDK (which needs an App ID and the network).
-README_PAGE = """<!doctype html><meta charset="utf-8"><title>my app</title><script type="module">
-  import {
-    AvatarRelayClient, createRelaySession, startMicrophone,
-  } from '%(relay)s/client/avatar-relay.js';
-  import { RecordingController } from '%(relay)s/static/recording-controller.js';
-  const RELAY = '%(relay)s';
-  const fetchOptions = { headers: { Authorization: 'Bearer %(key)s' } };
-  const session = await createRelaySession({ baseUrl: RELAY, fetchOptions });
-  const controller = new RecordingController();
-  const relay = new AvatarRelayClient({ baseUrl: RELAY, fetchOptions, controller });
-  window.app = { session, controller, relay, talk: async () => {
-    if (relay.state === 'idle') await relay.connect(session);
-    window.app.mic = await startMicrophone(relay);
-    return true;
-  } };
-  document.dispatchEvent(new Event('app-ready'));
-</script>"""
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_RELAY = "http://127.0.0.1:8080"
 
 
-async def test_the_readme_snippet_works_from_another_origin(tmp_path: Path) -> None:
+def readme_page(relay_url: str) -> str:
+    """The README's page, exactly as written there, with only the relay's address changed."""
+    text = README.read_text()
+    marker = "runs this page exactly as written here"
+    block = text[text.index(marker) :]
+    html = block[block.index("```html\n") + len("```html\n") : block.index("\n```\n")]
+    assert README_RELAY in html
+    return html.replace(README_RELAY, relay_url)
+
+
+async def test_the_readme_page_runs_as_pasted_from_another_origin(tmp_path: Path) -> None:
+    # Served by another origin, talking to a relay in its default auth mode (none), driving the
+    # web SDK's session shape (the offline stand-in the import map names) from the microphone.
     page_app = FastAPI()
     html: dict[str, str] = {}
 
@@ -376,29 +439,88 @@ async def test_the_readme_snippet_works_from_another_origin(tmp_path: Path) -> N
         Emulator(speed=2.0, record=True) as emulator,
         running_app(page_app) as page_url,
     ):
-        # Another origin for the browser: same loopback address, another host name and port.
         origin = page_url.replace("127.0.0.1", "localhost")
-        settings = relay_test_settings(emulator, [CALLER_KEY], cors_origins=[origin])
+        settings = relay_test_settings(
+            emulator, [], auth_mode="none", auth_api_keys=[], cors_origins=[origin]
+        )
         async with (
             running_app(create_app(settings)) as relay_url,
             launch(f"--use-file-for-fake-audio-capture={speech_wav(tmp_path)}") as browser,
         ):
-            html["page"] = README_PAGE % {"relay": relay_url, "key": CALLER_KEY}
+            html["page"] = readme_page(relay_url)
             page = await browser.new_page()
             await page.goto(origin + "/")
             async with asyncio.timeout(WAIT):
                 await page.evaluate(
-                    "window.app ? true : new Promise((resolve) =>"
-                    " document.addEventListener('app-ready', () => resolve(true)))"
+                    """new Promise((resolve) => {
+                      const check = () => (window.app ? resolve(true) : setTimeout(check, 20));
+                      check();
+                    })"""
                 )
-                assert await page.evaluate("window.app.talk()")
+                status = await page.evaluate("document.getElementById('status').textContent")
+                assert status == "ready: press Talk"
+                # The one call brought the web SDK its credential: a real token of this app.
+                token = await page.evaluate("window.app.session.sessionToken")
+                assert emulator.tokens.check(token, "emulator-app").value == "ok"
+                await page.evaluate("document.getElementById('talk').click(), true")
                 await page.evaluate(WAIT_FOR_JS.replace("avatarDemo.client", "app.relay"))
                 await page.evaluate("window.__waitFor((c) => c.stats().framesReceived >= 25)")
-                await page.evaluate("window.app.mic.stop(), true")
+                await page.evaluate("document.getElementById('done').click(), true")
                 await page.evaluate(
                     "window.__waitFor((c) => c.conversations()[0]?.status === 'completed')"
                 )
-                log = await page.evaluate("window.app.controller.export()")
+                calls = await page.evaluate("window.app.avatar.calls")
                 conversations = await page.evaluate("window.app.relay.conversations()")
+                status = await page.evaluate("document.getElementById('status').textContent")
+            await page.screenshot(str(ARTIFACTS / "readme-page.png"))
             assert page.exceptions == []
-        check_delivery(log, conversations, emulator)
+            # (The test's own page server has no favicon; the relay must answer everything.)
+            failed = [(c, u) for c, u in page.responses if c >= 400 and u.startswith(relay_url)]
+            assert failed == []
+    assert status == "conversation completed"
+    ((conversation),) = conversations
+    request_id = conversation["conversationId"]
+    # The session got the conversation as the web SDK's Host mode wants it: one round, its audio
+    # (exactly what went upstream) without `end`, every animation message inside the round, byte
+    # for byte and in order, then the round's end after the last one.
+    audio_calls = [c for c in calls if c["call"] == "yieldAudioData"]
+    frame_calls = [c for c in calls if c["call"] == "yieldFramesData"]
+    assert {c["round"] for c in calls} == {"round-1"}
+    assert all(c["accepted"] for c in frame_calls)
+    assert (
+        b"".join(bytes.fromhex(c["audio"]) for c in audio_calls)
+        == (emulator.received_audio[request_id])
+    )
+    frames = [bytes.fromhex(f) for c in frame_calls for f in c["frames"]]
+    assert frames == upstream_frames(emulator)[request_id]
+    assert [c["end"] for c in audio_calls] == [False] * (len(audio_calls) - 1) + [True]
+    assert calls[-1]["call"] == "yieldAudioData"
+    assert calls[-1]["audio"] == ""
+
+
+async def test_the_api_docs_render_without_the_internet() -> None:
+    # Swagger UI's assets come from this server (fastapi-offline), not a CDN: the page renders
+    # every operation having asked nothing of any other host.
+    async with (
+        Emulator() as emulator,
+        running_app(create_app(relay_test_settings(emulator, [CALLER_KEY]))) as url,
+        launch() as browser,
+    ):
+        page = await browser.new_page()
+        await page.goto(url + "/docs")
+        async with asyncio.timeout(WAIT):
+            operations = await page.evaluate(
+                """new Promise((resolve) => {
+                  const count = () => document.querySelectorAll('.opblock').length;
+                  const check = () => (count() >= 5 ? resolve(count()) : setTimeout(check, 50));
+                  check();
+                })"""
+            )
+            title = await page.evaluate("document.querySelector('.swagger-ui .title').textContent")
+        await page.screenshot(str(ARTIFACTS / "api-docs.png"))
+        assert operations >= 5
+        assert "avatar-relay" in title
+        assert page.requests
+        assert all(request.startswith(url) for request in page.requests), page.requests
+        assert all(status < 400 for status, _ in page.responses), page.responses
+        assert page.exceptions == []

@@ -43,6 +43,12 @@ export interface RelaySession {
   sampleRate: number;
   avatarId: string;
   resumeWindowSeconds: number;
+  ticketTtlSeconds: number;
+  /** The SpatialReal app id, for `new SpatialReal({appId})`. */
+  appId: string;
+  /** With `withSessionToken`: the web SDK's `credential` (it downloads the avatar). */
+  sessionToken?: string;
+  sessionTokenExpireAt?: number;
 }
 
 /** The AvatarKit `AvatarController` methods Host Mode uses (DrivingServiceMode.backend). */
@@ -51,6 +57,17 @@ export interface HostModeController {
   yieldAudioData(audio: Uint8Array, end?: boolean): string | null | Promise<string | null>;
   /** The round's animation messages, verbatim; `[]` switches the round to audio-only. */
   yieldFramesData(payloads: (Uint8Array | ArrayBuffer)[], conversationId: string): boolean | unknown;
+  interrupt(): void;
+}
+
+/**
+ * A Host-mode session of the current web SDK (`@spatialreal/web-sdk`,
+ * `new SpatialReal({appId}).createSession({avatarId, credential, container,
+ * drivingServiceMode: 'host', audioFormat})`): no conversation ids; `end` closes the round.
+ */
+export interface HostAvatarSessionLike {
+  yieldAudioData(audio: ArrayBuffer, end?: boolean): unknown;
+  yieldFramesData(frames: Uint8Array[]): unknown;
   interrupt(): void;
 }
 
@@ -67,12 +84,16 @@ export interface AvatarRelayOptions {
   baseUrl?: string;
   /** Merged into every REST call (auth headers, credentials); a function is called each time. */
   fetchOptions?: FetchOptions | (() => FetchOptions | Promise<FetchOptions>);
-  /** The AvatarKit controller to drive (also settable later with setController()). */
+  /** The Host-mode session of `@spatialreal/web-sdk` to drive (or later: setAvatarSession()). */
+  avatarSession?: HostAvatarSessionLike | null;
+  /** The older SDK's AvatarController to drive (`@spatialwalk/avatarkit`; or setController()). */
   controller?: HostModeController | null;
   /** Requested avatar; default: the server's configured avatar. */
   avatarId?: string;
   /** Requested PCM sample rate (8000, 16000, 22050, 24000, 32000, 44100, 48000). */
   sampleRate?: number;
+  /** Ask for a session token in the same call (the answer's `sessionToken`). */
+  withSessionToken?: boolean;
   /** Extra fields for the session-creation body. */
   sessionRequest?: Record<string, unknown>;
   /** Acknowledge after this many sequenced messages (default 10) ... */
@@ -192,6 +213,7 @@ export declare class AvatarRelayClient {
   off(type: string, handler: (event: never) => void): void;
 
   setController(controller: HostModeController | null): void;
+  setAvatarSession(session: HostAvatarSessionLike | null): void;
   /** Create the session (or use `session`) and connect; resolves once the server welcomed us. */
   connect(session?: RelaySession): Promise<RelaySession>;
   /** Queue PCM s16le mono at `sampleRate`; kept until acknowledged, resent after a resume. */
@@ -199,8 +221,10 @@ export declare class AvatarRelayClient {
   endUtterance(): number;
   interrupt(): void;
   /** Drop the socket as a network failure would (demo/tests); the client resumes, after
-   *  `offlineMs` as if the network were down that long. False when there is no socket. */
-  dropConnection(options?: { offlineMs?: number }): boolean;
+   *  `offlineMs` as if the network were down that long. With `loseMs`, the link is first deaf
+   *  that long: what the server sends is lost (then replayed on the resume).
+   *  False when there is no socket. */
+  dropConnection(options?: { offlineMs?: number; loseMs?: number }): boolean;
   /** End the session (BYE). */
   close(): Promise<void>;
   stats(): RelayStats;
@@ -210,6 +234,16 @@ export declare class AvatarRelayClient {
 /** Feeds a HostModeController in stream order; used by AvatarRelayClient. */
 export declare class HostModeDriver {
   constructor(controller: HostModeController, emit?: (type: string, event: object) => void);
+  readonly held: number;
+  audio(conversationId: string, pcm: Uint8Array, flags?: { first?: boolean; end?: boolean }): unknown;
+  frame(conversationId: string, payload: Uint8Array, flags?: { end?: boolean }): unknown;
+  aborted(conversationId: string): unknown;
+  interrupted(): void;
+}
+
+/** Feeds a HostAvatarSessionLike in stream order (no ids: rounds end after their last frame). */
+export declare class HostSessionDriver {
+  constructor(session: HostAvatarSessionLike, emit?: (type: string, event: object) => void);
   readonly held: number;
   audio(conversationId: string, pcm: Uint8Array, flags?: { first?: boolean; end?: boolean }): unknown;
   frame(conversationId: string, payload: Uint8Array, flags?: { end?: boolean }): unknown;
@@ -305,6 +339,8 @@ export declare function createRelaySession(options?: {
   fetchOptions?: FetchOptions | (() => FetchOptions | Promise<FetchOptions>);
   avatarId?: string;
   sampleRate?: number;
+  /** Include a session token for the web SDK (`sessionToken` in the answer). */
+  withSessionToken?: boolean;
   sessionRequest?: Record<string, unknown>;
   fetch?: typeof fetch;
 }): Promise<RelaySession>;

@@ -8,7 +8,8 @@
 //   codec.js       the wire format (docs/protocol.md), tested against docs/protocol-vectors.json
 //   connection.js  the socket: tickets, resume, acks, pings, reconnect backoff
 //   client.js      AvatarRelayClient: utterances, conversations, statistics
-//   host-mode.js   HostModeDriver: the controller calls, in stream order
+//   host-mode.js   the avatar calls, in stream order: HostModeDriver (AvatarController of
+//                  @spatialwalk/avatarkit), HostSessionDriver (@spatialreal/web-sdk session)
 //   rest.js        relay sessions and session tokens over REST
 //   microphone.js  startMicrophone() (AudioWorklet: pcm-capture-worklet.js)
 //   audio.js       PCM helpers and the resampler
@@ -20,7 +21,7 @@ export {
   PROTOCOL, ClientType, ServerType, encodeClient, encodeServer, decodeClient, decodeServer,
 } from './codec.js';
 export { pcmBytes, floatToInt16, pcmLevel, Resampler } from './audio.js';
-export { HostModeDriver } from './host-mode.js';
+export { HostModeDriver, HostSessionDriver } from './host-mode.js';
 export { States } from './connection.js';
 export { AvatarRelayClient } from './client.js';
 export { createRelaySession, fetchSessionToken } from './rest.js';

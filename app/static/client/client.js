@@ -5,7 +5,7 @@ import { EMPTY, encodeClient } from './codec.js';
 import { pcmBytes } from './audio.js';
 import { now } from './emitter.js';
 import { RelayError } from './errors.js';
-import { HostModeDriver } from './host-mode.js';
+import { HostModeDriver, HostSessionDriver } from './host-mode.js';
 import { RelayConnection } from './connection.js';
 
 // Upstream animation runs at 25 frames per second: one frame animates 40 ms of audio.
@@ -21,7 +21,8 @@ export class AvatarRelayClient extends RelayConnection {
   constructor(options = {}) {
     super(options);
     this.driver = null;
-    if (options.controller) this.setController(options.controller);
+    if (options.avatarSession) this.setAvatarSession(options.avatarSession);
+    else if (options.controller) this.setController(options.controller);
   }
 
   _resetSession() {
@@ -37,9 +38,14 @@ export class AvatarRelayClient extends RelayConnection {
     });
   }
 
-  /** Drive this AvatarKit AvatarController (or anything with the same three methods). */
+  /** Drive this AvatarKit AvatarController (the older `@spatialwalk/avatarkit` SDK). */
   setController(controller) {
     this.driver = controller ? new HostModeDriver(controller, (type, event) => this.emit(type, event)) : null;
+  }
+
+  /** Drive this Host-mode session of the current web SDK (`@spatialreal/web-sdk`). */
+  setAvatarSession(session) {
+    this.driver = session ? new HostSessionDriver(session, (type, event) => this.emit(type, event)) : null;
   }
 
   /**

@@ -5,35 +5,11 @@ import { PROTOCOL, decodeServer, encodeClient } from './codec.js';
 import { Emitter, now } from './emitter.js';
 import { RelayError, asRelayError } from './errors.js';
 import { createRelaySession, postJson, trimSlash, withTicket } from './rest.js';
+import {
+  DEFAULTS, FATAL_CLOSE, MAX_UNWELCOMED_ATTEMPTS, States, codeFromReason, socketUrl,
+} from './connection-policy.js';
 
-export const States = Object.freeze({
-  IDLE: 'idle', CONNECTING: 'connecting', OPEN: 'open', RECONNECTING: 'reconnecting',
-  CLOSED: 'closed', FAILED: 'failed',
-});
-
-// Close codes after which the session is over: reconnecting cannot help (docs/protocol.md §6).
-// Everything else (1005, 1006, 1012-1014, 4008, ...) is a drop: get a new ticket and resume.
-const FATAL_CLOSE = new Map([
-  [1000, 'sessionClosed'], [1001, 'goingAway'], [1009, 'messageTooLarge'], [1011, 'internalError'],
-  [4001, 'connectionReplaced'], [4400, 'invalidRequest'], [4401, 'ticketInvalid'], [4403, 'originNotAllowed'],
-  [4404, 'sessionNotFound'], [4408, 'idleTimeout'], [4409, 'resumeFailed'],
-  [4410, 'sessionClosed'], [4429, 'sessionLimit'],
-]);
-
-const DEFAULTS = Object.freeze({
-  ackEvery: 10,
-  ackDelayMs: 250,
-  chunkBytes: 32 * 1024,
-  maxOutboxBytes: 16 * 1024 * 1024,
-  connectTimeoutMs: 10000,
-  pingIntervalMs: 15000,
-  pongTimeoutMs: 10000,
-  initialBackoffMs: 100,
-  maxBackoffMs: 5000,
-});
-
-// Socket attempts before a session that never got a WELCOME gives up.
-const MAX_UNWELCOMED_ATTEMPTS = 4;
+export { States };
 
 /**
  * The socket half of a relay session. Subclasses implement `_deliver(message)` for AUDIO, FRAME,
@@ -78,6 +54,7 @@ export class RelayConnection extends Emitter {
     this._fatalError = null;
     this._everWelcomed = false;
     this._offlineUntil = 0;
+    this._losing = null;
     this._stats = {
       connects: 0, reconnects: 0, drops: 0, messagesReceived: 0, duplicatesIgnored: 0,
       resentMessages: 0, replayedOnResume: 0, acksSent: 0, rttMs: null,
@@ -114,12 +91,25 @@ export class RelayConnection extends Emitter {
   /**
    * Simulate a network failure: the socket goes away without a goodbye (whatever is in flight
    * is lost) and the client resumes, after `offlineMs` (default 0) as if the network were down.
+   * With `loseMs`, the link first goes deaf for that long: what the server sends is lost on the
+   * way (it is replayed after the resume) while what the client sends still arrives.
    */
-  dropConnection({ offlineMs = 0 } = {}) {
-    if (!this._ws) return false;
-    this._offlineUntil = now() + offlineMs;
-    this._abandonSocket(4000, 'simulated drop');
-    this._onDrop('simulated drop');
+  dropConnection({ offlineMs = 0, loseMs = 0 } = {}) {
+    const ws = this._ws;
+    if (!ws) return false;
+    const drop = () => {
+      this._losing = null;
+      if (this._ws !== ws) return;
+      this._offlineUntil = now() + offlineMs;
+      this._abandonSocket(4000, 'simulated drop');
+      this._onDrop('simulated drop');
+    };
+    if (loseMs > 0) {
+      this._losing = ws;
+      setTimeout(drop, loseMs);
+    } else {
+      drop();
+    }
     return true;
   }
 
@@ -367,7 +357,7 @@ export class RelayConnection extends Emitter {
   // --- receiving ---
 
   _onMessage(ws, data) {
-    if (this._ws !== ws) return;
+    if (this._ws !== ws || this._losing === ws) return; // (lost on a deaf link: dropConnection)
     let message;
     try {
       message = decodeServer(typeof data === 'string' ? new Uint8Array(0) : data);
@@ -472,17 +462,4 @@ export class RelayConnection extends Emitter {
   _deliver() {
     throw new Error('a RelayConnection subclass delivers sequenced messages');
   }
-}
-
-/** The socket URL: absolute or relative to the API base, http(s) mapped to ws(s), with the ticket. */
-function socketUrl(url, ticket, base) {
-  const resolved = new URL(url, base || undefined);
-  if (resolved.protocol === 'http:') resolved.protocol = 'ws:';
-  if (resolved.protocol === 'https:') resolved.protocol = 'wss:';
-  if (ticket && !resolved.searchParams.has('ticket')) resolved.searchParams.set('ticket', ticket);
-  return resolved.toString();
-}
-
-function codeFromReason(reason) {
-  return /^[A-Za-z]+$/.test(reason ?? '') ? reason : /^([A-Za-z]+)[:\s]/.exec(reason ?? '')?.[1] ?? null;
 }

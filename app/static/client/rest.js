@@ -56,12 +56,14 @@ export async function postJson(fetchImpl, url, fetchOptions, body, headers = {})
 /**
  * Create a relay session (POST /v1/relay/sessions) without connecting, e.g. to learn its sample
  * rate and avatar before initialising the AvatarKit SDK; then pass it to `client.connect(session)`.
+ * `withSessionToken: true` also gets the web SDK's credential (`sessionToken`) in the same call.
  */
-export function createRelaySession({ baseUrl, fetchOptions, avatarId, sampleRate, sessionRequest, fetch: fetchImpl } = {}) {
+export function createRelaySession({ baseUrl, fetchOptions, avatarId, sampleRate, withSessionToken, sessionRequest, fetch: fetchImpl } = {}) {
   const base = trimSlash(baseUrl ?? globalThis.location?.origin ?? '');
   const body = { ...(sessionRequest ?? {}) };
   if (avatarId && body.avatarId === undefined) body.avatarId = avatarId;
   if (sampleRate && body.sampleRate === undefined) body.sampleRate = sampleRate;
+  if (withSessionToken && body.withSessionToken === undefined) body.withSessionToken = true;
   return postJson(fetchImpl, `${base}/v1/relay/sessions`, fetchOptions, body);
 }
 

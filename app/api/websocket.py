@@ -1,0 +1,112 @@
+"""The server's WebSocket transport: uvicorn's sans-I/O websockets protocol with the relay's
+limits on what a client may send before a message is complete.
+
+- A message larger than the limit (`ws_max_size`, i.e. MAX_MESSAGE_BYTES) is refused as
+  docs/protocol.md says: `ERROR{messageTooLarge}`, then close 1009. The protocol learns the size
+  from the frame header, before the payload arrives, so nothing of it is buffered; the app is told
+  with a disconnect whose reason is the code, and ends the session (app/relay/shell.py).
+- A message that has begun must arrive in full within PARTIAL_MESSAGE_SECONDS of its first
+  byte (a header announcing a large frame, then silence, would otherwise hold the socket and its
+  buffer for as long as keep-alive pings are answered). The connection is closed with 1008 and
+  the reason `messageIncomplete`; the session stays resumable, since a stalled network looks
+  the same. Time the server itself spends not reading (back-pressure) does not count.
+"""
+
+from __future__ import annotations
+
+from asyncio import TimerHandle
+from typing import Final
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import PayloadTooBig
+from websockets.frames import Frame, Opcode
+
+from app.errors import ErrorCode, spec
+from app.relay import protocol as p
+
+# How long a begun message may take to arrive in full (256 KiB at 26 KB/s, a poor mobile link).
+PARTIAL_MESSAGE_SECONDS: Final = 10.0
+
+TOO_LARGE_REASON: Final = ErrorCode.MESSAGE_TOO_LARGE.value
+INCOMPLETE_REASON: Final = ErrorCode.MESSAGE_INCOMPLETE.value
+
+
+class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
+    partial_message_seconds: float = PARTIAL_MESSAGE_SECONDS
+
+    _partial_timer: TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_partial()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_partial()
+        super().connection_lost(exc)
+
+    def handle_parser_exception(self) -> None:
+        exc = self.conn.parser_exc
+        if isinstance(exc, PayloadTooBig) and self._speaks_relay():
+            # The websockets parser refused the frame by its header and queued its close; the
+            # documented ERROR goes out first.
+            limit = self.config.ws_max_size
+            error = p.encode_server(
+                p.ServerError(TOO_LARGE_REASON, f"message larger than {limit} bytes")
+            )
+            self.transport.write(Frame(Opcode.BINARY, error).serialize(mask=False))
+            self.queue.put_nowait(
+                {"type": "websocket.disconnect", "code": 1009, "reason": TOO_LARGE_REASON}
+            )
+            self.conn.data_to_send()  # superseded by ours, below
+            self._close(spec(ErrorCode.MESSAGE_TOO_LARGE).close_code, TOO_LARGE_REASON)
+            return
+        super().handle_parser_exception()
+
+    # --- partial messages ---
+
+    def _speaks_relay(self) -> bool:
+        response = getattr(self, "response", None)
+        chosen = response.headers.get("Sec-WebSocket-Protocol") if response is not None else None
+        return chosen == p.SUBPROTOCOL
+
+    def _partial(self) -> bool:
+        # Bytes of a frame the parser is still waiting to complete, or a fragmented message
+        # whose last fragment has not come.
+        return bool(self.conn.reader.buffer) or bool(self.frames)
+
+    def _watch_partial(self) -> None:
+        if self.close_sent or self.disconnected or not self.handshake_complete:
+            self._cancel_partial()
+            return
+        if not self._partial():
+            self._cancel_partial()
+        elif self._partial_timer is None:
+            self._partial_timer = self.loop.call_later(
+                self.partial_message_seconds, self._partial_expired
+            )
+
+    def _cancel_partial(self) -> None:
+        if self._partial_timer is not None:
+            self._partial_timer.cancel()
+            self._partial_timer = None
+
+    def _partial_expired(self) -> None:
+        self._partial_timer = None
+        if self.close_sent or self.disconnected or not self._partial():
+            return
+        if self.read_paused:
+            # We stopped reading (the app is behind): not the client's delay. Look again later.
+            self._watch_partial()
+            return
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": 1008, "reason": INCOMPLETE_REASON}
+        )
+        self._close(spec(ErrorCode.MESSAGE_INCOMPLETE).close_code, INCOMPLETE_REASON)
+
+    def _close(self, code: int, reason: str) -> None:
+        self.conn.data_to_send()
+        self.transport.write(
+            Frame(Opcode.CLOSE, code.to_bytes(2, "big") + reason.encode()).serialize(mask=False)
+        )
+        self.close_sent = True
+        self.transport.close()
