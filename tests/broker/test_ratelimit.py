@@ -113,7 +113,8 @@ async def test_answers_carry_the_ietf_ratelimit_headers(
     settings = broker_settings(
         emu,
         rate_limit_principal_per_minute=3,
-        rate_limit_ip_per_minute=600,
+        # Slow refills (one per 10 s): a busy machine's delay between calls cannot move `r`.
+        rate_limit_ip_per_minute=6,
         redis_url=redis,
         auth_api_keys=[SecretStr(key)],
         trusted_proxies=["127.0.0.1"],
@@ -124,17 +125,17 @@ async def test_answers_carry_the_ietf_ratelimit_headers(
             "/v1/relay/sessions", json={}, headers={"Authorization": f"Bearer {key}", **client}
         )
         health = await broker.client.get("/healthz")
-    policy = '"ip";q=600;w=60, "principal";q=3;w=60'
+    policy = '"ip";q=6;w=60, "principal";q=3;w=60'
     # Successful calls say how much is left (and when it is whole again), not only the 429.
     first, second, third, refused = answers
     assert [a.status_code for a in answers] == [201, 201, 201, 429]
     for answer in answers:
         assert answer.headers["ratelimit-policy"] == policy
-    assert first.headers["ratelimit"] == '"ip";r=599;t=1, "principal";r=2;t=20'
-    assert second.headers["ratelimit"] == '"ip";r=598;t=1, "principal";r=1;t=40'
-    assert third.headers["ratelimit"] == '"ip";r=597;t=1, "principal";r=0;t=60'
+    assert first.headers["ratelimit"] == '"ip";r=5;t=10, "principal";r=2;t=20'
+    assert second.headers["ratelimit"] == '"ip";r=4;t=20, "principal";r=1;t=40'
+    assert third.headers["ratelimit"] == '"ip";r=3;t=30, "principal";r=0;t=60'
     # The refused one charged nothing (all or nothing), and says so.
-    assert refused.headers["ratelimit"] == '"ip";r=597;t=1, "principal";r=0;t=60'
+    assert refused.headers["ratelimit"] == '"ip";r=3;t=30, "principal";r=0;t=60'
     assert "retry-after" in refused.headers
     # Every rate-limited route answers them; unlimited ones do not.
     assert relay.status_code == 429

@@ -32,6 +32,7 @@ def provider_settings(emu: Emulator, provider: str, console_url: str) -> Setting
         spatialreal_fallback_regions=[],
         spatialreal_api_key=SecretStr(emu.api_keys[0]),
         spatialreal_app_id=emu.app_id,
+        default_avatar_id=AVATAR,
     )
 
 
