@@ -353,7 +353,7 @@ async def test_the_page_before_and_around_connecting() -> None:
     assert "NaN" not in text
     assert rtt == "–"
     # The server's region (its /healthz), not a default of the page's own.
-    assert region == relay_test_settings(emulator, [CALLER_KEY]).spatialreal_region != ""
+    assert region == relay_test_settings(emulator, [CALLER_KEY]).primary_region.value
     assert "not the relay hop" in legend
     assert note["text"].startswith("Microphone blocked")
     assert 0 <= note["near"] < 200
