@@ -10,8 +10,8 @@ use_query_auth (false), sample_rate (16000), expire_in (seconds, 600), livekit (
 extra_params ({}), requests: [{"audio_file": path} | {"silence_bytes": n}, with "chunk_bytes"
 (send in chunks, then an empty end message) and "pause_after" (frames; then pause for
 "pause_seconds" and resume)], wait_error (wait for a runtime error without sending audio),
-start_timeout (seconds for init + start; default 20), prewarm (spatius: prefetch a token with
-prewarm() and open this many sessions with it, one after another).
+start_timeout (seconds for start(), the upgrade and handshake; default 20), prewarm (spatius:
+prefetch a token with prewarm() and open this many sessions with it, one after another).
 Output: {"results": [one per scenario, in order], "schema": {message: {field: [number, type]}}}.
 """
 
@@ -158,8 +158,9 @@ async def run(scenario: dict[str, Any]) -> dict[str, Any]:
     }
     session = sdk.new_avatar_session(**session_options(scenario, recorder))
     try:
-        async with asyncio.timeout(float(scenario.get("start_timeout", WAIT_SECONDS))):
+        async with asyncio.timeout(WAIT_SECONDS):
             await session.init()
+        async with asyncio.timeout(float(scenario.get("start_timeout", WAIT_SECONDS))):
             result["connection_id"] = await session.start()
         capabilities = getattr(session, "capabilities", None)  # spatialreal only
         result["capabilities"] = None if capabilities is None else list(capabilities)
