@@ -31,6 +31,10 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 # --- runtime: the venv and an unprivileged user, nothing else ---
 FROM ${PYTHON_IMAGE} AS runtime
+# espeak-ng: the demo agent's text-to-speech engine (the server runs without it, demo agent off).
+RUN apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends espeak-ng \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 avatar \
     && useradd --system --uid 10001 --gid avatar --no-create-home --shell /usr/sbin/nologin avatar
 COPY --from=builder /opt/venv /opt/venv

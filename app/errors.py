@@ -66,6 +66,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_CREDENTIALS_REJECTED = "upstreamCredentialsRejected"
     METHOD_NOT_ALLOWED = "methodNotAllowed"
     MESSAGE_INCOMPLETE = "messageIncomplete"
+    SPEECH_UNAVAILABLE = "speechUnavailable"
 
 
 class Phase(StrEnum):
@@ -155,6 +156,10 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.MESSAGE_INCOMPLETE: ErrorSpec(
         408, 1008, False, "a WebSocket message did not arrive in full in time"
+    ),
+    # The demo agent's text-to-speech engine (espeak-ng) is not installed or failed.
+    ErrorCode.SPEECH_UNAVAILABLE: ErrorSpec(
+        503, 1011, False, "the demo agent's text-to-speech engine is unavailable"
     ),
 }
 
