@@ -22,9 +22,12 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /src
 # Dependencies first, so this layer is rebuilt only when the lock file changes.
 COPY pyproject.toml uv.lock README.md ./
+# The client distribution (clients/python) is a workspace member: the server imports its codec.
+COPY clients/python/pyproject.toml clients/python/README.md ./clients/python/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
+    uv sync --frozen --no-dev --no-install-workspace
 COPY app ./app
+COPY clients/python/avatar_relay_client ./clients/python/avatar_relay_client
 # --no-editable: the venv holds a real copy of the package, so /src is not needed at run time.
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable

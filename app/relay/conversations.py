@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from app.errors import ErrorCode
-from app.relay import protocol as p
 from app.relay.effects import ConversationEnded, InterruptUpstream, Outcome
+from avatar_relay_client import browser_protocol as p
 
 # A message on its way to the client, not yet numbered:
 # (conversation tag, server type, payload, flags, code, text)

@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app.errors import AppError, ErrorCode, spec
-from app.relay import protocol as p
+from app.errors import ErrorCode, RelayError, spec
 from app.relay.conversations import Conversation, Conversations, Item
 from app.relay.effects import (
     CloseClient,
@@ -31,6 +30,7 @@ from app.relay.effects import (
     SessionEnded,
 )
 from app.relay.replay import ReplayBuffer
+from avatar_relay_client import browser_protocol as p
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -218,7 +218,7 @@ class RelaySession:
             return []
         try:
             message = p.decode_client(data, self.limits.max_message_bytes)
-        except AppError as error:
+        except RelayError as error:
             self._begin(now)
             self._fatal(_Fatal(error.code, error.message))
             return self._take()

@@ -35,7 +35,6 @@ from app.errors import AppError, ErrorCode
 from app.logs import bind
 from app.metrics import Kind, Metrics
 from app.relay import eager
-from app.relay import protocol as p
 from app.relay.effects import (
     CloseClient,
     ConversationEnded,
@@ -51,6 +50,7 @@ from app.relay.session import RelayLimits, RelaySession
 from app.relay.upstream import UpstreamLink
 from app.spatialreal.client import UpstreamMessage
 from app.spatialreal.request_ids import new_request_id
+from avatar_relay_client import browser_protocol as p
 
 log = logging.getLogger("avatar_relay.relay")
 
