@@ -111,6 +111,11 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.SPEECH_UNAVAILABLE: ErrorSpec(
         503, 1011, False, "the demo agent's text-to-speech engine is unavailable"
     ),
+    # A draining instance hands its sessions over (1012 "service restart"): clients reconnect with
+    # a fresh ticket and resume wherever the session continues.
+    ErrorCode.SESSION_MOVED: ErrorSpec(
+        503, 1012, False, "the session moves to another instance; reconnect and resume"
+    ),
 }
 
 

@@ -69,6 +69,12 @@ class Conversations:
         """The conversation being delivered (the head of the queue), if any."""
         return self._queue[0] if self._queue else None
 
+    @property
+    def would_start(self) -> bool:
+        """The next client chunk would start a new conversation (none is taking input and no
+        ended utterance is being discarded)."""
+        return self._input is None and not self._discarding
+
     def expecting(self, req_id: str) -> Conversation | None:
         """The conversation still waiting for this upstream request's output; None once it
         ended (finished, aborted, interrupted) or when it was never ours."""

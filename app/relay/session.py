@@ -22,7 +22,9 @@ from app.relay.conversations import Conversation, Conversations, Item
 from app.relay.effects import (
     CloseClient,
     ConversationEnded,
+    Drained,
     Effect,
+    InputRefused,
     Outcome,
     ReleaseUpstream,
     SendToClient,
@@ -133,6 +135,12 @@ class RelaySession:
         # server -> client
         self._conversations = Conversations(new_conversation_id)
         self._replay = ReplayBuffer()
+
+        # draining (on_drain): no new conversations; Drained once nothing is in flight
+        self._draining = False
+        self._refused_from: int | None = None  # first client seq not accepted while draining
+        self._drain_now = False  # the refused input holds an interrupt: hand over at once
+        self._drained = False
 
     # --- read-only views for the shell ---
 
@@ -341,6 +349,30 @@ class RelaySession:
             self._fatal(fatal)
         return self._take()
 
+    def on_drain(self, now: float) -> list[Effect]:
+        """The instance is draining: conversations in flight go on to their end, a message that
+        would start a new one is not accepted (`InputRefused`, once), and `Drained` follows as
+        soon as nothing is in flight (at once when idle). The shell then hands the session over
+        (`on_handover`) or ends it (`on_shutdown`)."""
+        if self._ended:
+            return []
+        self._begin(now)
+        self._draining = True
+        return self._take()
+
+    def on_handover(self, now: float) -> list[Effect]:
+        """The session continues on another instance: the client is told to reconnect and
+        resume (close 1012 `sessionMoved`) and the session ends here. The shell has saved
+        what the next instance needs before this."""
+        if self._ended:
+            return []
+        self._begin(now)
+        code = ErrorCode.SESSION_MOVED
+        if self._conn is not None:
+            self._out.append(CloseClient(self._conn, spec(code).close_code, code.value))
+        self._end(code)
+        return self._take()
+
     def on_shutdown(self, now: float) -> list[Effect]:
         """The server is draining: tell the client to go elsewhere, end the session."""
         if self._ended:
@@ -359,10 +391,15 @@ class RelaySession:
             return
         match message:
             case p.ClientAudio(seq, pcm, end):
+                if self._draining and self._refused(seq, self._conversations.would_start):
+                    return
                 if self._accept(seq):
                     self._audio(pcm, end)
                     self._count_input(urgent=end)
             case p.ClientInterrupt(seq):
+                if self._draining and self._refused(seq, False):
+                    self._drain_now = True
+                    return
                 if self._accept(seq):
                     self._interrupt()
                     self._count_input(urgent=True)
@@ -420,6 +457,19 @@ class RelaySession:
         for data in replay.after(last_seq):
             self.stats.replayed_messages += 1
             self._out.append(SendToClient(conn, data))
+
+    def _refused(self, seq: int, starts: bool) -> bool:
+        """While draining: not accepting `seq` (neither processed nor acknowledged) because it,
+        or a message before it, would start a new conversation. Resends of accepted numbers
+        and sequence gaps take their usual paths."""
+        if seq <= self._client_seq:
+            return False
+        if self._refused_from is None:
+            if not starts or seq != self._client_seq + 1:
+                return False
+            self._refused_from = seq
+            self._out.append(InputRefused(seq, ErrorCode.GOING_AWAY))
+        return True
 
     def _accept(self, seq: int) -> bool:
         """Exactly-once on the way up: old numbers are resends (re-ACK them), gaps are bugs."""
@@ -524,6 +574,14 @@ class RelaySession:
         self._out = []
 
     def _take(self) -> list[Effect]:
+        if (
+            self._draining
+            and not self._drained
+            and not self._ended
+            and (self._drain_now or self._conversations.live is None)
+        ):
+            self._drained = True
+            self._out.append(Drained())
         out = self._out
         self._out = []
         return out

@@ -67,6 +67,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "methodNotAllowed"
     MESSAGE_INCOMPLETE = "messageIncomplete"
     SPEECH_UNAVAILABLE = "speechUnavailable"
+    SESSION_MOVED = "sessionMoved"
 
 
 class RelayError(Exception):
