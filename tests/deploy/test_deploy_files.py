@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from app.api.app import create_app
-from app.server import DRAIN_SECONDS, GRACEFUL_SHUTDOWN_SECONDS
+from app.server import shutdown_budget
 from app.settings import ConfigError, Settings, load_settings
 from tests.deploy.files import (
     DEPLOY,
@@ -56,6 +56,7 @@ IMPORTANT_CONFIG = {
     "RATE_LIMIT_PRINCIPAL_PER_MINUTE",
     "RATE_LIMIT_IP_PER_MINUTE",
     "RESUME_WINDOW_SECONDS",
+    "DRAIN_TIMEOUT_SECONDS",
 }
 
 
@@ -214,10 +215,11 @@ def test_compose_runs_the_app_with_a_healthy_redis_first() -> None:
     assert env["HOST"] == "0.0.0.0"
     assert int(env["PORT"]) == PORT
     assert app["ports"] == [f"{PORT}:{PORT}"]
-    # Longer than the server's own drain + graceful shutdown, so SIGKILL never cuts it short.
-    assert int(app["stop_grace_period"].removesuffix("s")) > (
-        DRAIN_SECONDS + GRACEFUL_SHUTDOWN_SECONDS
-    )
+    # Longer than the server's own drain + handover + graceful shutdown (with the drain timeout
+    # the compose file leaves at its default), so SIGKILL never cuts it short.
+    assert "DRAIN_TIMEOUT_SECONDS" not in env
+    default = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert int(app["stop_grace_period"].removesuffix("s")) > shutdown_budget(default)
 
 
 def test_compose_without_env_file_is_a_valid_emulator_configuration(
@@ -295,9 +297,9 @@ def test_deployment_drains_sessions_before_it_is_killed() -> None:
     assert command[0] == "sleep"
     pre_stop = int(command[1])
     assert spec["terminationGracePeriodSeconds"] >= 60
-    assert spec["terminationGracePeriodSeconds"] > (
-        pre_stop + DRAIN_SECONDS + GRACEFUL_SHUTDOWN_SECONDS
-    )
+    drain = float(configmap()["data"]["DRAIN_TIMEOUT_SECONDS"])
+    settings = Settings(_env_file=None, drain_timeout_seconds=drain)  # type: ignore[call-arg]
+    assert spec["terminationGracePeriodSeconds"] > pre_stop + shutdown_budget(settings)
     assert deployment()["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
