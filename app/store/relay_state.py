@@ -20,10 +20,11 @@ therefore never runs a session at once with a live, serving owner. Every save ch
 in the same script (fencing): an instance that lost its lease learns it at its next save and
 stops, and writes nothing more.
 
-**Write path.** Write-behind, batched per event-loop turn: a session marks itself dirty
-(`mark`); once per turn the flusher asks every dirty session for its delta (new messages, the
-new acks and client seq, the core's state when it changed) and sends them all in **one**
-pipeline, one script call per session; a session learns the outcome in `saved`. One pipeline is
+**Write path.** Write-behind, batched: a session marks itself dirty (`mark`); at the end of the
+event-loop turn (and at most once per `flush_interval`) the flusher asks every dirty session for
+its delta (new messages, the new acks and client seq, the core's state when it changed) and
+sends them all in **one** script call, so that a batch costs one command to encode and one reply
+to read whatever the number of sessions; a session learns the outcome in `saved`. One batch is
 in flight at a time, so a session's saves apply in order. Replay lists are trimmed on ack, capped
 at `max_messages`, and every key lives `ttl` seconds after its last write (the resume window plus
 the touch interval): a session nobody continues disappears on its own.
@@ -52,55 +53,90 @@ log = logging.getLogger("avatar_relay.store.relay_state")
 HEARTBEAT_INTERVAL: Final = 0.25
 # A dead instance's sessions can be taken over this long after its last heartbeat at the latest.
 HEARTBEAT_TTL: Final = 1.0
+# At most one pipeline starts per interval: what changes meanwhile waits, batched. Sends to
+# clients never wait for it; acknowledgements of client messages do (a client seq is saved before
+# its ACK goes out), and a crash may lose what changed within the last interval and round trip.
+FLUSH_INTERVAL: Final = 0.05
 # After a failed save, wait this long before the next attempt (the sessions stay dirty).
 RETRY_DELAY: Final = 0.1
 
 SERVING: Final = b"serving"
 DRAINING: Final = b"draining"
 
-# KEYS: lease, state, one replay list per endpoint. ARGV: owner, ttl ms, max messages per list,
-# core flag ("1": ARGV[4] is the core's state; "0": unchanged, ARGV[4] empty), then per endpoint:
-# name, client seq, acked, seq of the first new message, count, then the messages.
-# Returns 1 saved; 0 the lease belongs to another instance (nothing written); -1 the delta does
-# not continue what is stored (send a full one: every kept message, the core's state).
+# One call saves every dirty session of a turn. ARGV: owner, ttl ms, max messages per list, key
+# prefix, then per session: its id, its core flag ("1": the next argument is the core's state;
+# "0": unchanged, the next argument is empty), its number of endpoints, then per endpoint a header
+# "name client_seq acked first count" followed by `count` messages (seq first, first + 1, ...).
+# The reply has one character per session: "1" saved; "0" the lease belongs to another instance
+# (nothing of that session written); "r" the delta does not continue what is stored (nothing of it
+# written; send a full one: every kept message and the core's state). The session's keys are
+# derived from its id (one Redis node: a Cluster would refuse undeclared keys).
 _SAVE = """
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then return 0 end
+local me = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
-if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-else redis.call('PEXPIRE', KEYS[1], ttl) end
-local state = KEYS[2]
-if ARGV[4] == '1' then redis.call('HSET', state, 'core', ARGV[5]) end
+local prefix = ARGV[4]
+local out = {}
 local a = 6
-for i = 3, #KEYS do
-  local ep = ARGV[a]
-  local acked = tonumber(ARGV[a + 2])
-  local first = tonumber(ARGV[a + 3])
-  local count = tonumber(ARGV[a + 4])
-  local base = tonumber(redis.call('HGET', state, ep .. ':acked') or '0')
-  local last = tonumber(redis.call('HGET', state, ep .. ':last') or '0')
-  local list = KEYS[i]
-  if acked > base then
-    if acked >= last then redis.call('DEL', list)
-    else redis.call('LTRIM', list, acked - base, -1) end
-    base = acked
-    if last < acked then last = acked end
+for s = 1, tonumber(ARGV[5]) do
+  local sid = ARGV[a]
+  local core_flag, core = ARGV[a + 1], ARGV[a + 2]
+  local eps = tonumber(ARGV[a + 3])
+  a = a + 4
+  local lease = prefix .. 'relay:lease:' .. sid
+  local state = prefix .. 'relay:state:' .. sid
+  local owner = redis.call('GET', lease)
+  local verdict = '1'
+  if owner and owner ~= me then verdict = '0' end
+  -- check every endpoint's continuity before writing anything of this session
+  local plan = {}
+  local b = a
+  local fresh = false
+  for e = 1, eps do
+    local name, cseq, acked, first, count =
+      string.match(ARGV[b], '^(%S+) (%d+) (%d+) (%d+) (%d+)$')
+    acked, first, count = tonumber(acked), tonumber(first), tonumber(count)
+    local base, last = 0, 0
+    if verdict == '1' then
+      local saved = redis.call('HMGET', state, name .. ':acked', name .. ':last')
+      if saved[1] then base, last = tonumber(saved[1]), tonumber(saved[2])
+      else fresh = true end
+      if math.max(last, acked) + 1 < first then verdict = 'r' end
+    end
+    plan[e] = {name, cseq, acked, first, count, b + 1, base, last}
+    b = b + 1 + count
   end
-  local skip = last + 1 - first
-  if skip < 0 then return -1 end
-  for j = skip, count - 1 do redis.call('RPUSH', list, ARGV[a + 5 + j]) end
-  if first + count - 1 > last then last = first + count - 1 end
-  if last - base > cap then
-    redis.call('LTRIM', list, -cap, -1)
-    base = last - cap
+  if verdict == '1' then
+    if not owner then redis.call('SET', lease, me, 'PX', ttl) end
+    if core_flag == '1' then redis.call('HSET', state, 'core', core) end
+    for e = 1, eps do
+      local name, cseq, acked, first, count, at, base, last = unpack(plan[e])
+      local list = prefix .. 'relay:replay:' .. sid .. ':' .. name
+      if acked > base then
+        if acked >= last then redis.call('DEL', list)
+        else redis.call('LTRIM', list, acked - base, -1) end
+        base = acked
+        if last < acked then last = acked end
+      end
+      local skip = last + 1 - first
+      if skip < count then
+        local length = redis.call('RPUSH', list, unpack(ARGV, at + skip, at + count - 1))
+        -- a list (re)created here has no expiry yet; the owner's touches extend it later
+        if length == count - skip then redis.call('PEXPIRE', list, ttl) end
+        last = first + count - 1
+      end
+      if last - base > cap then
+        redis.call('LTRIM', list, -cap, -1)
+        base = last - cap
+      end
+      redis.call('HSET', state, name .. ':in', cseq, name .. ':acked', base, name .. ':last', last)
+    end
+    if fresh or core_flag == '1' then redis.call('PEXPIRE', state, ttl) end
   end
-  redis.call('HSET', state, ep .. ':in', ARGV[a + 1], ep .. ':acked', base, ep .. ':last', last)
-  redis.call('PEXPIRE', list, ttl)
-  a = a + 5 + count
+  out[s] = verdict
+  a = b
 end
-redis.call('PEXPIRE', state, ttl)
-return 1
+return table.concat(out)
 """
 
 # KEYS: lease. ARGV: me, ttl ms, the heartbeat keys' prefix. Returns {1, previous owner or ''}
@@ -237,6 +273,7 @@ class RelayStateStore:
         max_messages: int = 4096,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         heartbeat_ttl: float = HEARTBEAT_TTL,
+        flush_interval: float = FLUSH_INTERVAL,
         keep_durations: bool = False,
     ) -> None:
         self._redis = client
@@ -259,6 +296,8 @@ class RelayStateStore:
         self._dirty: dict[str, Saving] = {}
         self._owned: dict[str, Sequence[str]] = {}  # session id -> endpoint names
         self._scheduled = False
+        self._flush_interval = flush_interval
+        self._next_flush = 0.0  # loop time before which no pipeline starts
         self._flushing: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -404,7 +443,12 @@ class RelayStateStore:
         self._idle.clear()
         if not self._scheduled and self._flushing is None:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._kick)
+            loop = asyncio.get_running_loop()
+            wait = self._next_flush - loop.time()
+            if wait > 0:
+                loop.call_later(wait, self._kick)
+            else:
+                loop.call_soon(self._kick)
 
     def _kick(self) -> None:
         self._scheduled = False
@@ -420,7 +464,12 @@ class RelayStateStore:
 
     async def _flush(self) -> None:
         try:
+            loop = asyncio.get_running_loop()
             while self._dirty:
+                wait = self._next_flush - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self._next_flush = loop.time() + self._flush_interval
                 batch = list(self._dirty.values())
                 self._dirty = {}
                 deltas = [(session, session.delta()) for session in batch]
@@ -440,8 +489,7 @@ class RelayStateStore:
                 if self._keep_durations:
                     self.stats.durations.append(time.perf_counter() - started)
                 self.stats.pipelines += 1
-                for (session, delta), result in zip(deltas, results, strict=True):
-                    outcome = _outcome(result)
+                for (session, delta), outcome in zip(deltas, results, strict=True):
                     if outcome is Saved.LOST:
                         self.stats.lost += 1
                         self._owned.pop(session.session_id, None)
@@ -456,38 +504,24 @@ class RelayStateStore:
             else:
                 self._idle.set()
 
-    async def _send(self, deltas: list[tuple[Saving, SessionDelta]]) -> list[object]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for session, delta in deltas:
-                keys, args = self._save_call(session.session_id, delta)
-                await self._save(keys=keys, args=args, client=pipe)
-            results: list[object] = await pipe.execute(raise_on_error=False)
-        return results
-
-    def _save_call(
-        self, session_id: str, delta: SessionDelta
-    ) -> tuple[list[str], list[bytes | str | int]]:
-        keys = [self.lease_key(session_id), self._state_key(session_id)]
-        args: list[bytes | str | int] = [self._me, self._ttl_ms, self._max_messages]
-        args += ["0", b""] if delta.core is None else ["1", delta.core]
+    async def _send(self, deltas: list[tuple[Saving, SessionDelta]]) -> list[Saved]:
+        """One script call for the whole batch: one command to encode, one reply to read."""
+        args: list[bytes | str | int] = [self._me, self._ttl_ms, self._max_messages, self._prefix]
+        args.append(len(deltas))
         stats = self.stats
-        stats.saves += 1
-        for endpoint in delta.endpoints:
-            keys.append(self._replay_key(session_id, endpoint.name))
-            entries = endpoint.entries
-            args += [endpoint.name, endpoint.client_seq, endpoint.acked, endpoint.first]
-            args.append(len(entries))
-            args += entries
-            stats.messages += len(entries)
-            stats.bytes += sum(map(len, entries))
-        return keys, args
+        for session, delta in deltas:
+            args.append(session.session_id)
+            args += ["0", b""] if delta.core is None else ["1", delta.core]
+            args.append(len(delta.endpoints))
+            for ep in delta.endpoints:
+                entries = ep.entries
+                args.append(f"{ep.name} {ep.client_seq} {ep.acked} {ep.first} {len(entries)}")
+                args += entries
+                stats.messages += len(entries)
+                stats.bytes += sum(map(len, entries))
+        stats.saves += len(deltas)
+        reply: bytes = await self._save(keys=[], args=args)
+        return [_OUTCOMES[char] for char in reply.decode()]
 
 
-def _outcome(result: object) -> Saved:
-    if result == 1:
-        return Saved.SAVED
-    if result == 0:
-        return Saved.LOST
-    if isinstance(result, Exception):
-        log.warning("relay state save refused", extra={"error_type": type(result).__name__})
-    return Saved.RESYNC
+_OUTCOMES: Final = {"1": Saved.SAVED, "0": Saved.LOST, "r": Saved.RESYNC}

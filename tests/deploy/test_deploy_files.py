@@ -338,6 +338,7 @@ def test_service_pdb_and_ingress_select_the_deployments_pods() -> None:
     annotations = sockets["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$arg_session"
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
+    assert "http_503" in annotations["nginx.ingress.kubernetes.io/proxy-next-upstream"]
 
 
 def env_names() -> dict[str, set[str]]:
@@ -425,6 +426,8 @@ def test_nginx_upgrades_relay_sockets_sticks_sessions_and_hides_metrics() -> Non
     assert timeout is not None
     assert int(timeout.group(1)) >= 600
     assert "proxy_buffering off;" in relay
+    # A draining instance's 503 sends the socket on to the next instance.
+    assert re.search(r"proxy_next_upstream [^;]*\bhttp_503\b", relay)
     assert "deny all;" in location(conf, "= /metrics")
     for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Request-ID", "Host"):
         assert f"proxy_set_header {header} " in conf

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Response, WebSocket
 from websockets import Subprotocol
 
 from app.api.app import create_app
@@ -44,8 +44,9 @@ def find_nginx() -> str | None:
     )
 
 
-def instance(name: str) -> FastAPI:
-    """Answers every request with its name (and the headers nginx passed on)."""
+def instance(name: str, draining: bool = False) -> FastAPI:
+    """Answers every request with its name (and the headers nginx passed on); `draining`: its
+    sockets are refused with HTTP 503, as a draining relay refuses sessions it does not run."""
     app = FastAPI()
 
     @app.api_route("/{path:path}", methods=["GET", "POST"])
@@ -54,6 +55,9 @@ def instance(name: str) -> FastAPI:
 
     @app.websocket("/v1/relay")
     async def relay(socket: WebSocket) -> None:
+        if draining:
+            await socket.send_denial_response(Response(status_code=503))
+            return
         await socket.accept()
         await socket.send_text(name)
         await socket.close()
@@ -112,12 +116,12 @@ def running_nginx(nginx: str, conf: Path, port: int) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-@pytest.fixture
-async def proxy(tmp_path: Path) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def nginx_over(tmp_path: Path, first: FastAPI, second: FastAPI) -> AsyncIterator[str]:
     nginx = find_nginx()
     # scripts/ensure-system-deps installs nginx; a missing binary is a broken setup, not a pass.
     assert nginx is not None, "nginx not found: run the tests through scripts/test"
-    async with running_app(instance("a")) as a, running_app(instance("b")) as b:
+    async with running_app(first) as a, running_app(second) as b:
         port = free_port()
         conf = local_config(tmp_path, port, [a.removeprefix("http://"), b.removeprefix("http://")])
         check = subprocess.run(
@@ -129,6 +133,20 @@ async def proxy(tmp_path: Path) -> AsyncIterator[str]:
         assert check.returncode == 0, check.stderr
         with running_nginx(nginx, conf, port) as address:
             yield address
+
+
+@pytest.fixture
+async def proxy(tmp_path: Path) -> AsyncIterator[str]:
+    async with nginx_over(tmp_path, instance("a"), instance("b")) as address:
+        yield address
+
+
+async def test_a_draining_instances_503_sends_sockets_to_the_next_one(tmp_path: Path) -> None:
+    async with nginx_over(tmp_path, instance("a", draining=True), instance("b")) as address:
+        for n in range(12):
+            url = f"ws://{address}/v1/relay?session=s-{n}&ticket=x"
+            async with websockets.connect(url) as ws:
+                assert await ws.recv() == "b"
 
 
 async def test_sessions_stick_to_one_instance_and_sockets_upgrade(proxy: str) -> None:
