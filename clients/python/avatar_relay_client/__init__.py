@@ -13,7 +13,7 @@ from avatar_relay_client.browser import (
     RelayClient,
 )
 from avatar_relay_client.errors import ErrorCode, RelayError
-from avatar_relay_client.link import Backoff, ClientStats, StateChange
+from avatar_relay_client.link import Backoff, ClientStats, SessionLost, StateChange
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "Interrupted",
     "RelayClient",
     "RelayError",
+    "SessionLost",
     "StateChange",
     "__version__",
 ]
