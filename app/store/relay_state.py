@@ -296,6 +296,9 @@ class RelayStateStore:
         self._dirty: dict[str, Saving] = {}
         self._owned: dict[str, Sequence[str]] = {}  # session id -> endpoint names
         self._scheduled = False
+        self._scheduled_soon = False
+        self._urgent = False
+        self._wake = asyncio.Event()
         self._flush_interval = flush_interval
         self._next_flush = 0.0  # loop time before which no pipeline starts
         self._flushing: asyncio.Task[None] | None = None
@@ -437,21 +440,31 @@ class RelayStateStore:
 
     # --- write-behind ---
 
-    def mark(self, session: Saving) -> None:
-        """`session` has changes to save: they go out with this event-loop turn's pipeline."""
+    def mark(self, session: Saving, *, urgent: bool = False) -> None:
+        """`session` has changes to save: they go out with the next batch, at the end of this
+        event-loop turn or, unless `urgent` (output waits for the save), once the flush interval
+        since the last batch has passed."""
         self._dirty[session.session_id] = session
         self._idle.clear()
-        if not self._scheduled and self._flushing is None:
-            self._scheduled = True
-            loop = asyncio.get_running_loop()
-            wait = self._next_flush - loop.time()
-            if wait > 0:
-                loop.call_later(wait, self._kick)
-            else:
-                loop.call_soon(self._kick)
+        if urgent:
+            self._urgent = True
+            self._wake.set()
+        if self._flushing is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = 0.0 if self._urgent else self._next_flush - loop.time()
+        if self._scheduled and (wait > 0 or self._scheduled_soon):
+            return
+        self._scheduled = True
+        self._scheduled_soon = wait <= 0
+        if wait > 0:
+            loop.call_later(wait, self._kick)
+        else:
+            loop.call_soon(self._kick)
 
     def _kick(self) -> None:
         self._scheduled = False
+        self._scheduled_soon = False
         if self._flushing is None and self._dirty:
             self._flushing = asyncio.create_task(self._flush(), name="relay-state-flush")
 
@@ -467,8 +480,9 @@ class RelayStateStore:
             loop = asyncio.get_running_loop()
             while self._dirty:
                 wait = self._next_flush - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                if wait > 0 and not self._urgent:
+                    await self._wait_or_urgent(wait)
+                self._urgent = False
                 self._next_flush = loop.time() + self._flush_interval
                 batch = list(self._dirty.values())
                 self._dirty = {}
@@ -503,6 +517,12 @@ class RelayStateStore:
                 self._kick()
             else:
                 self._idle.set()
+
+    async def _wait_or_urgent(self, wait: float) -> None:
+        """Sleep out the flush interval unless urgent changes come first."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _send(self, deltas: list[tuple[Saving, SessionDelta]]) -> list[Saved]:
         """One script call for the whole batch: one command to encode, one reply to read."""

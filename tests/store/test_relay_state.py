@@ -312,6 +312,26 @@ async def test_every_dirty_session_of_a_turn_goes_in_one_pipeline(instances: Fac
     assert all(session.outcomes == [Saved.SAVED] for session in sessions)
 
 
+async def test_an_urgent_change_does_not_wait_for_the_flush_interval(
+    instances: Factory,
+) -> None:
+    (a,) = await running(instances, flush_interval=5.0)
+    lazy, urgent = await claimed(a), await claimed(a)
+    await save(a, lazy)  # the first batch: the next may start only 5 s later...
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    lazy.endpoints["browser"].send(b"can wait")
+    a.mark(lazy)
+    await asyncio.sleep(0.05)
+    assert lazy.outcomes == [Saved.SAVED]  # still waiting
+    urgent.endpoints["browser"].send(b"cannot")
+    a.mark(urgent, urgent=True)  # ...unless output waits for it
+    await a.settled(within=2)
+    assert loop.time() - started < 1.0
+    assert urgent.outcomes == [Saved.SAVED]
+    assert lazy.outcomes == [Saved.SAVED, Saved.SAVED]  # in the same batch
+
+
 async def test_replay_lists_are_capped(instances: Factory) -> None:
     a = instances(max_messages=5)
     await a.start()
