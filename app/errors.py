@@ -66,6 +66,8 @@ class ErrorCode(StrEnum):
     UPSTREAM_CREDENTIALS_REJECTED = "upstreamCredentialsRejected"
     METHOD_NOT_ALLOWED = "methodNotAllowed"
     MESSAGE_INCOMPLETE = "messageIncomplete"
+    MICROPHONE_DISABLED = "microphoneDisabled"
+    PRODUCER_NOT_ALLOWED = "producerNotAllowed"
 
 
 class Phase(StrEnum):
@@ -155,6 +157,13 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.MESSAGE_INCOMPLETE: ErrorSpec(
         408, 1008, False, "a WebSocket message did not arrive in full in time"
+    ),
+    # A producer feeds this session's speech and the browser's audio is not forwarded to it.
+    ErrorCode.MICROPHONE_DISABLED: ErrorSpec(
+        403, 4403, False, "browser audio is not accepted: the session's speech comes from a producer"
+    ),
+    ErrorCode.PRODUCER_NOT_ALLOWED: ErrorSpec(
+        409, 4403, False, "the session was not created to accept a producer"
     ),
 }
 
