@@ -160,7 +160,10 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     # A producer feeds this session's speech and the browser's audio is not forwarded to it.
     ErrorCode.MICROPHONE_DISABLED: ErrorSpec(
-        403, 4403, False, "browser audio is not accepted: the session's speech comes from a producer"
+        403,
+        4403,
+        False,
+        "browser audio is not accepted: the session's speech comes from a producer",
     ),
     ErrorCode.PRODUCER_NOT_ALLOWED: ErrorSpec(
         409, 4403, False, "the session was not created to accept a producer"

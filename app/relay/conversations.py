@@ -185,9 +185,11 @@ class Conversations:
             if conversation.id in self._by_id:
                 effects.append(InterruptUpstream(conversation.id))
             effects.append(conversation.ended("interrupted"))
-        discard = {source for source in self._input if source in _DISCARD_ON_INTERRUPT}
+        # A producer's utterance in progress stays discarded, whether its conversation was
+        # live until now or had ended already.
+        discard = (self._input.keys() | self._discarding) & _DISCARD_ON_INTERRUPT
         self._clear()
-        self._discarding = discard
+        self._discarding = set(discard)
         return effects
 
     def drop(self, code: ErrorCode) -> list[ConversationEnded]:

@@ -164,6 +164,11 @@ class RelaySession:
         """The endpoint's state (read it, do not change it); None: the session has none."""
         return self._browser if role == "browser" else self._producer
 
+    def is_current(self, role: Role, conn: int) -> bool:
+        """`conn` is the endpoint's current connection."""
+        ep = self.endpoint(role)
+        return ep is not None and ep.conn == conn
+
     @property
     def buffered_messages(self) -> int:
         return len(self._browser.replay) + self._conversations.held_messages
