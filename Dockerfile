@@ -22,15 +22,22 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /src
 # Dependencies first, so this layer is rebuilt only when the lock file changes.
 COPY pyproject.toml uv.lock README.md ./
+# The client distribution (clients/python) is a workspace member: the server imports its codec.
+COPY clients/python/pyproject.toml clients/python/README.md ./clients/python/
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
+    uv sync --frozen --no-dev --no-install-workspace
 COPY app ./app
+COPY clients/python/avatar_relay_client ./clients/python/avatar_relay_client
 # --no-editable: the venv holds a real copy of the package, so /src is not needed at run time.
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 
 # --- runtime: the venv and an unprivileged user, nothing else ---
 FROM ${PYTHON_IMAGE} AS runtime
+# espeak-ng: the demo agent's text-to-speech engine (the server runs without it, demo agent off).
+RUN apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends espeak-ng \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 avatar \
     && useradd --system --uid 10001 --gid avatar --no-create-home --shell /usr/sbin/nologin avatar
 COPY --from=builder /opt/venv /opt/venv

@@ -1,8 +1,10 @@
-"""Stable error codes: defined once, used by the REST API, the WebSocket protocol, logs and metrics.
+"""Stable error codes as the server reports them: REST API, WebSocket protocols, logs, metrics.
 
 A code is a public contract. Clients branch on it, dashboards count it, so codes are only ever
-added, never renamed. Each code carries everything a transport needs to report it: the HTTP status
-for REST answers, the close code for WebSocket closes, and whether it came from upstream.
+added, never renamed. The codes themselves are defined once, in the client distribution
+(`avatar_relay_client.errors`), because client code needs them without the server; here each code
+gets everything a transport needs to report it: the HTTP status for REST answers, the close code
+for WebSocket closes, and whether it came from upstream.
 
 Upstream codes are the ones the official SpatialReal SDKs use (see the spec's error table), so an
 integrator who knows the SDK recognises them.
@@ -13,61 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-
-class ErrorCode(StrEnum):
-    # --- upstream (SpatialReal) codes, as the official SDKs name them ---
-    SESSION_TOKEN_EXPIRED = "sessionTokenExpired"
-    SESSION_TOKEN_INVALID = "sessionTokenInvalid"
-    APP_ID_UNRECOGNIZED = "appIDUnrecognized"
-    APP_ID_MISMATCH = "appIDMismatch"
-    AVATAR_NOT_FOUND = "avatarNotFound"
-    BILLING_REQUIRED = "billingRequired"
-    CREDITS_EXHAUSTED = "creditsExhausted"
-    SESSION_DURATION_EXCEEDED = "sessionDurationExceeded"
-    CONCURRENCY_LIMIT = "concurrencyLimit"
-    UNSUPPORTED_SAMPLE_RATE = "unsupportedSampleRate"
-    INVALID_EGRESS_CONFIG = "invalidEgressConfig"
-    EGRESS_UNAVAILABLE = "egressUnavailable"
-    IDLE_TIMEOUT = "idleTimeout"
-    UPSTREAM_ERROR = "upstreamError"
-    INVALID_REQUEST = "invalidRequest"
-    CONNECTION_FAILED = "connectionFailed"
-    CONNECTION_CLOSED = "connectionClosed"
-    PROTOCOL_ERROR = "protocolError"
-    SERVER_ERROR = "serverError"
-    UNKNOWN = "unknown"
-
-    # --- our own codes ---
-    UNAUTHORIZED = "unauthorized"
-    FORBIDDEN = "forbidden"
-    NOT_FOUND = "notFound"
-    RATE_LIMITED = "rateLimited"
-    AVATAR_NOT_ALLOWED = "avatarNotAllowed"
-    UPSTREAM_UNAVAILABLE = "upstreamUnavailable"
-    INTERNAL_ERROR = "internalError"
-    TICKET_INVALID = "ticketInvalid"
-    ORIGIN_NOT_ALLOWED = "originNotAllowed"
-    SESSION_NOT_FOUND = "sessionNotFound"
-    SESSION_LIMIT = "sessionLimit"
-    RESUME_FAILED = "resumeFailed"
-    CONVERSATION_ABORTED = "conversationAborted"
-    MESSAGE_TOO_LARGE = "messageTooLarge"
-    BAD_AUDIO = "badAudio"
-    UNKNOWN_MESSAGE_TYPE = "unknownMessageType"
-    BAD_ACK = "badAck"
-    BAD_SEQUENCE = "badSequence"
-    SESSION_CLOSED = "sessionClosed"
-    SLOW_CONSUMER = "slowConsumer"
-    GOING_AWAY = "goingAway"
-    CONNECTION_REPLACED = "connectionReplaced"
-    STORE_UNAVAILABLE = "storeUnavailable"
-    REQUEST_IN_PROGRESS = "requestInProgress"
-    IDEMPOTENCY_KEY_REUSED = "idempotencyKeyReused"
-    UPSTREAM_CREDENTIALS_REJECTED = "upstreamCredentialsRejected"
-    METHOD_NOT_ALLOWED = "methodNotAllowed"
-    MESSAGE_INCOMPLETE = "messageIncomplete"
-    MICROPHONE_DISABLED = "microphoneDisabled"
-    PRODUCER_NOT_ALLOWED = "producerNotAllowed"
+from avatar_relay_client.errors import ErrorCode as ErrorCode
+from avatar_relay_client.errors import RelayError as RelayError
 
 
 class Phase(StrEnum):
@@ -158,6 +107,10 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.MESSAGE_INCOMPLETE: ErrorSpec(
         408, 1008, False, "a WebSocket message did not arrive in full in time"
     ),
+    # The demo agent's text-to-speech engine (espeak-ng) is not installed or failed.
+    ErrorCode.SPEECH_UNAVAILABLE: ErrorSpec(
+        503, 1011, False, "the demo agent's text-to-speech engine is unavailable"
+    ),
     # A producer feeds this session's speech and the browser's audio is not forwarded to it.
     ErrorCode.MICROPHONE_DISABLED: ErrorSpec(
         403,
@@ -194,8 +147,11 @@ def all_specs() -> dict[ErrorCode, ErrorSpec]:
     return dict(_SPECS)
 
 
-class AppError(Exception):
+class AppError(RelayError):
     """An error as a value: a stable code plus a human message, raised anywhere, reported once.
+
+    The server's kind of `RelayError` (what the codec and the clients raise), so one `except
+    RelayError` at a codec boundary also catches the server's own failures.
 
     `phase` is set for upstream failures (where in the SpatialReal exchange it happened). The
     optional fields carry upstream correlation data for logs; none of them may hold a secret.
@@ -214,8 +170,7 @@ class AppError(Exception):
         retry_after: float | None = None,
         close_code: int | None = None,
     ) -> None:
-        self.code = code
-        self.message = message or spec(code).summary
+        super().__init__(code, message or spec(code).summary, http_status=http_status)
         self.phase = phase
         self.upstream_http_status = http_status
         self.server_code = server_code
@@ -224,7 +179,6 @@ class AppError(Exception):
         self.retry_after = retry_after
         # The upstream WebSocket close code, or a SERVER_ERROR code in the contract's range.
         self.close_code = close_code
-        super().__init__(f"{code}: {self.message}")
 
     @property
     def spec(self) -> ErrorSpec:

@@ -281,7 +281,7 @@ class LeanRelay:
         from websockets.asyncio.client import connect
         from websockets.typing import Subprotocol
 
-        from app.relay import protocol as p
+        from avatar_relay_client import browser_protocol as p
 
         answer = (await self.http.post(self.base_url + "/v1/relay/sessions", json={})).json()
         self.ws = await connect(
@@ -371,7 +371,7 @@ class Session:
             self.lean = LeanRelay(self.base_url, self.http)
             await self.lean.start()
         elif self.kind == "relay":
-            from app.relay.client import RelayClient
+            from avatar_relay_client import RelayClient
 
             self.client = RelayClient(self.base_url, ack_interval=0.25)
             await self.client.start()
@@ -431,7 +431,7 @@ class Session:
                         self.finished = True
                         return
         if self.client is not None:
-            from app.relay.client import Audio, Frame
+            from avatar_relay_client import Audio, Frame
 
             async for event in self.client.events():
                 if isinstance(event, Audio):
@@ -811,7 +811,7 @@ def orchestrate(steps: tuple[int, ...], kinds: tuple[str, ...]) -> None:
             "emulator": "speed 1.0 (frames paced in real time), own process",
             "server": "one process, uvicorn as `avatar-relay serve` configures it (uvloop)",
             "load_generator": "one process; in the load steps relay sessions use LeanRelay"
-            " (bench/relay.py: the same wire messages as app.relay.client.RelayClient - HELLO,"
+            " (bench/relay.py: the same wire messages as avatar_relay_client.RelayClient - HELLO,"
             " AUDIO with client seqs, ACK every 10 messages and every 250 ms, PONG, BYE -"
             " without its event queue and object decoding), floor sessions a bare websockets"
             " client; the ttff runs use RelayClient itself",

@@ -29,8 +29,8 @@ from app.api.ops import add_drain_hook
 from app.api.security import SECURITY_REQUIREMENT
 from app.errors import AppError, ErrorCode, spec
 from app.logs import bind
-from app.relay.protocol import SUBPROTOCOL
 from app.settings import PCM_SAMPLE_RATES
+from avatar_relay_client.browser_protocol import SUBPROTOCOL
 
 log = logging.getLogger("avatar_relay.relay")
 

@@ -22,7 +22,7 @@ from websockets.exceptions import PayloadTooBig
 from websockets.frames import Frame, Opcode
 
 from app.errors import ErrorCode, spec
-from app.relay import protocol as p
+from avatar_relay_client import browser_protocol as p
 
 # How long a begun message may take to arrive in full (256 KiB at 26 KB/s, a poor mobile link).
 PARTIAL_MESSAGE_SECONDS: Final = 10.0

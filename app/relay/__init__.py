@@ -1,2 +1,2 @@
-"""Host Mode relay: the browser protocol (`protocol`), the pure per-session core (`session`,
+"""Host Mode relay: the pure per-session core (`session`,
 `replay`, `effects`) and, around them, the I/O shell."""

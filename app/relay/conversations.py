@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from app.errors import ErrorCode
-from app.relay import protocol as p
 from app.relay.effects import ConversationEnded, InterruptUpstream, Outcome
+from avatar_relay_client import browser_protocol as p
 
 Role = Literal["browser", "producer"]
 AudioSource = Literal["browser", "producer"]

@@ -11,10 +11,10 @@ the two protocols share in meaning (WELCOME aside: each protocol says different 
 from __future__ import annotations
 
 from app.errors import ErrorCode
-from app.relay import producer_protocol as pp
-from app.relay import protocol as p
 from app.relay.conversations import Role
 from app.relay.replay import ReplayBuffer
+from avatar_relay_client import browser_protocol as p
+from avatar_relay_client import producer_protocol as pp
 
 
 class Fatal(Exception):

@@ -23,9 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from app.errors import AppError, ErrorCode, spec
-from app.relay import producer_protocol as pp
-from app.relay import protocol as p
+from app.errors import ErrorCode, RelayError, spec
 from app.relay.conversations import AudioRouting, Conversation, Conversations, Item, Role
 from app.relay.effects import (
     CloseClient,
@@ -38,6 +36,8 @@ from app.relay.effects import (
     SessionEnded,
 )
 from app.relay.endpoint import Endpoint, Fatal, Overflow
+from avatar_relay_client import browser_protocol as p
+from avatar_relay_client import producer_protocol as pp
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -239,7 +239,7 @@ class RelaySession:
             return []
         try:
             message = ep.codec.decode(data, self.limits.max_message_bytes)
-        except AppError as error:
+        except RelayError as error:
             self._begin(now)
             self._fatal(Fatal(error.code, error.message))
             return self._take()

@@ -36,8 +36,6 @@ from app.errors import AppError, ErrorCode
 from app.logs import bind
 from app.metrics import Kind, Metrics
 from app.relay import eager
-from app.relay import producer_protocol as pp
-from app.relay import protocol as p
 from app.relay.conversations import AudioRouting, Role
 from app.relay.effects import (
     CloseClient,
@@ -54,6 +52,8 @@ from app.relay.session import RelayLimits, RelaySession
 from app.relay.upstream import UpstreamLink
 from app.spatialreal.client import UpstreamMessage
 from app.spatialreal.request_ids import new_request_id
+from avatar_relay_client import browser_protocol as p
+from avatar_relay_client import producer_protocol as pp
 
 log = logging.getLogger("avatar_relay.relay")
 

@@ -136,12 +136,28 @@ def test_build_context_has_what_the_dockerfile_copies_and_no_credentials() -> No
         if not copy.startswith("--from")
         for source in copy.split()[:-1]
     ]
-    assert sources == ["pyproject.toml", "uv.lock", "README.md", "app"]
+    assert sources == [
+        "pyproject.toml",
+        "uv.lock",
+        "README.md",
+        "clients/python/pyproject.toml",
+        "clients/python/README.md",
+        "app",
+        "clients/python/avatar_relay_client",
+    ]
     for source in sources:
         assert (ROOT / source).exists(), source
         assert not dockerignored(source), source
     assert not dockerignored("app/api/app.py")
-    for private in (".env", "app/.env", ".git/config", ".venv/bin/python", "tests/conftest.py"):
+    assert not dockerignored("clients/python/avatar_relay_client/browser_protocol.py")
+    for private in (
+        ".env",
+        "app/.env",
+        ".git/config",
+        ".venv/bin/python",
+        "tests/conftest.py",
+        "clients/python/.venv/bin/python",
+    ):
         assert dockerignored(private), private
     assert dockerignored("app/__pycache__/x.pyc")
 

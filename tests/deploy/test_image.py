@@ -103,6 +103,11 @@ def test_the_install_is_a_real_copy_of_the_package_without_dev_tools(installed: 
     for path in (ROOT / "app").rglob("*"):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
             assert (site / path.relative_to(ROOT)).is_file(), path
+    # So did the client distribution the server imports its codec from, also as a real copy.
+    client = ROOT / "clients" / "python"
+    for path in (client / "avatar_relay_client").rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            assert (site / path.relative_to(client)).is_file(), path
     for dev_only in ("pytest", "mypy", "ruff", "avatarkit", "grpc_tools", "hypothesis"):
         assert not (site / dev_only).exists(), dev_only
     assert (installed.venv / "bin" / "avatar-relay").is_file()

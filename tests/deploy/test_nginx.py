@@ -24,7 +24,13 @@ from websockets import Subprotocol
 
 from app.api.app import create_app
 from app.emulator import Emulator
-from app.relay.protocol import SUBPROTOCOL, Hello, Welcome, decode_server, encode_client
+from avatar_relay_client.browser_protocol import (
+    SUBPROTOCOL,
+    Hello,
+    Welcome,
+    decode_server,
+    encode_client,
+)
 from tests.deploy.files import DEPLOY
 from tests.support.relay import relay_test_settings
 from tests.support.servers import free_port, running_app

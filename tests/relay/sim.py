@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from app.relay import protocol as p
 from app.relay.conversations import AudioRouting
 from app.relay.effects import Effect, SendToClient
 from app.relay.session import RelayLimits, RelaySession
+from avatar_relay_client import browser_protocol as p
 
 
 class Ids:

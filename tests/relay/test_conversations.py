@@ -6,9 +6,9 @@ from __future__ import annotations
 from itertools import islice
 
 from app.errors import ErrorCode
-from app.relay import protocol as p
 from app.relay.conversations import Conversation, Conversations, Item
 from app.relay.effects import ConversationEnded, InterruptUpstream
+from avatar_relay_client import browser_protocol as p
 from tests.relay.sim import Ids, cid
 
 

@@ -30,11 +30,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.errors import ErrorCode
-from app.relay import producer_protocol as pp
-from app.relay import protocol as p
 from app.relay.conversations import AudioRouting, Role
 from app.relay.effects import CloseClient, Effect, SendToClient
 from app.relay.session import RelaySession
+from avatar_relay_client import browser_protocol as p
+from avatar_relay_client import producer_protocol as pp
 from tests.relay.sim import new_session
 from tests.relay.test_session_properties import Upstream, check_conversation_rules
 

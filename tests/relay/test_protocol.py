@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.errors import AppError, ErrorCode
-from app.relay import protocol as p
+from avatar_relay_client import browser_protocol as p
+from avatar_relay_client.errors import ErrorCode, RelayError
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "docs" / "protocol-vectors.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
@@ -93,7 +93,7 @@ def test_golden_vector_encodes_and_decodes(vector: dict[str, Any]) -> None:
 @pytest.mark.parametrize("vector", VECTORS["invalid"], ids=lambda v: v["name"])
 def test_invalid_vector_has_its_stable_code(vector: dict[str, Any]) -> None:
     decode = p.decode_client if vector["direction"] == "client" else p.decode_server
-    with pytest.raises(AppError) as caught:
+    with pytest.raises(RelayError) as caught:
         decode(bytes.fromhex(vector["hex"]))
     assert caught.value.code == ErrorCode(vector["error"])
 
@@ -112,14 +112,14 @@ def test_frame_payload_is_carried_verbatim_after_a_small_header() -> None:
 def test_oversized_client_message_is_message_too_large() -> None:
     data = p.encode_client(p.ClientAudio(1, b"\x00" * 2000))
     assert p.decode_client(data, max_bytes=len(data)) == p.ClientAudio(1, b"\x00" * 2000)
-    with pytest.raises(AppError) as caught:
+    with pytest.raises(RelayError) as caught:
         p.decode_client(data, max_bytes=len(data) - 1)
     assert caught.value.code is ErrorCode.MESSAGE_TOO_LARGE
 
 
 @pytest.mark.parametrize("kind", [t.value for t in p.ServerType])
 def test_server_types_are_unknown_to_the_client_decoder(kind: int) -> None:
-    with pytest.raises(AppError) as caught:
+    with pytest.raises(RelayError) as caught:
         p.decode_client(bytes((kind, 0, 1, 0, 0, 0)))
     assert caught.value.code is ErrorCode.UNKNOWN_MESSAGE_TYPE
 
@@ -195,7 +195,7 @@ STABLE_DECODE_CODES = {
 def _decode_outcome(decode: Any, data: bytes) -> ErrorCode | None:
     try:
         decode(data, 64)
-    except AppError as error:
+    except RelayError as error:
         return error.code
     return None
 

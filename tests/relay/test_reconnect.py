@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.errors import AppError, ErrorCode, Phase
-from app.relay import protocol as p
 from app.relay.effects import CloseClient, ConversationEnded, SessionEnded
 from app.relay.reconnect import Action, Reconnect, ReconnectPolicy, refuses
 from app.spatialreal.classify import close_code_error
+from avatar_relay_client import browser_protocol as p
 from tests.relay.sim import audio, cid, connect, new_session, of_type, to_client
 
 

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.errors import ErrorCode, spec
-from app.relay import protocol as p
 from app.relay.effects import (
     CloseClient,
     ConversationEnded,
@@ -22,6 +21,7 @@ from app.relay.effects import (
     SessionEnded,
 )
 from app.relay.session import RelayLimits
+from avatar_relay_client import browser_protocol as p
 from tests.relay.sim import audio, cid, connect, new_session, of_type, to_client
 from tests.relay.test_protocol import VECTORS
 

@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.errors import ErrorCode
-from app.relay import protocol as p
 from app.relay.effects import (
     CloseClient,
     Effect,
@@ -34,6 +33,7 @@ from app.relay.effects import (
     SessionEnded,
 )
 from app.relay.session import RelaySession
+from avatar_relay_client import browser_protocol as p
 from tests.relay.sim import new_session
 
 LIMITS: dict[str, Any] = {"replay_buffer_messages": 100_000, "ack_every": 3}

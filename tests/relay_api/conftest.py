@@ -1,7 +1,8 @@
 """Fixtures for the relay API: an emulator, our app under uvicorn, and a tiny protocol peer.
 
-The peer speaks `avatar-relay.v1` with the codec (app/relay/protocol.py) and nothing else, so the
-tests see exactly the bytes on the wire: no reconnect logic, no hidden acknowledgements.
+The peer speaks `avatar-relay.v1` with the codec (`avatar_relay_client.browser_protocol`) and
+nothing else, so the tests see exactly the bytes on the wire: no reconnect logic, no hidden
+acknowledgements.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from websockets.typing import Origin, Subprotocol
 from app.api.app import create_app
 from app.api.deps import Services
 from app.emulator import Emulator
-from app.relay import protocol as p
 from app.settings import Settings
+from avatar_relay_client import browser_protocol as p
 from tests.support.relay import relay_test_settings
 from tests.support.servers import FIXTURES, running_served
 

@@ -15,9 +15,9 @@ import pytest
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.emulator import Emulator
-from app.relay import protocol as p
 from app.relay import shell
 from app.relay.shell import ClientLink
+from avatar_relay_client import browser_protocol as p
 from tests.relay_api.conftest import SHORT_PCM, Peer, Relay, final_frame
 
 

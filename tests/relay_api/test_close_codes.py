@@ -19,9 +19,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from app.emulator import Emulator, Faults
-from app.errors import AppError, ErrorCode
-from app.relay import protocol as p
-from app.relay.client import RelayClient
+from app.errors import ErrorCode
+from avatar_relay_client import RelayClient, RelayError
+from avatar_relay_client import browser_protocol as p
 from tests.relay_api.conftest import (
     AVATAR,
     CALLER_KEY,
@@ -273,7 +273,7 @@ async def test_the_reference_client_surfaces_the_refusal_as_its_code(
 
     async with RelayClient(relay.url, headers=headers) as client:
         await client.send_audio(SHORT_PCM, end=True)
-        with pytest.raises(AppError) as caught:
+        with pytest.raises(RelayError) as caught:
             await consume(client)
     assert caught.value.code is ErrorCode.CREDITS_EXHAUSTED
     aborted = [e for e in events if isinstance(e, p.ConversationAborted)]

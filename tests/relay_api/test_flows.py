@@ -8,7 +8,7 @@ from app.api.ops import drain
 from app.emulator import Emulator, Faults
 from app.errors import ErrorCode, spec
 from app.proto import message_pb2
-from app.relay import protocol as p
+from avatar_relay_client import browser_protocol as p
 from tests.relay_api.conftest import (
     AVATAR,
     SHORT_PCM,

@@ -11,9 +11,9 @@ import pytest
 from app.emulator import Emulator
 from app.emulator.state import TokenCheck
 from app.errors import AppError, ErrorCode
-from app.relay import protocol as p
 from app.store import MemoryStore
 from app.tickets import TicketService
+from avatar_relay_client import browser_protocol as p
 from tests.relay_api.conftest import (
     CALLER_KEY,
     OTHER_KEY,

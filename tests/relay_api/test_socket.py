@@ -10,7 +10,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from app.emulator import Emulator
-from app.relay import protocol as p
+from avatar_relay_client import browser_protocol as p
 from tests.relay_api.conftest import (
     SHORT_PCM,
     Peer,

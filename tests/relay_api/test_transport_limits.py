@@ -11,7 +11,7 @@ import time
 import pytest
 
 from app.api.websocket import RelayWebSocketProtocol
-from app.relay import protocol as p
+from avatar_relay_client import browser_protocol as p
 from tests.relay_api.conftest import Peer, Relay
 
 

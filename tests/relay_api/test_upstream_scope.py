@@ -9,7 +9,7 @@ import pytest
 
 from app.emulator import Emulator, Faults
 from app.proto import message_pb2
-from app.relay import protocol as p
+from avatar_relay_client import browser_protocol as p
 from tests.relay_api.conftest import (
     AVATAR,
     CALLER_KEY,

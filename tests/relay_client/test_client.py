@@ -6,16 +6,17 @@ import asyncio
 
 import pytest
 
-from app.errors import AppError, ErrorCode
-from app.relay.client import (
+from avatar_relay_client import (
     Audio,
     ConversationAborted,
+    ErrorCode,
     Frame,
     Interrupted,
     RelayClient,
+    RelayError,
     StateChange,
-    _ws_url,
 )
+from avatar_relay_client.link import ws_url
 from tests.relay_client.conftest import AUTH, running_relay
 from tests.relay_client.proxy import FreezingProxy
 from tests.support.servers import FIXTURES, free_port
@@ -93,11 +94,11 @@ async def test_resume_fails_explicitly_when_the_buffer_overflowed_while_away() -
         assert client.drop_connection(offline_for=0.5)
         for index, chunk in enumerate(CHUNKS[1:], start=1):
             await client.send_audio(chunk, end=index == len(CHUNKS) - 1)
-        with pytest.raises(AppError) as caught:
+        with pytest.raises(RelayError) as caught:
             await _drain(client)
         assert caught.value.code is ErrorCode.SLOW_CONSUMER
         assert client.error is caught.value
-        with pytest.raises(AppError):
+        with pytest.raises(RelayError):
             await client.send_audio(CHUNKS[0])
 
 
@@ -109,7 +110,7 @@ async def test_reconnecting_after_the_resume_window_surfaces_the_servers_refusal
         await client.send_audio(CHUNKS[0], end=True)
         await _until(client, Frame)
         assert client.drop_connection(offline_for=1.5)
-        with pytest.raises(AppError) as caught:
+        with pytest.raises(RelayError) as caught:
             async with asyncio.timeout(20):
                 await _next_media(client)
         # The server's verdict, not a client-side guess: the session is gone.
@@ -122,7 +123,7 @@ async def test_without_reconnect_a_drop_ends_the_stream_with_connection_closed()
         RelayClient(relay.url, headers=AUTH, reconnect=False) as client,
     ):
         assert client.drop_connection()
-        with pytest.raises(AppError) as caught:
+        with pytest.raises(RelayError) as caught:
             async with asyncio.timeout(20):
                 await _next_media(client)
         assert caught.value.code is ErrorCode.CONNECTION_CLOSED
@@ -145,15 +146,15 @@ async def test_close_says_bye_and_the_server_releases_the_upstream() -> None:
 
 async def test_session_creation_errors_are_app_errors() -> None:
     async with running_relay() as relay:
-        with pytest.raises(AppError) as caught:
+        with pytest.raises(RelayError) as caught:
             async with RelayClient(relay.url, headers={"Authorization": "Bearer wrong"}):
                 pass
         assert caught.value.code is ErrorCode.UNAUTHORIZED
-        with pytest.raises(AppError) as caught:
+        with pytest.raises(RelayError) as caught:
             async with RelayClient(relay.url, headers=AUTH, sample_rate=12345):
                 pass
         assert caught.value.code is ErrorCode.INVALID_REQUEST
-    with pytest.raises(AppError) as caught:
+    with pytest.raises(RelayError) as caught:
         async with RelayClient(f"http://127.0.0.1:{free_port()}", headers=AUTH):
             pass
     assert caught.value.code is ErrorCode.CONNECTION_FAILED
@@ -161,24 +162,24 @@ async def test_session_creation_errors_are_app_errors() -> None:
 
 async def test_bad_audio_is_refused_before_it_is_sent() -> None:
     client = RelayClient("http://127.0.0.1:9")
-    with pytest.raises(AppError) as caught:
+    with pytest.raises(RelayError) as caught:
         await client.send_audio(b"\x00")
     assert caught.value.code is ErrorCode.BAD_AUDIO
-    with pytest.raises(AppError) as caught:
+    with pytest.raises(RelayError) as caught:
         await client.send_audio(b"")
     assert caught.value.code is ErrorCode.BAD_AUDIO
 
 
 def test_socket_url_carries_the_ticket() -> None:
     base = "http://127.0.0.1:8080"
-    assert _ws_url(base, "/v1/relay?session=rs_1&ticket=old", "t2") == (
+    assert ws_url(base, "/v1/relay?session=rs_1&ticket=old", "t2") == (
         "ws://127.0.0.1:8080/v1/relay?session=rs_1&ticket=t2"
     )
-    assert _ws_url(base, "https://relay.example/v1/relay?session=rs_1", "t") == (
+    assert ws_url(base, "https://relay.example/v1/relay?session=rs_1", "t") == (
         "wss://relay.example/v1/relay?session=rs_1&ticket=t"
     )
     assert (
-        _ws_url(base, "ws://h:1/v1/relay?session=a", "x") == "ws://h:1/v1/relay?session=a&ticket=x"
+        ws_url(base, "ws://h:1/v1/relay?session=a", "x") == "ws://h:1/v1/relay?session=a&ticket=x"
     )
 
 

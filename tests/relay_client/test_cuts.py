@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from app.emulator import Emulator
-from app.relay.client import (
+from avatar_relay_client import (
     Audio,
     ConversationAborted,
     Frame,

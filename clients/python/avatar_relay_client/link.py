@@ -1,26 +1,18 @@
-"""The Python reference client for the relay protocol `avatar-relay.v1` (docs/protocol.md).
+"""The reliable link: one relay session seen through a succession of WebSockets.
 
-For tests, benchmarks and non-browser integrators. It behaves like the browser client: it creates
-a relay session over REST, keeps the socket alive across drops (new ticket, `HELLO{lastSeq}`,
-resend of unacknowledged audio) and hands the consumer every sequenced server message exactly
-once and in order.
+Whatever the protocol on top (the browser's `avatar-relay.v1`, a producer's), the relay's
+sockets give the same guarantees, and this module keeps them on the client side:
 
-    async with RelayClient("http://127.0.0.1:8080", headers={"Authorization": "Bearer ..."}) as c:
-        for chunk in chunks:
-            await c.send_audio(chunk)
-        await c.send_audio(b"", end=True)
-        async for event in c.events():
-            match event:
-                case Audio(): play(event.pcm, event.end)                   # yieldAudioData
-                case Frame(): animate([event.payload], event.conversation_id)  # yieldFramesData
-                case ConversationAborted(): animate([], event.conversation_id)
-                case Interrupted(): controller_interrupt()
-            if isinstance(event, Frame) and event.end:
-                break
+- every client message gets a sequence number and is kept until the server acknowledges it;
+  after a reconnect, what the server did not accept is written again, in order;
+- every sequenced server message reaches the consumer exactly once and in order; the highest one
+  received goes into the next `HELLO{lastSeq}`, so the server replays exactly the gap;
+- a lost socket (a cut, a silent path, a transient refusal) is replaced with a fresh ticket from
+  the REST API, with jittered backoff, until the session's resume window runs out; the server's
+  final refusals (session gone, resume impossible) end the link with their stable code.
 
-`events()` raises `AppError` when the session is over for good (the server refused a resume,
-the session is gone, a protocol error ended it, or no reconnect succeeded within the resume
-window); it simply ends after `close()`.
+The protocol's own bytes stay out of it: a `Wire` says how to write the link's messages (HELLO,
+ACK, PING, PONG, BYE) and how to read the server's into the link's vocabulary (`Inbound`).
 """
 
 from __future__ import annotations
@@ -34,8 +26,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -44,17 +35,14 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.typing import Origin, Subprotocol
 
-from app.errors import AppError, ErrorCode
-from app.relay import protocol as p
+from avatar_relay_client.errors import ErrorCode, RelayError
 
-log = logging.getLogger("app.relay.client")
+log = logging.getLogger("avatar_relay_client.link")
 
-# Consumer-facing events. The sequenced server messages are the codec's own dataclasses (each
-# keeps its `seq`); only connection state changes are the client's own.
-Audio = p.ServerAudio
-Frame = p.ServerFrame
-ConversationAborted = p.ConversationAborted
-Interrupted = p.Interrupted
+MAX_NONCE: Final = 0xFFFF_FFFF
+
+E = TypeVar("E")
+E_co = TypeVar("E_co", covariant=True)
 
 State = Literal["connected", "disconnected", "resumed"]
 
@@ -67,7 +55,69 @@ class StateChange:
     reconnects: int
 
 
-Event = p.ServerAudio | p.ServerFrame | p.ConversationAborted | p.Interrupted | StateChange
+# --- what a server message means to the link ---
+
+
+@dataclass(frozen=True, slots=True)
+class Greeting:
+    """The server's answer to HELLO: what it accepted from us and how far it has got.
+    `message` is the protocol's own welcome, for the client on top."""
+
+    client_ack: int
+    server_seq: int
+    message: object
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[E_co]):
+    """A sequenced server message, for the consumer."""
+
+    seq: int
+    event: E_co
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pinged:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ponged:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The server ended the session in-band (ERROR, RESUME_FAILED): the link stops with it."""
+
+    error: RelayError
+
+
+Inbound = Greeting | Delivery[E] | Acked | Pinged | Ponged | Refused
+
+
+class Wire(Protocol[E_co]):
+    """A protocol's link messages. `read` raises RelayError on bytes it cannot parse."""
+
+    @property
+    def subprotocol(self) -> str: ...
+
+    def hello(self, last_seq: int) -> bytes: ...
+
+    def ack(self, seq: int) -> bytes: ...
+
+    def ping(self, nonce: int) -> bytes: ...
+
+    def pong(self, nonce: int) -> bytes: ...
+
+    def bye(self) -> bytes: ...
+
+    def read(self, data: bytes) -> Inbound[E_co]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +141,8 @@ class ClientStats:
     bytes_received: int = 0
     connections: int = 0
     reconnects: int = 0
-    resent: int = 0  # client AUDIO/INTERRUPT written again after a reconnect
-    missed: int = 0  # server messages sent while we were away (replayed after WELCOME)
+    resent: int = 0  # client messages written again after a reconnect
+    missed: int = 0  # server messages sent while we were away (replayed after the greeting)
     acks_sent: int = 0
     pings_sent: int = 0
     drops: int = 0  # connections killed by drop_connection()
@@ -141,14 +191,15 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _error_code(text: str, fallback: ErrorCode) -> ErrorCode:
+def error_code(text: str, fallback: ErrorCode) -> ErrorCode:
+    """The stable code a server sent as text; `fallback` for one this client does not know."""
     try:
         return ErrorCode(text)
     except ValueError:
         return fallback
 
 
-def _ws_url(base_url: str, url: str, ticket: str) -> str:
+def ws_url(base_url: str, url: str, ticket: str) -> str:
     """The socket URL from the server's answer (absolute or a path), carrying `ticket`."""
     parts = urlsplit(url)
     if not parts.scheme:
@@ -162,7 +213,7 @@ def _ws_url(base_url: str, url: str, ticket: str) -> str:
 
 @dataclass(slots=True)
 class _Pending:
-    """A client AUDIO/INTERRUPT kept until the server acknowledges its seq."""
+    """A client message kept until the server acknowledges its seq."""
 
     seq: int
     data: bytes
@@ -171,24 +222,20 @@ class _Pending:
 _END: Final = object()  # closes the event stream
 
 
-class RelayClient:
-    """One relay session: REST to create it and get tickets, one WebSocket at a time to use it.
+class ReliableLink(Generic[E]):
+    """REST calls to the relay, and one socket at a time to its session, kept alive.
 
-    `headers` authenticate the REST calls (the socket is authenticated by its ticket).
-    `reconnect=False` turns a lost connection into an immediate `AppError(connectionClosed)`.
-    `max_unacked_bytes` bounds the resend queue: `send_audio` waits while more than that is
-    unacknowledged. `max_pending_events` bounds the events not yet taken by the consumer; when
-    full, the client stops reading the socket (so a stalled consumer becomes the server's
-    slow-consumer case instead of growing memory here).
+    `post` works from the start (to create the session); `open` then takes the first ticket and
+    socket URL, plus the REST path that mints the next tickets. See the client on top (e.g.
+    `RelayClient`) for what each option means to a user.
     """
 
     def __init__(
         self,
+        wire: Wire[E],
         base_url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        avatar_id: str | None = None,
-        sample_rate: int | None = None,
         reconnect: bool = True,
         backoff: Backoff | None = None,
         origin: str | None = None,
@@ -201,11 +248,11 @@ class RelayClient:
         max_message_bytes: int = 1024 * 1024,
         http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
+        on_greeting: Callable[[Greeting], None] | None = None,
     ) -> None:
+        self._wire = wire
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers or {})
-        self._requested_avatar = avatar_id
-        self._requested_rate = sample_rate
         self.reconnect = reconnect
         self.backoff = backoff or Backoff()
         self._origin = origin
@@ -220,14 +267,14 @@ class RelayClient:
         self._http = http
         self._own_http = http is None
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._on_greeting = on_greeting
         self.stats = ClientStats()
 
-        # From the server once the session exists.
-        self.session_id = ""
-        self.sample_rate = 0
-        self.avatar_id = ""
+        # From `open`.
         self.resume_window = 0.0
         self._url = ""
+        self._ticket_path = ""
+        self._name = ""
 
         # server -> client
         self._last_seq = 0  # highest contiguous server seq received
@@ -252,55 +299,35 @@ class RelayClient:
         self._acker: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
-        self._error: AppError | None = None
+        self._error: RelayError | None = None
         self._offline_until = 0.0
         self._connected = asyncio.Event()
 
     # --- lifecycle ---
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
+    async def open(
+        self, *, url: str, ticket: str, ticket_path: str, resume_window: float, name: str = ""
     ) -> None:
-        await self.close()
+        """Open the first connection (returns after the greeting) and keep it alive from then on.
 
-    async def start(self) -> None:
-        """Create the session and open its first connection (returns after WELCOME)."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self._open_timeout, verify=_tls_context())
+        `ticket_path` is the REST route (POST, empty body) answering `{"ticket", "url"?}` for
+        each reconnect. On failure the link is shut down and the error raised.
+        """
+        self._url, self._ticket_path, self.resume_window = url, ticket_path, resume_window
+        self._name = name
         try:
-            body: dict[str, Any] = {}
-            if self._requested_avatar is not None:
-                body["avatarId"] = self._requested_avatar
-            if self._requested_rate is not None:
-                body["sampleRate"] = self._requested_rate
-            answer = await self._post("/v1/relay/sessions", body)
-            self.session_id = str(answer["sessionId"])
-            self.sample_rate = int(answer["sampleRate"])
-            self.avatar_id = str(answer["avatarId"])
-            self.resume_window = float(answer["resumeWindowSeconds"])
-            self._url = str(answer["url"])
-            await self._connect(str(answer["ticket"]))
+            await self._connect(ticket)
         except _Lost as exc:
-            await self._shutdown()
-            raise AppError(ErrorCode.CONNECTION_FAILED, f"relay socket: {exc}") from None
+            await self.shutdown()
+            raise RelayError(ErrorCode.CONNECTION_FAILED, f"relay socket: {exc}") from None
         except BaseException:
-            await self._shutdown()
+            await self.shutdown()
             raise
-        self._reader = asyncio.create_task(self._run(), name=f"relay-client-{self.session_id}")
+        self._reader = asyncio.create_task(self._run(), name=f"relay-link-{name}")
         self._acker = asyncio.create_task(self._ack_timer())
 
     async def close(self, *, bye: bool = True) -> None:
-        """End the session (BYE: the server releases the upstream at once) and stop.
-
-        `bye=False` only closes the socket; the session stays resumable for its resume window.
-        """
+        """Say BYE (unless `bye=False`: the session stays resumable) and stop."""
         if self._closing:
             return
         self._closing = True
@@ -308,15 +335,16 @@ class RelayClient:
         if ws is not None and self._error is None:
             with contextlib.suppress(ConnectionClosed, OSError):
                 if self._last_seq > self._acked:
-                    await self._write(ws, p.encode_client(p.ClientAck(self._last_seq)))
+                    await self._write(ws, self._wire.ack(self._last_seq))
                 if bye:
-                    await self._write(ws, p.encode_client(p.Bye()))
+                    await self._write(ws, self._wire.bye())
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
-        await self._shutdown()
+        await self.shutdown()
         self._push_end()
 
-    async def _shutdown(self) -> None:
+    async def shutdown(self) -> None:
+        """Stop at once: no BYE, no close handshake."""
         self._closing = True
         current = asyncio.current_task()
         for task in (self._reader, self._acker, self._flusher):
@@ -331,43 +359,36 @@ class RelayClient:
             await self._http.aclose()
             self._http = None
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     # --- sending ---
 
-    async def send_audio(self, pcm: bytes, end: bool = False) -> int:
-        """Queue one chunk of the current utterance; returns its client seq.
+    async def send(self, build: Callable[[int], bytes], size: int) -> int:
+        """Give the next client seq to `build`, keep its bytes until acknowledged, write them.
 
-        The chunk is kept until the server acknowledges it and resent after a reconnect, so a
-        drop never loses or duplicates audio. Raises AppError once the session is over.
+        Waits while more than `max_unacked_bytes` is unacknowledged (`size` is what this message
+        adds to that count). Returns the seq; raises RelayError once the link is over.
         """
-        if len(pcm) % 2:
-            raise AppError(ErrorCode.BAD_AUDIO, "PCM s16le needs an even number of bytes")
-        if not pcm and not end:
-            raise AppError(ErrorCode.BAD_AUDIO, "an empty chunk must carry end=True")
-        return await self._enqueue(lambda seq: p.ClientAudio(seq, pcm, end), len(pcm))
-
-    async def interrupt(self) -> int:
-        """Cancel every conversation started so far (sequenced like audio); returns its seq."""
-        return await self._enqueue(p.ClientInterrupt, 0)
-
-    async def _enqueue(self, build: Callable[[int], p.ClientMessage], size: int) -> int:
-        self._check_usable()
+        self.check_usable()
         while self._pending_bytes + size > self._max_unacked_bytes and self._pending:
             self._acked_changed.clear()
             await self._acked_changed.wait()
-            self._check_usable()
+            self.check_usable()
         seq = self._next_seq
         self._next_seq += 1
-        data = p.encode_client(build(seq))
+        data = build(seq)
         self._pending.append(_Pending(seq, data))
         self._pending_bytes += len(data)
         await self._flush()
         return seq
 
-    def _check_usable(self) -> None:
+    def check_usable(self) -> None:
         if self._error is not None:
             raise self._error
         if self._closing:
-            raise AppError(ErrorCode.SESSION_CLOSED, "the relay client is closed")
+            raise RelayError(ErrorCode.SESSION_CLOSED, "the relay client is closed")
 
     async def _flush(self) -> None:
         """Write, in order, every pending message not yet written on the current connection."""
@@ -413,7 +434,7 @@ class RelayClient:
 
     # --- receiving ---
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncIterator[E | StateChange]:
         """Every sequenced server message exactly once, in order, plus state changes."""
         while True:
             item = await self._take()
@@ -424,13 +445,13 @@ class RelayClient:
                 return
             yield item
 
-    async def next_event(self) -> Event:
-        """The next event; raises AppError when the stream is over."""
+    async def next_event(self) -> E | StateChange:
+        """The next event; raises RelayError when the stream is over."""
         item = await self._take()
         if item is _END:
             self._push_end()
-            raise self._error or AppError(ErrorCode.SESSION_CLOSED, "the relay client is closed")
-        event: Event = item
+            raise self._error or RelayError(ErrorCode.SESSION_CLOSED, "the relay client is closed")
+        event: E | StateChange = item
         return event
 
     async def _take(self) -> Any:
@@ -442,8 +463,8 @@ class RelayClient:
         self._events.put_nowait(_END)
 
     @property
-    def error(self) -> AppError | None:
-        """Why the session ended, if it failed."""
+    def error(self) -> RelayError | None:
+        """Why the link ended, if it failed."""
         return self._error
 
     @property
@@ -451,20 +472,14 @@ class RelayClient:
         return self._ws is not None
 
     async def wait_connected(self) -> None:
-        """Return once a socket is open and welcomed; raises AppError if the session is over."""
-        self._check_usable()
+        """Return once a socket is open and greeted; raises RelayError if the link is over."""
+        self.check_usable()
         await self._connected.wait()
-        self._check_usable()
-
-    # --- testing and demos ---
+        self.check_usable()
 
     def drop_connection(self, offline_for: float = 0.0) -> bool:
-        """Kill the current socket abruptly (TCP abort, no close frame), like a network cut.
-
-        The client then reconnects and resumes as it would after a real drop, after staying
-        offline for `offline_for` seconds (a tunnel, a sleeping laptop). False when no socket
-        was open.
-        """
+        """Kill the current socket abruptly (TCP abort, no close frame), like a network cut;
+        reconnect after `offline_for` seconds. False when no socket was open."""
         ws = self._ws
         if ws is None:
             return False
@@ -475,40 +490,32 @@ class RelayClient:
         ws.transport.abort()
         return True
 
-    # --- connection management ---
+    # --- REST ---
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        assert self._http is not None
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST JSON to the relay's REST API; a refusal raises RelayError with the server's code."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self._open_timeout, verify=_tls_context())
         try:
             response = await self._http.post(self.base_url + path, json=body, headers=self._headers)
         except httpx.HTTPError as exc:
-            raise AppError(
+            raise RelayError(
                 ErrorCode.CONNECTION_FAILED, f"relay server unreachable: {exc}"
             ) from None
         if response.status_code >= 400:
-            raise self._http_error(response)
+            raise _http_error(response)
         answer: dict[str, Any] = response.json()
         return answer
 
-    @staticmethod
-    def _http_error(response: httpx.Response) -> AppError:
-        status = response.status_code
-        fallback = _STATUS_CODES.get(status, ErrorCode.UNKNOWN)
-        try:
-            error = response.json()["error"]
-            code = _error_code(str(error["code"]), fallback)
-            message = str(error.get("message") or "")
-        except (ValueError, KeyError, TypeError):
-            code, message = fallback, ""
-        return AppError(code, message or f"relay server answered HTTP {status}", http_status=status)
+    # --- connection management ---
 
     async def _connect(self, ticket: str) -> None:
-        """Open a socket, say HELLO{lastSeq}, take the WELCOME, then resend what is unacked."""
-        url = _ws_url(self.base_url, self._url, ticket)
+        """Open a socket, say HELLO{lastSeq}, take the greeting, then resend what is unacked."""
+        url = ws_url(self.base_url, self._url, ticket)
         try:
             ws = await ws_connect(
                 url,
-                subprotocols=[Subprotocol(p.SUBPROTOCOL)],
+                subprotocols=[Subprotocol(self._wire.subprotocol)],
                 origin=None if self._origin is None else Origin(self._origin),
                 open_timeout=self._open_timeout,
                 max_size=self._max_message_bytes,
@@ -518,77 +525,77 @@ class RelayClient:
         except InvalidStatus as exc:
             status = exc.response.status_code
             code = _STATUS_CODES.get(status, ErrorCode.CONNECTION_FAILED)
-            error = AppError(code, f"relay socket refused: HTTP {status}", http_status=status)
+            error = RelayError(code, f"relay socket refused: HTTP {status}", http_status=status)
             if status in _RETRYABLE_STATUSES:
                 raise _Lost(str(error)) from None
             raise error from None
         except (OSError, WebSocketException, TimeoutError) as exc:
             raise _Lost(f"connect failed: {exc}") from None
         try:
-            welcome = await self._handshake(ws)
+            greeting = await self._handshake(ws)
         except BaseException:
             ws.transport.abort()
             raise
         self.stats.connections += 1
-        self.stats.missed += welcome.server_seq - self._last_seq
-        if welcome.sample_rate:
-            self.sample_rate = welcome.sample_rate
-        self._on_ack(welcome.client_ack)
+        self.stats.missed += greeting.server_seq - self._last_seq
+        if self._on_greeting is not None:
+            self._on_greeting(greeting)
+        self._on_ack(greeting.client_ack)
         # What the server accepted on earlier connections is not resent; everything after it is.
-        self._sent_upto = welcome.client_ack
+        self._sent_upto = greeting.client_ack
         self._ws = ws
         self._connected.set()
         self._acked = self._last_seq  # HELLO{lastSeq} acknowledges everything up to it
         self._flusher = asyncio.create_task(self._flush())
 
-    async def _handshake(self, ws: ClientConnection) -> p.Welcome:
+    async def _handshake(self, ws: ClientConnection) -> Greeting:
         try:
-            await self._write(ws, p.encode_client(p.Hello(self._last_seq)))
+            await self._write(ws, self._wire.hello(self._last_seq))
             async with asyncio.timeout(self._open_timeout):
                 raw = await ws.recv()
         except ConnectionClosed as exc:
             raise self._closed_error(exc) from None
         except (OSError, TimeoutError) as exc:
-            raise _Lost(f"no WELCOME: {exc}") from None
+            raise _Lost(f"no greeting: {exc}") from None
         message = self._decode(raw)
         match message:
-            case p.Welcome():
+            case Greeting():
                 if message.server_seq < self._last_seq:
-                    raise AppError(
+                    raise RelayError(
                         ErrorCode.RESUME_FAILED,
                         f"server is at seq {message.server_seq}, client already has"
                         f" {self._last_seq}",
                     )
                 return message
-            case p.ResumeFailed(last_seq, available_from, code):
-                raise AppError(
-                    _error_code(code, ErrorCode.RESUME_FAILED),
-                    f"cannot resume after seq {last_seq}: the server can replay from"
-                    f" {available_from} ({code})",
-                )
-            case p.ServerError(code, text):
-                raise AppError(_error_code(code, ErrorCode.UNKNOWN), text or code)
-        raise AppError(ErrorCode.PROTOCOL_ERROR, f"expected WELCOME, got {type(message).__name__}")
+            case Refused(error):
+                raise error
+            case Delivery(_, event):
+                got = type(event).__name__
+            case _:
+                got = type(message).__name__
+        raise RelayError(ErrorCode.PROTOCOL_ERROR, f"expected the greeting, got {got}")
 
-    def _decode(self, raw: str | bytes) -> p.ServerMessage:
+    def _decode(self, raw: str | bytes) -> Inbound[E]:
         self._last_rx = asyncio.get_running_loop().time()
         if isinstance(raw, str):
-            raise AppError(ErrorCode.PROTOCOL_ERROR, "relay server sent a text frame")
+            raise RelayError(ErrorCode.PROTOCOL_ERROR, "relay server sent a text frame")
         self.stats.messages_received += 1
         self.stats.bytes_received += len(raw)
         try:
-            return p.decode_server(raw)
-        except AppError as exc:
-            raise AppError(ErrorCode.PROTOCOL_ERROR, f"bad server message: {exc.message}") from None
+            return self._wire.read(raw)
+        except RelayError as exc:
+            raise RelayError(
+                ErrorCode.PROTOCOL_ERROR, f"bad server message: {exc.message}"
+            ) from None
 
     def _closed_error(self, exc: ConnectionClosed) -> Exception:
-        """A closed socket: `_Lost` if reconnecting may help, else the AppError that ended it."""
+        """A closed socket: `_Lost` if reconnecting may help, else the RelayError that ended it."""
         close = exc.rcvd
         if close is None or close.code in _RETRYABLE_CLOSES:
             return _Lost(str(exc))
         fallback = _CLOSE_CODES.get(close.code, ErrorCode.CONNECTION_CLOSED)
-        code = _error_code(close.reason, fallback) if close.reason else fallback
-        return AppError(code, f"relay server closed the connection ({close.code} {close.reason})")
+        code = error_code(close.reason, fallback) if close.reason else fallback
+        return RelayError(code, f"relay server closed the connection ({close.code} {close.reason})")
 
     async def _run(self) -> None:
         """Read until the session ends; reconnect (new ticket, HELLO{lastSeq}) after each drop."""
@@ -610,18 +617,18 @@ class RelayClient:
                     ws.transport.abort()
                 await self._put(StateChange("disconnected", self.stats.reconnects))
                 if not self.reconnect:
-                    raise AppError(ErrorCode.CONNECTION_CLOSED, "relay connection lost")
+                    raise RelayError(ErrorCode.CONNECTION_CLOSED, "relay connection lost")
                 await self._resume()
                 await self._put(StateChange("resumed", self.stats.reconnects))
-        except AppError as exc:
+        except RelayError as exc:
             self._fail(exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug here must still end the stream, not hang the consumer
-            log.exception("relay client reader failed")
-            self._fail(AppError(ErrorCode.INTERNAL_ERROR, f"relay client failed: {exc!r}"))
+            log.exception("relay link reader failed")
+            self._fail(RelayError(ErrorCode.INTERNAL_ERROR, f"relay client failed: {exc!r}"))
 
-    def _fail(self, error: AppError) -> None:
+    def _fail(self, error: RelayError) -> None:
         if self._error is None and not self._closing:
             self._error = error
         self._closing = True
@@ -633,7 +640,7 @@ class RelayClient:
         self._push_end()
 
     async def _resume(self) -> None:
-        """Reconnect within the resume window, or raise the AppError that says why not.
+        """Reconnect within the resume window, or raise the RelayError that says why not.
 
         At least one attempt is made even past the window, so the server's own verdict
         (resumeFailed, sessionNotFound, ...) is what the consumer sees.
@@ -647,17 +654,17 @@ class RelayClient:
         while True:
             attempt += 1
             try:
-                answer = await self._post(f"/v1/relay/sessions/{self.session_id}/tickets", {})
+                answer = await self.post(self._ticket_path, {})
                 if answer.get("url"):
                     self._url = str(answer["url"])
                 await self._connect(str(answer["ticket"]))
             except _Lost as exc:
                 last = str(exc)
-            except AppError as exc:
+            except RelayError as exc:
                 # A refused ticket can be a race with its expiry, a 5xx or 429 is transient; the
                 # server's other refusals (unknown session, resume impossible, closed) are final.
                 if exc.code not in (ErrorCode.CONNECTION_FAILED, ErrorCode.TICKET_INVALID) and (
-                    exc.upstream_http_status not in _RETRYABLE_STATUSES
+                    exc.http_status not in _RETRYABLE_STATUSES
                 ):
                     raise
                 last = exc.message
@@ -665,7 +672,7 @@ class RelayClient:
                 self.stats.reconnects += 1
                 return
             if loop.time() >= deadline:
-                raise AppError(
+                raise RelayError(
                     ErrorCode.RESUME_FAILED,
                     f"could not reconnect within the {self.resume_window:g}s resume window"
                     f" ({last})",
@@ -685,30 +692,28 @@ class RelayClient:
                 raise _Lost(str(exc)) from None
             message = self._decode(raw)
             match message:
-                case p.ServerAudio() | p.ServerFrame() | p.ConversationAborted() | p.Interrupted():
-                    if message.seq != self._last_seq + 1:
+                case Delivery(seq, event):
+                    if seq != self._last_seq + 1:
                         # A correct server never does this; a fresh HELLO gets the exact gap.
                         self.stats.out_of_order += 1
-                        raise _Lost(f"got seq {message.seq} after {self._last_seq}")
-                    self._last_seq = message.seq
-                    await self._put(message)
+                        raise _Lost(f"got seq {seq} after {self._last_seq}")
+                    self._last_seq = seq
+                    await self._put(event)
                     if self._last_seq - self._acked >= self._ack_every:
                         await self._send_ack(ws)
-                case p.ServerAck(seq):
+                case Acked(seq):
                     self._on_ack(seq)
-                case p.ServerPing(nonce):
+                case Pinged(nonce):
                     with contextlib.suppress(ConnectionClosed, OSError):
-                        await self._write(ws, p.encode_client(p.ClientPong(nonce)))
-                case p.ServerPong():
+                        await self._write(ws, self._wire.pong(nonce))
+                case Ponged():
                     pass
-                case p.ServerError(code, text):
-                    raise AppError(_error_code(code, ErrorCode.UNKNOWN), text or code)
-                case p.ResumeFailed(_, _, code):
-                    raise AppError(_error_code(code, ErrorCode.RESUME_FAILED), code)
-                case p.Welcome():
-                    raise AppError(ErrorCode.PROTOCOL_ERROR, "a second WELCOME")
+                case Refused(error):
+                    raise error
+                case Greeting():
+                    raise RelayError(ErrorCode.PROTOCOL_ERROR, "a second greeting")
 
-    async def _put(self, event: Event) -> None:
+    async def _put(self, event: E | StateChange) -> None:
         while self._events.qsize() >= self._max_pending_events:
             self._room.clear()
             await self._room.wait()
@@ -717,7 +722,7 @@ class RelayClient:
     async def _send_ack(self, ws: ClientConnection) -> None:
         seq = self._last_seq
         with contextlib.suppress(ConnectionClosed, OSError):
-            await self._write(ws, p.encode_client(p.ClientAck(seq)))
+            await self._write(ws, self._wire.ack(seq))
             self._acked = max(self._acked, seq)
             self.stats.acks_sent += 1
 
@@ -740,7 +745,19 @@ class RelayClient:
                 ws.transport.abort()
             elif silent > self._liveness_timeout / 3 and pinged_at < self._last_rx:
                 pinged_at = loop.time()
-                self._ping_nonce = (self._ping_nonce + 1) & p.MAX_SEQ
+                self._ping_nonce = (self._ping_nonce + 1) & MAX_NONCE
                 with contextlib.suppress(ConnectionClosed, OSError):
-                    await self._write(ws, p.encode_client(p.ClientPing(self._ping_nonce)))
+                    await self._write(ws, self._wire.ping(self._ping_nonce))
                     self.stats.pings_sent += 1
+
+
+def _http_error(response: httpx.Response) -> RelayError:
+    status = response.status_code
+    fallback = _STATUS_CODES.get(status, ErrorCode.UNKNOWN)
+    try:
+        error = response.json()["error"]
+        code = error_code(str(error["code"]), fallback)
+        message = str(error.get("message") or "")
+    except (ValueError, KeyError, TypeError):
+        code, message = fallback, ""
+    return RelayError(code, message or f"relay server answered HTTP {status}", http_status=status)

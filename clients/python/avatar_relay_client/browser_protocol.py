@@ -7,7 +7,7 @@ opposite). Golden vectors in docs/protocol-vectors.json pin the bytes.
 Layout: byte 0 is the message type, byte 1 the flags, then fixed little-endian fields, then
 length-prefixed strings, then (for media) the payload up to the end of the frame. Sequenced
 messages carry their u32 sequence number at bytes 2..6, so a reader can find it without knowing
-the type. Decoding is strict: every violation raises `AppError` with a stable code, never a bare
+the type. Decoding is strict: every violation raises `RelayError` with a stable code, never a bare
 exception, so bad input cannot crash the caller.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from app.errors import AppError, ErrorCode
+from avatar_relay_client.errors import ErrorCode, RelayError
 
 SUBPROTOCOL: Final = "avatar-relay.v1"
 
@@ -197,8 +197,8 @@ SequencedServerMessage = ServerAudio | ServerFrame | ConversationAborted | Inter
 # --- errors ---
 
 
-def _invalid(message: str) -> AppError:
-    return AppError(ErrorCode.INVALID_REQUEST, message)
+def _invalid(message: str) -> RelayError:
+    return RelayError(ErrorCode.INVALID_REQUEST, message)
 
 
 def _check_u32(value: int, name: str) -> None:
@@ -292,11 +292,13 @@ _U32_TYPES: Final = frozenset(
 
 
 def decode_client(data: bytes, max_bytes: int | None = None) -> ClientMessage:
-    """Parse one client frame. Raises AppError: messageTooLarge, unknownMessageType,
+    """Parse one client frame. Raises RelayError: messageTooLarge, unknownMessageType,
     invalidRequest (truncated, trailing bytes, reserved flags), badAudio (odd or empty PCM)."""
     size = len(data)
     if max_bytes is not None and size > max_bytes:
-        raise AppError(ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}")
+        raise RelayError(
+            ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}"
+        )
     if size < 2:
         raise _invalid("message shorter than its 2-byte header")
     kind, flags = data[0], data[1]
@@ -308,10 +310,10 @@ def decode_client(data: bytes, max_bytes: int | None = None) -> ClientMessage:
         (seq,) = struct.unpack_from("<I", data, 2)
         pcm = data[6:]
         if len(pcm) % 2:
-            raise AppError(ErrorCode.BAD_AUDIO, "PCM s16le needs an even number of bytes")
+            raise RelayError(ErrorCode.BAD_AUDIO, "PCM s16le needs an even number of bytes")
         end = bool(flags & FLAG_END)
         if not pcm and not end:
-            raise AppError(ErrorCode.BAD_AUDIO, "empty AUDIO without the end flag")
+            raise RelayError(ErrorCode.BAD_AUDIO, "empty AUDIO without the end flag")
         _check_seq(seq)
         return ClientAudio(seq, bytes(pcm), end)
     if kind in _U32_TYPES:
@@ -336,12 +338,12 @@ def decode_client(data: bytes, max_bytes: int | None = None) -> ClientMessage:
         if size != 2:
             raise _invalid(f"BYE must be 2 bytes, got {size}")
         return Bye()
-    raise AppError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown client message type 0x{kind:02x}")
+    raise RelayError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown client message type 0x{kind:02x}")
 
 
 def _check_seq(seq: int) -> None:
     if seq == 0:
-        raise AppError(ErrorCode.BAD_SEQUENCE, "sequence numbers start at 1")
+        raise RelayError(ErrorCode.BAD_SEQUENCE, "sequence numbers start at 1")
 
 
 # --- encoding, server -> client (hot path: a small header, then the payload untouched) ---
@@ -433,7 +435,9 @@ def encode_server(message: ServerMessage) -> bytes:
 def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
     size = len(data)
     if max_bytes is not None and size > max_bytes:
-        raise AppError(ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}")
+        raise RelayError(
+            ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}"
+        )
     if size < 2:
         raise _invalid("message shorter than its 2-byte header")
     kind, flags = data[0], data[1]
@@ -443,7 +447,7 @@ def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
         conversation_id, offset = _read_short(data, 6, "conversation id")
         pcm = data[offset:]
         if len(pcm) % 2:
-            raise AppError(ErrorCode.BAD_AUDIO, "PCM s16le needs an even number of bytes")
+            raise RelayError(ErrorCode.BAD_AUDIO, "PCM s16le needs an even number of bytes")
         return ServerAudio(
             seq, conversation_id, bytes(pcm), bool(flags & FLAG_FIRST), bool(flags & FLAG_END)
         )
@@ -494,7 +498,7 @@ def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
         code, offset = _read_short(data, _RESUME_FAILED.size, "code")
         _no_trailing(data, offset)
         return ResumeFailed(last_seq, available_from, code)
-    raise AppError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown server message type 0x{kind:02x}")
+    raise RelayError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown server message type 0x{kind:02x}")
 
 
 def _allowed_flags(flags: int, allowed: int) -> None:

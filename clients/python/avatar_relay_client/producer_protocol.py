@@ -7,7 +7,7 @@ length-prefixed short strings, then PCM or text to the end of the frame; sequenc
 their u32 sequence number at bytes 2..6. Type numbers differ from the browser protocol's (0x1_
 up, 0x9_ down), so a message sent on the wrong socket is an unknown type, never a misreading.
 
-Decoding is strict: every violation raises `AppError` with a stable code.
+Decoding is strict: every violation raises `RelayError` with a stable code.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from app.errors import AppError, ErrorCode
+from avatar_relay_client.errors import ErrorCode, RelayError
 
 SUBPROTOCOL: Final = "avatar-relay.producer.v1"
 
@@ -259,8 +259,8 @@ ServerMessage = Welcome | Event | ServerAck | ServerPing | ServerPong | ServerEr
 # --- helpers ---
 
 
-def _invalid(message: str) -> AppError:
-    return AppError(ErrorCode.INVALID_REQUEST, message)
+def _invalid(message: str) -> RelayError:
+    return RelayError(ErrorCode.INVALID_REQUEST, message)
 
 
 def _check_u32(value: int, name: str) -> None:
@@ -320,9 +320,9 @@ def _need(data: bytes, size: int, name: str) -> None:
 def _pcm(data: bytes, offset: int, end: bool) -> bytes:
     pcm = data[offset:]
     if len(pcm) % 2:
-        raise AppError(ErrorCode.BAD_AUDIO, "PCM s16le needs an even number of bytes")
+        raise RelayError(ErrorCode.BAD_AUDIO, "PCM s16le needs an even number of bytes")
     if not pcm and not end:
-        raise AppError(ErrorCode.BAD_AUDIO, "empty audio without the end flag")
+        raise RelayError(ErrorCode.BAD_AUDIO, "empty audio without the end flag")
     return bytes(pcm)
 
 
@@ -360,11 +360,13 @@ def encode_producer(message: ProducerMessage) -> bytes:
 
 
 def decode_producer(data: bytes, max_bytes: int | None = None) -> ProducerMessage:
-    """Parse one producer frame. Raises AppError: messageTooLarge, unknownMessageType,
+    """Parse one producer frame. Raises RelayError: messageTooLarge, unknownMessageType,
     invalidRequest (truncated, trailing bytes, reserved flags), badAudio, badSequence (seq 0)."""
     size = len(data)
     if max_bytes is not None and size > max_bytes:
-        raise AppError(ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}")
+        raise RelayError(
+            ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}"
+        )
     if size < 2:
         raise _invalid("message shorter than its 2-byte header")
     kind, flags = data[0], data[1]
@@ -394,7 +396,7 @@ def decode_producer(data: bytes, max_bytes: int | None = None) -> ProducerMessag
         if size != 2:
             raise _invalid(f"BYE must be 2 bytes, got {size}")
         return Bye()
-    raise AppError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown producer message type 0x{kind:02x}")
+    raise RelayError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown producer message type 0x{kind:02x}")
 
 
 _U32_TYPES: Final = frozenset(
@@ -410,7 +412,7 @@ _U32_TYPES: Final = frozenset(
 
 def _check_seq(seq: int) -> None:
     if seq == 0:
-        raise AppError(ErrorCode.BAD_SEQUENCE, "sequence numbers start at 1")
+        raise RelayError(ErrorCode.BAD_SEQUENCE, "sequence numbers start at 1")
 
 
 # --- server -> producer: encoding (the relay's side) ---
@@ -574,7 +576,9 @@ def _check_outcome(seq: int, audio_ms: int, frames: int) -> None:
 def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
     size = len(data)
     if max_bytes is not None and size > max_bytes:
-        raise AppError(ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}")
+        raise RelayError(
+            ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}"
+        )
     if size < 2:
         raise _invalid("message shorter than its 2-byte header")
     kind, flags = data[0], data[1]
@@ -667,4 +671,4 @@ def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
         code, offset = _read_short(data, _HEAD_U32_U32.size, "code")
         _no_trailing(data, offset)
         return ResumeFailed(last_seq, available_from, code)
-    raise AppError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown server message type 0x{kind:02x}")
+    raise RelayError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown server message type 0x{kind:02x}")
