@@ -11,7 +11,7 @@ the two protocols share in meaning (WELCOME aside: each protocol says different 
 from __future__ import annotations
 
 from app.errors import ErrorCode
-from app.relay.conversations import Role
+from app.relay.conversations import AudioRouting, Role
 from app.relay.replay import ReplayBuffer
 from avatar_relay_client import browser_protocol as p
 from avatar_relay_client import producer_protocol as pp
@@ -62,6 +62,34 @@ class Codec:
 
     def __init__(self, role: Role) -> None:
         self.producer = role == "producer"
+
+    def welcome(
+        self,
+        session_id: str,
+        ep: Endpoint,
+        sample_rate: int,
+        window_ms: int,
+        resumed: bool,
+        routing: AudioRouting,
+    ) -> bytes:
+        """The answer to HELLO: what the endpoint's protocol says in it."""
+        ack, last = ep.client_seq, ep.replay.last_seq
+        if not self.producer:
+            return p.encode_server(
+                p.Welcome(session_id, ack, last, sample_rate, window_ms, resumed)
+            )
+        return pp.encode_welcome(
+            pp.Welcome(
+                session_id,
+                ack,
+                last,
+                sample_rate,
+                window_ms,
+                resumed=resumed,
+                microphone=routing.forward_microphone,
+                browser_speaks=routing.speaks("browser"),
+            )
+        )
 
     def decode(self, data: bytes, max_bytes: int) -> p.ClientMessage | pp.ProducerMessage:
         if self.producer:
@@ -126,6 +154,33 @@ class Endpoint:
         self.ack_due: float | None = None
         # relay -> endpoint
         self.replay = ReplayBuffer()
+
+    def accept(self, seq: int) -> bool:
+        """Take the endpoint's next sequenced message: True for `client_seq + 1`, False for one
+        already accepted (a resend after a reconnect); a gap is badSequence."""
+        expected = self.client_seq + 1
+        if seq == expected:
+            self.client_seq = seq
+            return True
+        if seq < expected:
+            return False
+        raise Fatal(ErrorCode.BAD_SEQUENCE, f"expected {self.role} seq {expected}, got {seq}")
+
+    def count_input(self, now: float, *, urgent: bool, every: int, delay: float) -> bool:
+        """One more accepted message to acknowledge: True when the ACK is due now (urgent, or
+        `every` of them), else it is due within `delay`."""
+        self.unacked_in += 1
+        if urgent or self.unacked_in >= every:
+            return True
+        if self.ack_due is None:
+            self.ack_due = now + delay
+        return False
+
+    def ack(self) -> bytes:
+        """The ACK of everything accepted so far (nothing more is owed)."""
+        self.unacked_in = 0
+        self.ack_due = None
+        return self.codec.ack(self.client_seq)
 
     @property
     def live(self) -> bool:

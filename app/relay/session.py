@@ -10,7 +10,8 @@ buffer and resume; both feed the same conversations. A message goes: decode, ded
 endpoint's seq (and acknowledge), then the conversations (`conversations.py`: whose audio is
 speech, which conversation, live or held), then the browser's server seq and replay buffer
 (`replay.py`), then out as an effect (`effects.py`). Upstream frames join at the conversations.
-What happens to conversations is told to the producer as events on its own stream.
+What happens to conversations is told to the producer as events on its own stream
+(`producer_events.py`).
 
 The session itself owns what makes delivery exactly-once across reconnects on each side: sequence
 numbers and acks, resume, liveness and the limits (the browser's buffer bounds count held
@@ -20,8 +21,7 @@ messages too). See docs/protocol.md for the rules.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from app.errors import ErrorCode, RelayError, spec
 from app.relay.conversations import AudioRouting, Conversation, Conversations, Item, Role
@@ -36,51 +36,14 @@ from app.relay.effects import (
     SessionEnded,
 )
 from app.relay.endpoint import Endpoint, Fatal, Overflow
+from app.relay.limits import RelayLimits, RelayStats
+from app.relay.producer_events import ProducerEvents
 from avatar_relay_client import browser_protocol as p
 from avatar_relay_client import producer_protocol as pp
 
-if TYPE_CHECKING:
-    from app.settings import Settings
+__all__ = ["NORMAL_CLOSE", "RelayLimits", "RelaySession", "RelayStats"]
 
 NORMAL_CLOSE = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class RelayLimits:
-    max_message_bytes: int = 256 * 1024
-    replay_buffer_messages: int = 4096
-    replay_buffer_bytes: int = 16 * 1024 * 1024
-    resume_window: float = 30.0
-    idle_timeout: float = 120.0
-    max_session: float = 3600.0
-    ping_interval: float = 15.0
-    hello_timeout: float = 10.0
-    # Acknowledge client chunks in small batches: an ACK per chunk would double the messages.
-    ack_every: int = 8
-    ack_delay: float = 0.2
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RelayLimits:
-        return cls(
-            max_message_bytes=settings.max_message_bytes,
-            replay_buffer_messages=settings.replay_buffer_messages,
-            replay_buffer_bytes=settings.replay_buffer_bytes,
-            resume_window=float(settings.resume_window_seconds),
-            idle_timeout=settings.idle_timeout_seconds,
-            max_session=settings.max_session_seconds,
-        )
-
-
-@dataclass(slots=True)
-class RelayStats:
-    """Counters for metrics and tests; the shell reads them, the core only increments."""
-
-    conversations_started: int = 0
-    client_duplicates: int = 0
-    frames_dropped: int = 0
-    resumes: int = 0  # of either endpoint
-    replayed_messages: int = 0
-    producer_events: int = 0
 
 
 # Plain ints: compared once per message on the frame path.
@@ -123,8 +86,10 @@ class RelaySession:
 
         self._browser = Endpoint("browser", now=now)
         self._producer: Endpoint | None = None
+        self._events: ProducerEvents | None = None
         if self.routing.has_producer:
             self._producer = Endpoint("producer", now=now, required=self.routing.producer_required)
+            self._events = ProducerEvents(self._producer, self._emit, sample_rate)
             self._endpoints: tuple[Endpoint, ...] = (self._browser, self._producer)
         else:
             self._endpoints = (self._browser,)
@@ -470,35 +435,13 @@ class RelaySession:
         for data in replay.after(last_seq):
             self.stats.replayed_messages += 1
             self._out.append(SendToClient(conn, data))
-        producer = self._producer
-        if ep is self._browser and producer is not None:
-            state = _BROWSER_STATES[resumed]
-            self._emit(producer, pp.encode_browser(producer.replay.next_seq, state))
+        if ep is self._browser and self._events is not None:
+            self._events.browser(_BROWSER_STATES[resumed])
 
     def _welcome(self, ep: Endpoint, resumed: bool) -> bytes:
         window_ms = round(self.limits.resume_window * 1000)
-        if ep is self._browser:
-            welcome = p.Welcome(
-                self.session_id,
-                ep.client_seq,
-                ep.replay.last_seq,
-                self.sample_rate,
-                window_ms,
-                resumed,
-            )
-            return p.encode_server(welcome)
-        routing = self.routing
-        return pp.encode_welcome(
-            pp.Welcome(
-                self.session_id,
-                ep.client_seq,
-                ep.replay.last_seq,
-                self.sample_rate,
-                window_ms,
-                resumed=resumed,
-                microphone=routing.forward_microphone,
-                browser_speaks=routing.speaks("browser"),
-            )
+        return ep.codec.welcome(
+            self.session_id, ep, self.sample_rate, window_ms, resumed, self.routing
         )
 
     def _detach(self, ep: Endpoint) -> None:
@@ -506,36 +449,25 @@ class RelaySession:
         an event for the producer."""
         welcomed = ep.hello_done
         ep.detach(self._now)
-        producer = self._producer
-        if welcomed and ep is self._browser and producer is not None:
-            self._emit(
-                producer, pp.encode_browser(producer.replay.next_seq, pp.BrowserState.DISCONNECTED)
-            )
+        if welcomed and ep is self._browser and self._events is not None:
+            self._events.browser(pp.BrowserState.DISCONNECTED)
 
     def _accept(self, ep: Endpoint, seq: int) -> bool:
         """Exactly-once on the way in: old numbers are resends (re-ACK them), gaps are bugs."""
-        expected = ep.client_seq + 1
-        if seq == expected:
-            ep.client_seq = seq
+        if ep.accept(seq):
             self._last_activity = self._now
             return True
-        if seq < expected:
-            self.stats.client_duplicates += 1
-            self._send_ack(ep)
-            return False
-        raise Fatal(ErrorCode.BAD_SEQUENCE, f"expected {ep.role} seq {expected}, got {seq}")
+        self.stats.client_duplicates += 1
+        self._send_ack(ep)
+        return False
 
     def _count_input(self, ep: Endpoint, *, urgent: bool) -> None:
-        ep.unacked_in += 1
-        if urgent or ep.unacked_in >= self.limits.ack_every:
+        limits = self.limits
+        if ep.count_input(self._now, urgent=urgent, every=limits.ack_every, delay=limits.ack_delay):
             self._send_ack(ep)
-        elif ep.ack_due is None:
-            ep.ack_due = self._now + self.limits.ack_delay
 
     def _send_ack(self, ep: Endpoint) -> None:
-        ep.unacked_in = 0
-        ep.ack_due = None
-        self._send(ep, ep.codec.ack(ep.client_seq))
+        self._send(ep, ep.ack())
 
     # --- internals: conversations (their rules live in conversations.py) ---
 
@@ -546,9 +478,8 @@ class RelaySession:
         if routing.speaks(role):
             self._audio(role, seq, pcm, end)
             return
-        producer = self._producer
-        if routing.forward_microphone and producer is not None:
-            self._emit(producer, pp.encode_microphone(producer.replay.next_seq, pcm, end=end))
+        if routing.forward_microphone and self._events is not None:
+            self._events.microphone(pcm, end=end)
             return
         raise Fatal(
             ErrorCode.MICROPHONE_DISABLED,
@@ -563,12 +494,8 @@ class RelaySession:
         conversation, first = taken
         if first:
             self.stats.conversations_started += 1
-            producer = self._producer
-            if producer is not None:
-                started = pp.encode_started(
-                    producer.replay.next_seq, conversation.tag, seq, by_browser=role == "browser"
-                )
-                self._emit(producer, started)
+            if self._events is not None:
+                self._events.started(conversation, seq, by_browser=role == "browser")
         self._out.append(SendUpstream(conversation.id, pcm, end))
         flags = (p.FLAG_FIRST if first else 0) | (p.FLAG_END if end else 0)
         self._deliver(conversation, (conversation, _AUDIO, pcm, flags, "", ""))
@@ -577,23 +504,14 @@ class RelaySession:
         conversations = self._conversations
         live = conversations.live  # INTERRUPTED names the conversation being delivered
         tag = live.tag if live is not None else p.EMPTY_TAG
-        producer = self._producer
+        events = self._events
         by_browser = by == "browser"
-        if producer is not None and by_browser:
-            self._emit(producer, pp.encode_barge_in(producer.replay.next_seq, tag))
+        if events is not None and by_browser:
+            events.barge_in(tag)
         for effect in conversations.interrupt():
             self._out.append(effect)
-            if producer is not None and type(effect) is ConversationEnded:
-                self._emit(
-                    producer,
-                    pp.encode_interrupted(
-                        producer.replay.next_seq,
-                        p.conversation_tag(effect.req_id),
-                        self._audio_ms(effect.audio_bytes),
-                        effect.frames,
-                        by_browser=by_browser,
-                    ),
-                )
+            if events is not None and type(effect) is ConversationEnded:
+                events.interrupted(effect, by_browser=by_browser)
         self._release(p.encode_interrupted(self._browser.replay.next_seq, tag))
 
     def _abort(self, conversation: Conversation, code: ErrorCode, message: str) -> None:
@@ -603,24 +521,6 @@ class RelaySession:
 
     def _finish(self, conversation: Conversation, outcome: Outcome, code: ErrorCode | None) -> None:
         self._flush(self._conversations.finish(conversation, outcome, code))
-
-    def _told_ended(self, ended: ConversationEnded) -> None:
-        """A conversation left the browser's stream: the producer hears how it went."""
-        producer = self._producer
-        if producer is None:
-            return
-        seq = producer.replay.next_seq
-        tag = p.conversation_tag(ended.req_id)
-        audio_ms = self._audio_ms(ended.audio_bytes)
-        if ended.outcome == "completed":
-            data = pp.encode_completed(seq, tag, audio_ms, ended.frames)
-        else:
-            code = (ended.code or ErrorCode.CONVERSATION_ABORTED).value
-            data = pp.encode_aborted(seq, tag, audio_ms, ended.frames, code, ended.message)
-        self._emit(producer, data)
-
-    def _audio_ms(self, audio_bytes: int) -> int:
-        return audio_bytes * 500 // self.sample_rate  # s16le mono: 2 bytes a sample
 
     # --- internals: sequencing, the replay buffers and their bounds ---
 
@@ -636,7 +536,8 @@ class RelaySession:
         for step in steps:
             if type(step) is ConversationEnded:
                 self._out.append(step)
-                self._told_ended(step)
+                if self._events is not None:
+                    self._events.ended(step)
             else:
                 self._release_item(step)  # type: ignore[arg-type]
 
@@ -649,11 +550,8 @@ class RelaySession:
                 p.encode_frame(seq, conversation.tag, payload, end=bool(flags & p.FLAG_END))
             )
             conversation.frames += 1
-            producer = self._producer
-            if conversation.frames == 1 and producer is not None:
-                self._emit(
-                    producer, pp.encode_first_frame(producer.replay.next_seq, conversation.tag)
-                )
+            if conversation.frames == 1 and self._events is not None:
+                self._events.first_frame(conversation)
         elif kind == _AUDIO:
             conversation.audio_bytes += len(payload)
             self._release(
