@@ -17,12 +17,26 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from avatar_relay_client import framing
 from avatar_relay_client.errors import ErrorCode, RelayError
+from avatar_relay_client.framing import (
+    allowed_flags,
+    check_seq,
+    check_size,
+    check_u32,
+    invalid,
+    no_trailing,
+    read_short,
+    read_text,
+    short_string,
+)
 
 SUBPROTOCOL: Final = "avatar-relay.producer.v1"
 
-MAX_ID_BYTES: Final = 64
-MAX_SEQ: Final = 0xFFFF_FFFF
+# The framing shared with the other relay protocol (framing.py).
+MAX_ID_BYTES: Final = framing.MAX_ID_BYTES
+MAX_SEQ: Final = framing.MAX_SEQ
+EMPTY_TAG: Final = framing.EMPTY_TAG
 
 
 class ProducerType(IntEnum):
@@ -259,62 +273,9 @@ ServerMessage = Welcome | Event | ServerAck | ServerPing | ServerPong | ServerEr
 # --- helpers ---
 
 
-def _invalid(message: str) -> RelayError:
-    return RelayError(ErrorCode.INVALID_REQUEST, message)
-
-
-def _check_u32(value: int, name: str) -> None:
-    if not 0 <= value <= MAX_SEQ:
-        raise ValueError(f"{name} must fit in u32: {value}")
-
-
-def _printable(raw: bytes) -> bool:
-    return all(0x21 <= b <= 0x7E for b in raw)
-
-
-def short_string(value: str, name: str = "string", *, allow_empty: bool = False) -> bytes:
-    """Ids and codes on the wire: u8 length, then 1..64 bytes of printable ASCII."""
-    raw = value.encode("ascii")
-    if len(raw) > MAX_ID_BYTES or (not raw and not allow_empty) or not _printable(raw):
-        raise ValueError(f"{name} must be 1..64 printable ASCII characters: {value!r}")
-    return bytes((len(raw),)) + raw
-
-
-def _read_short(
-    data: bytes, offset: int, name: str, *, allow_empty: bool = False
-) -> tuple[str, int]:
-    if offset >= len(data):
-        raise _invalid(f"truncated {name}")
-    size = data[offset]
-    end = offset + 1 + size
-    if end > len(data):
-        raise _invalid(f"truncated {name}")
-    raw = data[offset + 1 : end]
-    if size > MAX_ID_BYTES or (size == 0 and not allow_empty) or not _printable(raw):
-        raise _invalid(f"{name} must be 1..64 printable ASCII characters")
-    return raw.decode("ascii"), end
-
-
-def _read_text(data: bytes, offset: int) -> str:
-    try:
-        return data[offset:].decode("utf-8")
-    except UnicodeDecodeError:
-        raise _invalid("message text is not UTF-8") from None
-
-
-def _allowed_flags(flags: int, allowed: int) -> None:
-    if flags & ~allowed:
-        raise _invalid("reserved flag bits set")
-
-
-def _no_trailing(data: bytes, offset: int) -> None:
-    if offset != len(data):
-        raise _invalid("unexpected bytes after the message")
-
-
 def _need(data: bytes, size: int, name: str) -> None:
     if len(data) < size:
-        raise _invalid(f"truncated {name}")
+        raise invalid(f"truncated {name}")
 
 
 def _pcm(data: bytes, offset: int, end: bool) -> bytes:
@@ -332,24 +293,24 @@ def _pcm(data: bytes, offset: int, end: bool) -> bytes:
 def encode_producer(message: ProducerMessage) -> bytes:
     match message:
         case Hello(last_seq):
-            _check_u32(last_seq, "last_seq")
+            check_u32(last_seq, "last_seq")
             return _HEAD_U32.pack(ProducerType.HELLO, 0, last_seq)
         case Audio(seq, pcm, end):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             if len(pcm) % 2:
                 raise ValueError("PCM s16le needs an even number of bytes")
             return _HEAD_U32.pack(ProducerType.AUDIO, FLAG_END if end else 0, seq) + pcm
         case Interrupt(seq):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return _HEAD_U32.pack(ProducerType.INTERRUPT, 0, seq)
         case Ack(seq):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return _HEAD_U32.pack(ProducerType.ACK, 0, seq)
         case Ping(nonce):
-            _check_u32(nonce, "nonce")
+            check_u32(nonce, "nonce")
             return _HEAD_U32.pack(ProducerType.PING, 0, nonce)
         case Pong(nonce):
-            _check_u32(nonce, "nonce")
+            check_u32(nonce, "nonce")
             return _HEAD_U32.pack(ProducerType.PONG, 0, nonce)
         case Bye():
             return _HEAD.pack(ProducerType.BYE, 0)
@@ -362,39 +323,34 @@ def encode_producer(message: ProducerMessage) -> bytes:
 def decode_producer(data: bytes, max_bytes: int | None = None) -> ProducerMessage:
     """Parse one producer frame. Raises RelayError: messageTooLarge, unknownMessageType,
     invalidRequest (truncated, trailing bytes, reserved flags), badAudio, badSequence (seq 0)."""
+    check_size(data, max_bytes)
     size = len(data)
-    if max_bytes is not None and size > max_bytes:
-        raise RelayError(
-            ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}"
-        )
-    if size < 2:
-        raise _invalid("message shorter than its 2-byte header")
     kind, flags = data[0], data[1]
     if kind == ProducerType.AUDIO:
-        _allowed_flags(flags, FLAG_END)
+        allowed_flags(flags, FLAG_END)
         _need(data, 6, "AUDIO header")
         (seq,) = struct.unpack_from("<I", data, 2)
         end = bool(flags & FLAG_END)
         pcm = _pcm(data, 6, end)
-        _check_seq(seq)
+        check_seq(seq)
         return Audio(seq, pcm, end)
     if kind in _U32_TYPES:
-        _allowed_flags(flags, 0)
+        allowed_flags(flags, 0)
         if size != 6:
-            raise _invalid(f"{ProducerType(kind).name} must be 6 bytes, got {size}")
+            raise invalid(f"{ProducerType(kind).name} must be 6 bytes, got {size}")
         (value,) = struct.unpack_from("<I", data, 2)
         if kind == ProducerType.HELLO:
             return Hello(value)
         if kind == ProducerType.INTERRUPT:
-            _check_seq(value)
+            check_seq(value)
             return Interrupt(value)
         if kind == ProducerType.ACK:
             return Ack(value)
         return Ping(value) if kind == ProducerType.PING else Pong(value)
     if kind == ProducerType.BYE:
-        _allowed_flags(flags, 0)
+        allowed_flags(flags, 0)
         if size != 2:
-            raise _invalid(f"BYE must be 2 bytes, got {size}")
+            raise invalid(f"BYE must be 2 bytes, got {size}")
         return Bye()
     raise RelayError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown producer message type 0x{kind:02x}")
 
@@ -410,11 +366,6 @@ _U32_TYPES: Final = frozenset(
 )
 
 
-def _check_seq(seq: int) -> None:
-    if seq == 0:
-        raise RelayError(ErrorCode.BAD_SEQUENCE, "sequence numbers start at 1")
-
-
 # --- server -> producer: encoding (the relay's side) ---
 
 
@@ -425,7 +376,7 @@ def encode_welcome(message: Welcome) -> bytes:
         (message.sample_rate, "sample_rate"),
         (message.resume_window_ms, "resume_window_ms"),
     ):
-        _check_u32(value, name)
+        check_u32(value, name)
     flags = (
         (FLAG_RESUMED if message.resumed else 0)
         | (FLAG_MICROPHONE if message.microphone else 0)
@@ -510,20 +461,17 @@ def encode_resume_failed(last_seq: int, available_from: int, code: str) -> bytes
     return head + short_string(code, "code")
 
 
-EMPTY_TAG: Final = b"\x00"
-
-
 def encode_server(message: ServerMessage) -> bytes:
     """Any server message from its fields (tests, vectors; the relay uses the functions above)."""
     match message:
         case Welcome():
             return encode_welcome(message)
         case ConversationStarted(seq, cid, input_seq, by_browser):
-            _check_u32(seq, "seq")
-            _check_u32(input_seq, "input_seq")
+            check_u32(seq, "seq")
+            check_u32(input_seq, "input_seq")
             return encode_started(seq, short_string(cid, "id"), input_seq, by_browser=by_browser)
         case FirstFrame(seq, cid):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return encode_first_frame(seq, short_string(cid, "id"))
         case ConversationCompleted(seq, cid, audio_ms, frames):
             _check_outcome(seq, audio_ms, frames)
@@ -536,71 +484,66 @@ def encode_server(message: ServerMessage) -> bytes:
             _check_outcome(seq, audio_ms, frames)
             return encode_aborted(seq, short_string(cid, "id"), audio_ms, frames, code, text)
         case Browser(seq, state):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return encode_browser(seq, BrowserState(state))
         case BargeIn(seq, cid):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return encode_barge_in(seq, short_string(cid, "id", allow_empty=True))
         case Microphone(seq, pcm, end):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             if len(pcm) % 2:
                 raise ValueError("PCM s16le needs an even number of bytes")
             return encode_microphone(seq, pcm, end=end)
         case ServerAck(seq):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return encode_ack(seq)
         case ServerPing(nonce):
-            _check_u32(nonce, "nonce")
+            check_u32(nonce, "nonce")
             return encode_ping(nonce)
         case ServerPong(nonce):
-            _check_u32(nonce, "nonce")
+            check_u32(nonce, "nonce")
             return encode_pong(nonce)
         case ServerError(code, text):
             return encode_error(code, text)
         case ResumeFailed(last_seq, available_from, code):
-            _check_u32(last_seq, "last_seq")
-            _check_u32(available_from, "available_from")
+            check_u32(last_seq, "last_seq")
+            check_u32(available_from, "available_from")
             return encode_resume_failed(last_seq, available_from, code)
     raise TypeError(f"not a server message: {message!r}")  # pragma: no cover
 
 
 def _check_outcome(seq: int, audio_ms: int, frames: int) -> None:
-    _check_u32(seq, "seq")
-    _check_u32(audio_ms, "audio_ms")
-    _check_u32(frames, "frames")
+    check_u32(seq, "seq")
+    check_u32(audio_ms, "audio_ms")
+    check_u32(frames, "frames")
 
 
 # --- server -> producer: decoding (the producer's side; same strictness) ---
 
 
 def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
+    check_size(data, max_bytes)
     size = len(data)
-    if max_bytes is not None and size > max_bytes:
-        raise RelayError(
-            ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}"
-        )
-    if size < 2:
-        raise _invalid("message shorter than its 2-byte header")
     kind, flags = data[0], data[1]
     if kind == EventType.MICROPHONE:
-        _allowed_flags(flags, FLAG_END)
+        allowed_flags(flags, FLAG_END)
         _need(data, 6, "MICROPHONE header")
         (seq,) = struct.unpack_from("<I", data, 2)
         end = bool(flags & FLAG_END)
         return Microphone(seq, _pcm(data, 6, end), end)
     if kind == EventType.CONVERSATION_STARTED:
-        _allowed_flags(flags, FLAG_BY_BROWSER)
+        allowed_flags(flags, FLAG_BY_BROWSER)
         _need(data, _HEAD_U32_U32.size, "CONVERSATION_STARTED")
         _, _, seq, input_seq = _HEAD_U32_U32.unpack_from(data)
-        cid, offset = _read_short(data, _HEAD_U32_U32.size, "conversation id")
-        _no_trailing(data, offset)
+        cid, offset = read_short(data, _HEAD_U32_U32.size, "conversation id")
+        no_trailing(data, offset)
         return ConversationStarted(seq, cid, input_seq, bool(flags & FLAG_BY_BROWSER))
     if kind == EventType.FIRST_FRAME:
-        _allowed_flags(flags, 0)
+        allowed_flags(flags, 0)
         _need(data, 6, "FIRST_FRAME")
         (seq,) = struct.unpack_from("<I", data, 2)
-        cid, offset = _read_short(data, 6, "conversation id")
-        _no_trailing(data, offset)
+        cid, offset = read_short(data, 6, "conversation id")
+        no_trailing(data, offset)
         return FirstFrame(seq, cid)
     if kind in (
         EventType.CONVERSATION_COMPLETED,
@@ -608,48 +551,48 @@ def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
         EventType.CONVERSATION_ABORTED,
     ):
         by_browser_allowed = kind == EventType.CONVERSATION_INTERRUPTED
-        _allowed_flags(flags, FLAG_BY_BROWSER if by_browser_allowed else 0)
+        allowed_flags(flags, FLAG_BY_BROWSER if by_browser_allowed else 0)
         _need(data, _OUTCOME.size, EventType(kind).name)
         _, _, seq, audio_ms, frames = _OUTCOME.unpack_from(data)
-        cid, offset = _read_short(data, _OUTCOME.size, "conversation id")
+        cid, offset = read_short(data, _OUTCOME.size, "conversation id")
         if kind == EventType.CONVERSATION_ABORTED:
-            code, offset = _read_short(data, offset, "code")
-            return ConversationAborted(seq, cid, audio_ms, frames, code, _read_text(data, offset))
-        _no_trailing(data, offset)
+            code, offset = read_short(data, offset, "code")
+            return ConversationAborted(seq, cid, audio_ms, frames, code, read_text(data, offset))
+        no_trailing(data, offset)
         if kind == EventType.CONVERSATION_COMPLETED:
             return ConversationCompleted(seq, cid, audio_ms, frames)
         return ConversationInterrupted(seq, cid, audio_ms, frames, bool(flags & FLAG_BY_BROWSER))
     if kind == EventType.BROWSER:
-        _allowed_flags(flags, 0)
+        allowed_flags(flags, 0)
         if size != 7:
-            raise _invalid(f"BROWSER must be 7 bytes, got {size}")
+            raise invalid(f"BROWSER must be 7 bytes, got {size}")
         (seq,) = struct.unpack_from("<I", data, 2)
         try:
             state = BrowserState(data[6])
         except ValueError:
-            raise _invalid(f"unknown browser state {data[6]}") from None
+            raise invalid(f"unknown browser state {data[6]}") from None
         return Browser(seq, state)
     if kind == EventType.BARGE_IN:
-        _allowed_flags(flags, 0)
+        allowed_flags(flags, 0)
         _need(data, 6, "BARGE_IN")
         (seq,) = struct.unpack_from("<I", data, 2)
-        cid, offset = _read_short(data, 6, "conversation id", allow_empty=True)
-        _no_trailing(data, offset)
+        cid, offset = read_short(data, 6, "conversation id", allow_empty=True)
+        no_trailing(data, offset)
         return BargeIn(seq, cid)
     if kind in (EventType.ACK, EventType.PING, EventType.PONG):
-        _allowed_flags(flags, 0)
+        allowed_flags(flags, 0)
         if size != 6:
-            raise _invalid(f"{EventType(kind).name} must be 6 bytes, got {size}")
+            raise invalid(f"{EventType(kind).name} must be 6 bytes, got {size}")
         (value,) = struct.unpack_from("<I", data, 2)
         if kind == EventType.ACK:
             return ServerAck(value)
         return ServerPing(value) if kind == EventType.PING else ServerPong(value)
     if kind == EventType.WELCOME:
-        _allowed_flags(flags, _WELCOME_FLAGS)
+        allowed_flags(flags, _WELCOME_FLAGS)
         _need(data, _WELCOME.size, "WELCOME")
         _, _, producer_ack, server_seq, rate, window_ms = _WELCOME.unpack_from(data)
-        session_id, offset = _read_short(data, _WELCOME.size, "session id")
-        _no_trailing(data, offset)
+        session_id, offset = read_short(data, _WELCOME.size, "session id")
+        no_trailing(data, offset)
         return Welcome(
             session_id,
             producer_ack,
@@ -661,14 +604,14 @@ def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
             browser_speaks=bool(flags & FLAG_BROWSER_SPEAKS),
         )
     if kind == EventType.ERROR:
-        _allowed_flags(flags, 0)
-        code, offset = _read_short(data, 2, "code")
-        return ServerError(code, _read_text(data, offset))
+        allowed_flags(flags, 0)
+        code, offset = read_short(data, 2, "code")
+        return ServerError(code, read_text(data, offset))
     if kind == EventType.RESUME_FAILED:
-        _allowed_flags(flags, 0)
+        allowed_flags(flags, 0)
         _need(data, _HEAD_U32_U32.size, "RESUME_FAILED")
         _, _, last_seq, available_from = _HEAD_U32_U32.unpack_from(data)
-        code, offset = _read_short(data, _HEAD_U32_U32.size, "code")
-        _no_trailing(data, offset)
+        code, offset = read_short(data, _HEAD_U32_U32.size, "code")
+        no_trailing(data, offset)
         return ResumeFailed(last_seq, available_from, code)
     raise RelayError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown server message type 0x{kind:02x}")
