@@ -111,6 +111,16 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.SPEECH_UNAVAILABLE: ErrorSpec(
         503, 1011, False, "the demo agent's text-to-speech engine is unavailable"
     ),
+    # A producer feeds this session's speech and the browser's audio is not forwarded to it.
+    ErrorCode.MICROPHONE_DISABLED: ErrorSpec(
+        403,
+        4403,
+        False,
+        "browser audio is not accepted: the session's speech comes from a producer",
+    ),
+    ErrorCode.PRODUCER_NOT_ALLOWED: ErrorSpec(
+        409, 4403, False, "the session was not created to accept a producer"
+    ),
     # A draining instance hands its sessions over (1012 "service restart"): clients reconnect with
     # a fresh ticket and resume wherever the session continues.
     ErrorCode.SESSION_MOVED: ErrorSpec(

@@ -67,6 +67,8 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "methodNotAllowed"
     MESSAGE_INCOMPLETE = "messageIncomplete"
     SPEECH_UNAVAILABLE = "speechUnavailable"
+    MICROPHONE_DISABLED = "microphoneDisabled"
+    PRODUCER_NOT_ALLOWED = "producerNotAllowed"
     SESSION_MOVED = "sessionMoved"
 
 
