@@ -21,7 +21,7 @@ messages too). See docs/protocol.md for the rules.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
 from app.errors import ErrorCode, RelayError, spec
 from app.relay.conversations import AudioRouting, Conversation, Conversations, Item, Role
@@ -102,6 +102,9 @@ class RelaySession:
         self._refused_from: dict[Role, int] = {}  # per endpoint, the first seq not accepted
         self._drain_now = False  # refused input holds an interrupt: hand over at once
         self._drained = False
+        # Restored from another instance's saved state: the conversations it had in flight
+        # are aborted when the browser is back (`restore`).
+        self._restored = False
 
     # --- read-only views for the shell ---
 
@@ -169,6 +172,57 @@ class RelaySession:
                     if ep.ack_due is not None:
                         times.append(ep.ack_due)
         return min(times)
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        return tuple(ep.role for ep in self._endpoints)
+
+    @property
+    def shape_version(self) -> int:
+        """Grows whenever `snapshot` would say something new (conversations started, ended,
+        held, an endpoint's standing); not with released messages or acknowledgements."""
+        return self._conversations.version + sum(ep.hellos + ep.required for ep in self._endpoints)
+
+    # --- continuing on another instance ---
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """What another instance needs, besides each endpoint's seqs and replay buffer (saved
+        as they change), to continue this session: plain data for `restore`."""
+        return {
+            "age": now - self._created,
+            "idle": now - self._last_activity,
+            "broken": self._broken.value if self._broken is not None else None,
+            "endpoints": {
+                ep.role: {"required": ep.required, "hellos": ep.hellos} for ep in self._endpoints
+            },
+            "conversations": self._conversations.snapshot(),
+        }
+
+    def restore(
+        self,
+        snapshot: dict[str, Any],
+        endpoints: dict[str, tuple[int, int, list[bytes]]],
+        now: float,
+    ) -> None:
+        """Continue a session another instance ran (a fresh core, created with the same id,
+        rate, limits and routing). `endpoints`: per role, (seq accepted from it, seq it
+        acknowledged, the messages sent to it after that). The upstream connection died with
+        that instance: the conversations in flight are aborted (`connectionClosed`) when the
+        browser is back, after its replay, numbered after what it says it has."""
+        self._created = now - float(snapshot["age"])
+        self._last_activity = now - float(snapshot["idle"])
+        broken = snapshot["broken"]
+        self._broken = ErrorCode(broken) if broken is not None else None
+        for ep in self._endpoints:
+            standing = snapshot["endpoints"].get(ep.role, {})
+            ep.required = bool(standing.get("required", ep.required))
+            ep.hellos = int(standing.get("hellos", 0))
+            client_seq, acked, messages = endpoints.get(ep.role, (0, 0, []))
+            ep.client_seq = client_seq
+            ep.replay.restore(acked, messages)
+            ep.disconnected_at = now if ep.required else None
+        self._conversations.restore(snapshot["conversations"])
+        self._restored = True
 
     # --- events: an endpoint's connection ---
 
@@ -446,6 +500,10 @@ class RelaySession:
         replay = ep.replay
         conn = ep.conn
         assert conn is not None
+        restored = self._restored and ep is self._browser
+        if restored and last_seq > replay.last_seq:
+            # The instance that died sent these before it saved them: the browser has them.
+            replay.skip_to(last_seq)
         if last_seq > replay.last_seq:
             raise Fatal(ErrorCode.BAD_ACK, f"resume from {last_seq}, never sent")
         lost = self._broken
@@ -473,6 +531,14 @@ class RelaySession:
         for data in replay.after(last_seq):
             self.stats.replayed_messages += 1
             self._out.append(SendToClient(conn, data))
+        if restored:
+            self._restored = False
+            for conversation in self._conversations.expecting_upstream():
+                self._abort(
+                    conversation,
+                    ErrorCode.CONNECTION_CLOSED,
+                    "the instance running this conversation went away",
+                )
         if ep is self._browser and self._events is not None:
             self._events.browser(_BROWSER_STATES[resumed])
 
