@@ -34,12 +34,13 @@ from typing import Any, Final, Literal
 
 from app.errors import AppError, ErrorCode
 from app.metrics import Metrics
-from app.relay.conversations import AudioRouting, AudioSource
+from app.relay.conversations import AudioRouting, AudioSource, Role
 from app.relay.pool import UpstreamPool
 from app.relay.session import RelayLimits
 from app.relay.shell import RelayRunner
 from app.settings import PCM_SAMPLE_RATES, Settings
 from app.store import Store
+from app.store.relay_state import RelayStateStore, SavedSession
 from app.tickets import TicketKind, TicketService
 
 log = logging.getLogger("avatar_relay.sessions")
@@ -94,6 +95,10 @@ class SessionRecord:
             return cls(session_id, str(data["p"]), str(data["a"]), int(data["r"]), state, routing)
         except (ValueError, KeyError, TypeError):
             return None
+
+    @property
+    def routing_roles(self) -> tuple[Role, ...]:
+        return ("browser", "producer") if self.routing.has_producer else ("browser",)
 
     def with_state(self, state: State) -> SessionRecord:
         return SessionRecord(
@@ -152,6 +157,13 @@ def _not_found() -> AppError:
     return AppError(ErrorCode.SESSION_NOT_FOUND, "no such relay session")
 
 
+def _busy() -> AppError:
+    # Refused before the upgrade (HTTP 503): the proxy or the client tries again.
+    return AppError(
+        ErrorCode.SESSION_MOVED, "the session is running on another instance; try again"
+    )
+
+
 class SessionService:
     def __init__(
         self,
@@ -162,8 +174,11 @@ class SessionService:
         *,
         metrics: Metrics | None = None,
         eager: bool | None = None,
+        state_store: RelayStateStore | None = None,
     ) -> None:
         self.settings = settings
+        # With Redis: sessions' durable state, so that they outlive this instance.
+        self.state_store = state_store
         self.limits = RelayLimits.from_settings(settings)
         self._store = store
         self.tickets = tickets
@@ -293,21 +308,50 @@ class SessionService:
             raise _not_found()
         if record.state == "closed" or session_id in self._ended_ids:
             raise AppError(ErrorCode.SESSION_CLOSED, "the relay session has ended")
-        if record.state == "live":
-            # Live on another instance (or on one that died): this one cannot serve it.
-            raise _not_found()
         if self.draining:
             raise AppError(ErrorCode.GOING_AWAY, "this instance is shutting down; retry")
+        if record.state == "live":
+            # Live on another instance, or on one that died or is draining.
+            return await self._take_over(record)
         await self._check_global()
         await self._charge(record.principal_id)
         existing = self._live.get(session_id)
         if existing is not None:  # another socket made it live while we were charging
             await self._release(record.principal_id)
             return existing
+        if self.state_store is not None:
+            claim = await self.state_store.claim(session_id, record.routing_roles)
+            if not claim.claimed:
+                await self._release(record.principal_id)
+                raise _busy()
         live = record.with_state("live")
         runner = self._go_live(live)
         self._spawn(self._put(live, self._record_ttl))
         return runner
+
+    async def _take_over(self, record: SessionRecord) -> RelayRunner:
+        """Continue here a session another instance ran, from its saved state: once that
+        instance is gone or draining (its lease, app/store/relay_state.py). Its principal's
+        charge moves with it."""
+        store = self.state_store
+        if store is None:
+            raise _not_found()  # its state lived in the other instance's memory
+        await self._check_global()
+        claim = await store.claim(record.session_id, record.routing_roles)
+        if not claim.claimed:
+            raise _busy()
+        existing = self._live.get(record.session_id)
+        if existing is not None:
+            return existing
+        saved = await store.load(record.session_id)
+        if saved is None or saved.core is None:
+            await store.forget(record.session_id, record.routing_roles)
+            raise _not_found()  # never saved, or expired with its resume window
+        log.info(
+            "relay session taken over",
+            extra={"session_id": record.session_id, "previous_owner": claim.previous or ""},
+        )
+        return self._go_live(record, saved)
 
     async def settled(self) -> None:
         """Until the store reflects every session that has ended so far (counters, records)."""
@@ -320,17 +364,25 @@ class SessionService:
         self, within: float = 0.0, *, close_within: float = HANDOVER_SECONDS
     ) -> None:
         """Drain: no new sessions or conversations from now on; conversations in flight get up
-        to `within` seconds to finish; then every live session's client gets ERROR{goingAway}
-        and close 1001, with up to `close_within` seconds for the closes to go out."""
+        to `within` seconds to finish; then every live session is handed over (with Redis: its
+        state saved, its endpoints told to reconnect and resume elsewhere, close 1012) or ended
+        (without: ERROR{goingAway}, close 1001), with up to `close_within` seconds for it."""
         self.draining = True
+        store = self.state_store
+        if store is not None:
+            # Others may take this instance's sessions over from now on.
+            await store.set_draining()
         runners = list(self._live.values())
         for runner in runners:
             runner.drain()
         if runners and within > 0:
             await _wait_all([runner.wait_drained() for runner in runners], within)
         runners = list(self._live.values())  # and those a reconnect made live meanwhile
+        if store is not None and runners:
+            # Saved, then told to reconnect (1012): the next socket continues them elsewhere.
+            await _wait_all([runner.handover() for runner in runners], close_within)
         for runner in runners:
-            runner.shutdown()
+            runner.shutdown()  # no-op for those handed over
         if runners:
             await _wait_all([runner.wait_closed() for runner in runners], close_within)
         if self._background:
@@ -347,7 +399,7 @@ class SessionService:
 
     # --- internals ---
 
-    def _go_live(self, record: SessionRecord) -> RelayRunner:
+    def _go_live(self, record: SessionRecord, saved: SavedSession | None = None) -> RelayRunner:
         runner = RelayRunner(
             record.session_id,
             principal_id=record.principal_id,
@@ -358,6 +410,8 @@ class SessionService:
             metrics=self._metrics,
             on_end=self._ended,
             routing=record.routing,
+            state_store=self.state_store,
+            restored=saved,
         )
         self._live[record.session_id] = runner
         if self._metrics is not None:
@@ -370,9 +424,13 @@ class SessionService:
             del self._live[runner.session_id]
             if self._metrics is not None:
                 self._metrics.relay_sessions_active.dec()
+        if code is ErrorCode.SESSION_MOVED:
+            return  # it goes on elsewhere: its record, charge and saved state stay
         self._ended_ids[runner.session_id] = None
         if len(self._ended_ids) > RECENTLY_ENDED:
             self._ended_ids.popitem(last=False)
+        if self.state_store is not None:
+            self._spawn(self._forget(runner))
         closed = SessionRecord(
             runner.session_id,
             runner.principal_id,
@@ -382,6 +440,13 @@ class SessionService:
             runner.routing,
         )
         self._spawn(self._settle(closed))
+
+    async def _forget(self, runner: RelayRunner) -> None:
+        assert self.state_store is not None
+        try:
+            await self.state_store.forget(runner.session_id, runner.core.roles)
+        except AppError as error:
+            log.warning("could not forget the session's state", extra=error.log_fields())
 
     async def _settle(self, closed: SessionRecord) -> None:
         try:

@@ -26,7 +26,8 @@ from app.settings import Settings
 from app.spatialreal.client import IngressClient
 from app.spatialreal.console import ConsoleClient
 from app.spatialreal.regions import RegionBreakers
-from app.store import Store, store_from_settings
+from app.store import RedisStore, Store, store_from_settings
+from app.store.relay_state import RESUME_MARGIN_SECONDS, RelayStateStore
 from app.tickets import TicketService
 from app.tokens import TokenService
 
@@ -75,7 +76,21 @@ async def build_services(
         policy=ReconnectPolicy.from_settings(settings),
     )
     pool.start()
-    sessions = SessionService(settings, store, tickets, pool, metrics=metrics)
+    state_store = None
+    if isinstance(store, RedisStore):
+        # Relay sessions outlive this instance: their state is kept where others find it.
+        state_store = RelayStateStore(
+            store.client,
+            prefix=store.prefix,
+            instance_id=settings.instance_id,
+            ttl=settings.resume_window_seconds + RESUME_MARGIN_SECONDS,
+            max_messages=settings.replay_buffer_messages,
+        )
+        await state_store.start()
+        stack.push_async_callback(state_store.aclose)
+    sessions = SessionService(
+        settings, store, tickets, pool, metrics=metrics, state_store=state_store
+    )
     stack.push_async_callback(sessions.aclose)
     return Services(
         settings=settings,

@@ -369,7 +369,7 @@ async def _serve_socket(websocket: WebSocket, role: Role) -> None:
     with bind(session_id=session_id[:64] or None):
         if services.sessions.refuses(session_id):
             # Draining, and the session is not here: HTTP 503 before the ticket is spent, so the
-            # proxy (proxy_next_upstream http_503) or the client tries another instance with it.
+            # client tries again (once this instance is gone, nginx sends it to the next one).
             await _deny(websocket, ErrorCode.GOING_AWAY, "this instance is shutting down")
             return
         try:
@@ -377,6 +377,11 @@ async def _serve_socket(websocket: WebSocket, role: Role) -> None:
             runner = await services.sessions.attach(session_id, ticket, role)
         except AppError as error:
             log.info("relay socket refused", extra={**error.log_fields(), "endpoint": role})
+            if error.code in (ErrorCode.SESSION_MOVED, ErrorCode.STORE_UNAVAILABLE):
+                # Running elsewhere right now: HTTP 503, so that it is tried again (by the
+                # proxy on another instance, or by the client).
+                await _deny(websocket, error.code, error.message)
+                return
             await _accept_and_close(websocket, error, subprotocol)
             return
         except Exception:

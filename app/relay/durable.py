@@ -90,6 +90,7 @@ class DurableSession:
         self._held: deque[Action] = deque()
         self._covered = 0  # held actions the delta in flight covers
         self._pending_client: dict[Role, int] = {}
+        self._acks: dict[int, tuple[Role, int, Action]] = {}
         self.lost = False
         self.closed = False
 
@@ -111,23 +112,44 @@ class DurableSession:
             self._shape_dirty = True
         self._store.mark(self, urgent=shape)
 
-    def needs_gate(self, *, shape: bool, acknowledges: bool) -> bool:
-        """Whether this event's output must wait for a save."""
-        if self._held or shape:
-            return True
-        if acknowledges:
-            return any(
-                self._endpoint_client_seq(role) > self._saved_client[role] for role in self._roles
-            )
-        return False
+    def needs_gate(self, *, shape: bool) -> bool:
+        """Whether this event's output must wait for a save: it changed the snapshot, or
+        output is already waiting (order)."""
+        return shape or bool(self._held)
+
+    def unsaved_input(self) -> bool:
+        """Some endpoint's accepted seq is not saved yet (a WELCOME would acknowledge it)."""
+        return any(
+            self._endpoint_client_seq(role) > self._saved_client[role] for role in self._roles
+        )
 
     def hold(self, action: Action) -> None:
         self._held.append(action)
 
+    def hold_ack(self, conn: int, role: Role, action: Action) -> None:
+        """An ACK goes out once the seq it acknowledges is saved; a later one replaces it."""
+        seq = self._endpoint_client_seq(role)
+        if seq <= self._saved_client[role]:
+            self._acks.pop(conn, None)
+            action()
+            return
+        self._acks[conn] = (role, seq, action)
+
+    def release_all(self) -> None:
+        """The session is over: what waits goes out now, in order."""
+        held, self._held = self._held, deque()
+        self._covered = 0
+        for action in held:
+            action()
+        acks, self._acks = self._acks, {}
+        for _, _, action in acks.values():
+            action()
+
     def close(self) -> None:
-        """The session is over here: nothing more is saved or held."""
+        """Nothing more is saved or held from now on (what waits is dropped)."""
         self.closed = True
         self._held.clear()
+        self._acks.clear()
 
     # --- Saving ---
 
@@ -161,11 +183,17 @@ class DurableSession:
             self.close()
             self._on_lost()
             return
+        if self._acks:
+            self._store.mark(self)  # a resync or a later seq: the ACKs wait for the next save
         if outcome is Saved.RESYNC:
             self._full = True
             self._shape_dirty = True
             return
         self._saved_client.update(self._pending_client)
+        for conn, (role, seq, action) in list(self._acks.items()):
+            if seq <= self._saved_client[role]:
+                del self._acks[conn]
+                action()
         covered, self._covered = self._covered, 0
         for _ in range(covered):
             if not self._held:

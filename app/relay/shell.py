@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -37,6 +38,7 @@ from app.logs import bind
 from app.metrics import Kind, Metrics
 from app.relay import eager
 from app.relay.conversations import AudioRouting, Role
+from app.relay.durable import DurableSession, decode_snapshot
 from app.relay.effects import (
     CloseClient,
     ConversationEnded,
@@ -54,6 +56,7 @@ from app.relay.session import RelayLimits, RelaySession
 from app.relay.upstream import UpstreamLink
 from app.spatialreal.client import UpstreamMessage
 from app.spatialreal.request_ids import new_request_id
+from app.store.relay_state import RelayStateStore, SavedSession
 from avatar_relay_client import browser_protocol as p
 from avatar_relay_client import producer_protocol as pp
 
@@ -77,6 +80,9 @@ _KIND_BY_TYPE: Final[dict[int, Kind]] = {
     pp.ProducerType.AUDIO: "audio",
     pp.EventType.MICROPHONE: "audio",
 }
+_BROWSER_ACK: Final = int(p.ServerType.ACK)
+_BROWSER_WELCOME: Final = int(p.ServerType.WELCOME)
+_PRODUCER_ACK: Final = int(pp.EventType.ACK)
 _RESUME_FAILED: Final = frozenset({p.ServerType.RESUME_FAILED, pp.EventType.RESUME_FAILED})
 _SUBPROTOCOLS: Final[dict[Role, str]] = {"browser": p.SUBPROTOCOL, "producer": pp.SUBPROTOCOL}
 
@@ -270,6 +276,8 @@ class RelayRunner:
         metrics: Metrics | None = None,
         on_end: Callable[[RelayRunner, ErrorCode | None], None] | None = None,
         routing: AudioRouting | None = None,
+        state_store: RelayStateStore | None = None,
+        restored: SavedSession | None = None,
     ) -> None:
         self.session_id = session_id
         self.principal_id = principal_id
@@ -298,6 +306,21 @@ class RelayRunner:
             max_queued_bytes=limits.replay_buffer_bytes,
             on_refused=self._on_upstream_refused,
         )
+        # With Redis: the durable half, saved as the session changes (app/relay/durable.py).
+        self.durable: DurableSession | None = None
+        self._state_store = state_store
+        if state_store is not None:
+            saved_seqs = None
+            if restored is not None:
+                saved_seqs = self._restore(restored)
+            self.durable = DurableSession(
+                self.core,
+                state_store,
+                on_lost=self._lost,
+                clock=self._loop.time,
+                saved_seqs=saved_seqs,
+            )
+        self._shape = self.core.shape_version
         # A refusal that came while no endpoint was attached: told to the next one that comes.
         self._refusal: AppError | None = None
         self._links: dict[int, ClientLink] = {}
@@ -317,6 +340,42 @@ class RelayRunner:
         with bind(session_id=self.session_id):
             self.upstream.start(connect_now=connect_upstream)
         self._schedule()
+
+    def _restore(self, saved: SavedSession) -> dict[Role, int]:
+        """Continue from the state another instance saved; per endpoint, what is saved."""
+        endpoints = {
+            name: (state.client_seq, state.acked, state.messages)
+            for name, state in saved.endpoints.items()
+        }
+        snapshot = decode_snapshot(saved.core) if saved.core is not None else None
+        if snapshot is not None:
+            self.core.restore(snapshot, endpoints, self._loop.time())
+        roles = self.core.roles
+        return {role: saved.endpoints[role].last for role in roles if role in saved.endpoints}
+
+    async def handover(self) -> None:
+        """Draining: save what is left, stop saving, tell the endpoints to reconnect and resume
+        (1012 sessionMoved: the next instance continues), give the session up."""
+        durable = self.durable
+        store = self._state_store
+        if durable is None or store is None or self.ended:
+            self.shutdown()
+            return
+        durable.changed(shape=True)
+        try:
+            await store.settled(within=CLOSE_GRACE_SECONDS)
+        except TimeoutError:
+            log.warning("handover: the session's state could not be saved in time")
+        durable.close()
+        self._perform(self.core.on_handover(self._loop.time()))
+        with contextlib.suppress(AppError):
+            await store.release(self.session_id)
+
+    def _lost(self) -> None:
+        """Another instance took the session over (this one was presumed dead or draining):
+        the endpoints go there, nothing more is saved from here."""
+        log.warning("relay session taken over by another instance")
+        self._perform(self.core.on_handover(self._loop.time()))
 
     def drain(self) -> None:
         """The server is draining: conversations in flight go on, new ones are not accepted
@@ -485,6 +544,9 @@ class RelayRunner:
     def _perform(
         self, effects: list[Effect], received_at: float = 0.0, *, reschedule: bool = True
     ) -> None:
+        if self.durable is not None and not self.durable.closed:
+            self._perform_durable(effects, received_at)
+            effects = [e for e in effects if type(e) not in (SendToClient, CloseClient)]
         links = self._links
         stuck: list[int] = []
         for effect in effects:
@@ -521,6 +583,58 @@ class RelayRunner:
             self._on_client_stuck(conn)
         if reschedule:
             self._schedule()
+
+    def _perform_durable(self, effects: list[Effect], received_at: float) -> None:
+        """Socket output of a durable session, through its gate (app/relay/durable.py): an ACK
+        once its client seq is saved; the output of an event that changed the snapshot, a
+        WELCOME acknowledging unsaved input, and everything for a producer once saved; the rest
+        (frames of saved conversations) at once."""
+        durable = self.durable
+        assert durable is not None
+        version = self.core.shape_version
+        shape = version != self._shape
+        self._shape = version
+        gate = durable.needs_gate(shape=shape)
+        for effect in effects:
+            if type(effect) is SendToClient:
+                link = self._links.get(effect.conn)
+                if link is None:
+                    continue
+                kind = effect.data[0]
+                action = self._sender(link, effect.data, received_at)
+                if link.role == "browser" and kind == _BROWSER_ACK:
+                    durable.hold_ack(effect.conn, "browser", action)
+                    continue
+                if link.role == "producer" and kind == _PRODUCER_ACK:
+                    durable.hold_ack(effect.conn, "producer", action)
+                    continue
+                if not gate and (link.role == "producer" or kind == _BROWSER_WELCOME):
+                    gate = durable.unsaved_input() or link.role == "producer"
+                if gate:
+                    durable.hold(action)
+                else:
+                    action()
+                if kind in _RESUME_FAILED and self._metrics is not None:
+                    self._metrics.resume("failed")
+            elif type(effect) is CloseClient:
+                link = self._links.get(effect.conn)
+                if link is not None:
+                    close = functools.partial(link.close, effect.close_code, effect.reason)
+                    if gate:
+                        durable.hold(close)
+                    else:
+                        close()
+            elif type(effect) is SessionEnded:
+                # Over: what waits for a save goes out now (nothing more will be saved).
+                durable.release_all()
+        durable.changed(shape=shape or gate)
+
+    def _sender(self, link: ClientLink, data: bytes, received_at: float) -> Callable[[], None]:
+        def send() -> None:
+            if not link.send(data, received_at):
+                self._on_client_stuck(link.conn)
+
+        return send
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -76,7 +76,7 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def _guarded(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+def guarded(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     @wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
@@ -108,32 +108,41 @@ class RedisStore:
         )
         return cls(client, prefix=prefix)
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The connection pool, for state with structures of its own (relay_state.py)."""
+        return self._redis
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
     def _k(self, key: str) -> str:
         return self._prefix + key
 
-    @_guarded
+    @guarded
     async def put(
         self, key: str, value: bytes, ttl: float, *, only_if_absent: bool = False
     ) -> bool:
         done = await self._redis.set(self._k(key), value, px=_ms(ttl), nx=only_if_absent)
         return bool(done)
 
-    @_guarded
+    @guarded
     async def get(self, key: str) -> bytes | None:
         return cast("bytes | None", await self._redis.get(self._k(key)))
 
-    @_guarded
+    @guarded
     async def take(self, key: str) -> bytes | None:
         return cast("bytes | None", await self._redis.getdel(self._k(key)))
 
-    @_guarded
+    @guarded
     async def delete(self, key: str) -> None:
         await self._redis.delete(self._k(key))
 
     async def hit(self, key: str, limit: int, window: float, now: float) -> RateDecision:
         return (await self.hit_all([(key, limit)], window, now))[0]
 
-    @_guarded
+    @guarded
     async def hit_all(
         self, rules: Sequence[tuple[str, int]], window: float, now: float
     ) -> list[RateDecision]:
@@ -147,25 +156,25 @@ class RedisStore:
             decisions.append(RateDecision(allowed == b"1", float(retry_after), int(remaining)))
         return decisions
 
-    @_guarded
+    @guarded
     async def push(self, key: str, *values: bytes) -> int:
         if not values:
             return int(await self._redis.llen(self._k(key)))
         return int(await self._redis.rpush(self._k(key), *values))
 
-    @_guarded
+    @guarded
     async def pop(self, key: str) -> bytes | None:
         return cast("bytes | None", await self._redis.lpop(self._k(key)))
 
-    @_guarded
+    @guarded
     async def peek(self, key: str) -> bytes | None:
         return cast("bytes | None", await self._redis.lindex(self._k(key), 0))
 
-    @_guarded
+    @guarded
     async def length(self, key: str) -> int:
         return int(await self._redis.llen(self._k(key)))
 
-    @_guarded
+    @guarded
     async def add(self, key: str, delta: int, ttl: float | None = None) -> int:
         reply = await self._add(keys=[self._k(key)], args=[delta, "" if ttl is None else _ms(ttl)])
         return int(reply)

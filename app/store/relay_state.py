@@ -48,6 +48,8 @@ from typing import Final, Protocol, cast
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.store.redis_store import guarded
+
 log = logging.getLogger("avatar_relay.store.relay_state")
 
 HEARTBEAT_INTERVAL: Final = 0.25
@@ -57,6 +59,10 @@ HEARTBEAT_TTL: Final = 1.0
 # clients never wait for it; acknowledgements of client messages do (a client seq is saved before
 # its ACK goes out), and a crash may lose what changed within the last interval and round trip.
 FLUSH_INTERVAL: Final = 0.05
+# Saved state lives this much longer than the resume window after its last write or touch, so
+# that a client gets its whole window after a crash (the owner touches its keys every quarter of
+# the TTL).
+RESUME_MARGIN_SECONDS: Final = 10.0
 # After a failed save, wait this long before the next attempt (the sessions stay dirty).
 RETRY_DELAY: Final = 0.1
 
@@ -333,8 +339,12 @@ class RelayStateStore:
     # --- the instance ---
 
     async def start(self) -> None:
-        """Announce this instance (serving) and keep announcing it."""
-        await self._beat()
+        """Announce this instance (serving) and keep announcing it (Redis may be down now:
+        the heartbeat keeps trying, and readiness says so meanwhile)."""
+        try:
+            await self._beat()
+        except (RedisError, OSError) as error:
+            log.warning("relay heartbeat failed", extra={"error_type": type(error).__name__})
         self._heartbeat = asyncio.create_task(self._beating(), name="relay-state-heartbeat")
 
     async def set_draining(self) -> None:
@@ -395,6 +405,7 @@ class RelayStateStore:
 
     # --- sessions ---
 
+    @guarded
     async def claim(self, session_id: str, endpoints: Sequence[str] = ("browser",)) -> Claim:
         """Make the session ours if it is free, ours, or held by a dead or draining instance."""
         prefix = self.instance_key("")
@@ -406,6 +417,7 @@ class RelayStateStore:
             self._owned[session_id] = tuple(endpoints)
         return Claim(bool(claimed), previous or None)
 
+    @guarded
     async def load(self, session_id: str) -> SavedSession | None:
         """The session's saved state (None: nothing saved, or it expired)."""
         state = cast("dict[bytes, bytes]", await self._redis.hgetall(self._state_key(session_id)))
@@ -425,12 +437,14 @@ class RelayStateStore:
             endpoints[name] = EndpointState(name, int(fields.get(f"{name}:in", b"0")), acked, kept)
         return SavedSession(fields.get("core"), endpoints)
 
+    @guarded
     async def release(self, session_id: str) -> bool:
         """Give the session up (its state stays, for the instance that continues it)."""
         self._owned.pop(session_id, None)
         self._dirty.pop(session_id, None)
         return bool(await self._release(keys=[self.lease_key(session_id)], args=[self._me]))
 
+    @guarded
     async def forget(self, session_id: str, endpoints: Sequence[str] = ("browser",)) -> bool:
         """The session is over: delete its lease and state (while they are ours)."""
         self._owned.pop(session_id, None)

@@ -338,7 +338,8 @@ def test_service_pdb_and_ingress_select_the_deployments_pods() -> None:
     annotations = sockets["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$arg_session"
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
-    assert "http_503" in annotations["nginx.ingress.kubernetes.io/proxy-next-upstream"]
+    next_upstream = annotations.get("nginx.ingress.kubernetes.io/proxy-next-upstream", "")
+    assert "http_503" not in next_upstream
 
 
 def env_names() -> dict[str, set[str]]:
@@ -409,12 +410,15 @@ def location(conf: str, selector: str) -> str:
 
 def test_nginx_upgrades_relay_sockets_sticks_sessions_and_hides_metrics() -> None:
     conf = nginx_conf()
-    servers = re.findall(r"^\s*server\s+(\S+?);", conf, re.MULTILINE)
-    assert servers
+    servers = re.findall(r"^\s*server\s+([^\s;{]+)[^;{]*;", conf, re.MULTILINE)
+    assert len(servers) == 2
     assert all(server.endswith(f":{PORT}") for server in servers)
     sessions = re.search(r"upstream avatar_relay_sessions\s*\{([^}]*)\}", conf)
     assert sessions is not None
     assert "hash $relay_session consistent;" in sessions.group(1)
+    # Sessions move between instances: none may be shunned, no connection kept to a dead one.
+    assert "max_fails=0" in sessions.group(1)
+    assert "keepalive" not in sessions.group(1)
     # The session id comes from ?session= or the tickets path.
     assert re.search(r"map \$arg_session \$relay_session\s*\{", conf)
     assert "/v1/relay/sessions/(?<sid>[^/]+)/" in conf
@@ -426,8 +430,9 @@ def test_nginx_upgrades_relay_sockets_sticks_sessions_and_hides_metrics() -> Non
     assert timeout is not None
     assert int(timeout.group(1)) >= 600
     assert "proxy_buffering off;" in relay
-    # A draining instance's 503 sends the socket on to the next instance.
-    assert re.search(r"proxy_next_upstream [^;]*\bhttp_503\b", relay)
+    # A 503 (draining, or the session runs elsewhere) goes back to the client, which retries;
+    # retried by nginx it would count as a failure and mark a healthy instance down.
+    assert "http_503" not in conf
     # A producer's socket belongs to the same session: same instance, same socket settings.
     assert location(conf, "= /v1/relay/producer") == relay
     assert "deny all;" in location(conf, "= /metrics")

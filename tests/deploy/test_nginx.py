@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from fastapi import FastAPI, Response, WebSocket
+from fastapi import FastAPI, WebSocket
 from websockets import Subprotocol
 
 from app.api.app import create_app
@@ -34,9 +34,8 @@ from tests.support.servers import free_port, running_app
 CALLER = "nginx-caller-key-0123456789abcdef"
 
 
-def instance(name: str, draining: bool = False) -> FastAPI:
-    """Answers every request with its name (and the headers nginx passed on); `draining`: its
-    sockets are refused with HTTP 503, as a draining relay refuses sessions it does not run."""
+def instance(name: str) -> FastAPI:
+    """Answers every request with its name (and the headers nginx passed on)."""
     app = FastAPI()
 
     @app.api_route("/{path:path}", methods=["GET", "POST"])
@@ -45,9 +44,6 @@ def instance(name: str, draining: bool = False) -> FastAPI:
 
     @app.websocket("/v1/relay")
     async def relay(socket: WebSocket) -> None:
-        if draining:
-            await socket.send_denial_response(Response(status_code=503))
-            return
         await socket.accept()
         await socket.send_text(name)
         await socket.close()
@@ -78,14 +74,6 @@ async def nginx_over(tmp_path: Path, first: FastAPI, second: FastAPI) -> AsyncIt
 async def proxy(tmp_path: Path) -> AsyncIterator[str]:
     async with nginx_over(tmp_path, instance("a"), instance("b")) as address:
         yield address
-
-
-async def test_a_draining_instances_503_sends_sockets_to_the_next_one(tmp_path: Path) -> None:
-    async with nginx_over(tmp_path, instance("a", draining=True), instance("b")) as address:
-        for n in range(12):
-            url = f"ws://{address}/v1/relay?session=s-{n}&ticket=x"
-            async with websockets.connect(url) as ws:
-                assert await ws.recv() == "b"
 
 
 async def test_sessions_stick_to_one_instance_and_sockets_upgrade(proxy: str) -> None:

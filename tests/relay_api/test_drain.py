@@ -4,9 +4,10 @@ new sessions or conversations, and only then tells the client to go."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.api.ops import drain
 from app.emulator import Emulator
@@ -22,11 +23,11 @@ from tests.relay_api.conftest import (
 from tests.relay_api.test_flows import check_stream, sequenced
 
 
-async def test_the_conversation_in_flight_finishes_and_nothing_new_starts(
+async def test_the_conversation_in_flight_finishes_and_the_session_moves(
     emu: Emulator, redis_url: str
 ) -> None:
     settings = relay_settings(emu, drain_timeout_seconds=20, redis_url=redis_url)
-    async with running_relay(settings) as relay:
+    async with running_relay(settings) as relay, running_relay(settings) as successor:
         body = await relay.create()
         other = await relay.create()
         async with Peer.open(body["url"]) as peer:
@@ -51,22 +52,42 @@ async def test_the_conversation_in_flight_finishes_and_nothing_new_starts(
             # The utterance in flight completes: its END is accepted, its frames all come.
             end_seq = await peer.audio(SHORT_PCM[6400:12800], end=True)
             # The next utterance would start a new conversation: not accepted here.
-            await peer.audio(SHORT_PCM[:6400])
+            next_chunk = SHORT_PCM[:6400]
+            await peer.audio(next_chunk, end=True)
             messages = echo + await peer.until(conversation_over, skip_control=False)
-            acks = [m.seq for m in messages if isinstance(m, p.ServerAck)]
-            assert max(acks) == end_seq
             stream = sequenced(messages)
             assert len(check_stream(stream)) == 1
             assert isinstance(stream[-1], p.ServerFrame)
             assert stream[-1].end
-            # Then the session ends here (its state is not kept where another instance finds it).
-            rest = await peer.until(lambda m: isinstance(m, p.ServerError), skip_control=False)
+            # Then the session is handed over: saved, and the client told to reconnect.
+            rest = []
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    rest.append(await peer.recv())
+            assert peer.ws.protocol.close_rcvd is not None
+            assert (peer.ws.protocol.close_rcvd.code, peer.ws.protocol.close_rcvd.reason) == (
+                1012,
+                "sessionMoved",
+            )
             assert not sequenced(rest)
-            assert all(m.seq == end_seq for m in rest if isinstance(m, p.ServerAck))
-            assert rest[-1] == p.ServerError("goingAway", "server is shutting down")
-            assert await peer.closed() == (1001, "goingAway")
+            acks = [m.seq for m in messages + rest if isinstance(m, p.ServerAck)]
+            assert max(acks) == end_seq
         await asyncio.wait_for(draining, 10)
         assert relay.services.sessions.live_count == 0
+        # Another instance continues it: nothing lost, nothing repeated, the waiting utterance
+        # (resent, never acknowledged) becomes the next conversation.
+        async with Peer.open(await successor.new_url(body["sessionId"])) as peer:
+            welcome = await peer.hello(stream[-1].seq)
+            assert welcome.resumed
+            assert (welcome.client_ack, welcome.server_seq) == (end_seq, stream[-1].seq)
+            await peer.send(p.ClientAudio(end_seq + 1, next_chunk, True))
+            after = sequenced(await peer.until(conversation_over))
+            assert after[0] == p.ServerAudio(
+                stream[-1].seq + 1, after[0].conversation_id, next_chunk, first=True, end=True
+            )
+            assert len(check_stream(stream + after)) == 2
+            assert isinstance(after[-1], p.ServerFrame)
+        assert successor.services.sessions.live_count == 1
 
 
 async def test_the_drain_timeout_bounds_a_conversation_that_never_ends(emu: Emulator) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from websockets.exceptions import InvalidStatus
+
 from app.api.ops import drain
 from app.emulator import Emulator, Faults
 from app.errors import ErrorCode, spec
@@ -330,11 +333,15 @@ async def test_sessions_made_on_one_instance_go_live_on_another(
             messages = await peer.until(final_frame)
         check_stream(sequenced(messages))
         assert b.services.sessions.live_count == 1
-        # A ticket from the other instance reconnects here; the first instance cannot serve it.
+        # A ticket from the other instance, used there: it does not take over a session its
+        # owner (alive, serving) runs; HTTP 503 says "try again" (the proxy: another instance).
         again = await a.ticket(body["sessionId"])
         assert again.status_code == 201
-        async with Peer.open(again.json()["url"]) as wrong:
-            assert await wrong.closed() == (4404, "sessionNotFound")
+        with pytest.raises(InvalidStatus) as refused:
+            async with Peer.open(again.json()["url"]):
+                pass
+        assert refused.value.response.status_code == 503
+        assert b.services.sessions.live_count == 1
 
 
 async def test_an_unreachable_upstream_aborts_the_utterance_not_the_session(

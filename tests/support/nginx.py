@@ -23,10 +23,17 @@ def find_nginx() -> str | None:
 
 def local_config(tmp: Path, port: int, instances: list[str]) -> Path:
     conf = (DEPLOY / "nginx.conf").read_text()
-    servers = "".join(f"server {address};\n        " for address in instances)
-    conf, count = re.subn(r"server app:8080;\n\s*", servers, conf)
+
+    def servers(match: re.Match[str]) -> str:
+        # Each instance with the parameters the committed line gives `app:8080`.
+        return "".join(f"server {address}{match.group(1)};\n        " for address in instances)
+
+    conf, count = re.subn(r"server app:8080([^;]*);\n\s*", servers, conf)
     assert count == 2  # both upstreams
     conf = conf.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    # Logs to files: a pipe nobody reads would fill up and stall nginx.
+    conf = conf.replace("access_log /dev/stdout;", f"access_log {tmp}/access.log;")
+    conf = conf.replace("error_log /dev/stderr warn;", f"error_log {tmp}/error.log info;")
     conf = conf.replace("pid /tmp/avatar-relay-nginx.pid;", f"pid {tmp}/nginx.pid;")
     writable = "".join(
         f"    {name}_temp_path {tmp}/{name};\n"
