@@ -66,6 +66,10 @@ class ErrorCode(StrEnum):
     UPSTREAM_CREDENTIALS_REJECTED = "upstreamCredentialsRejected"
     METHOD_NOT_ALLOWED = "methodNotAllowed"
     MESSAGE_INCOMPLETE = "messageIncomplete"
+    # RTC mode (LiveKit)
+    RTC_NOT_CONFIGURED = "rtcNotConfigured"
+    RTC_UNAVAILABLE = "rtcUnavailable"
+    RTC_CREDENTIALS_REJECTED = "rtcCredentialsRejected"
 
 
 class Phase(StrEnum):
@@ -155,6 +159,16 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.MESSAGE_INCOMPLETE: ErrorSpec(
         408, 1008, False, "a WebSocket message did not arrive in full in time"
+    ),
+    # The operator's to fix: LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET are not set.
+    ErrorCode.RTC_NOT_CONFIGURED: ErrorSpec(
+        501, 4501, False, "RTC mode is not configured on this server (no LiveKit settings)"
+    ),
+    ErrorCode.RTC_UNAVAILABLE: ErrorSpec(
+        503, 4503, True, "the LiveKit server could not be reached or failed"
+    ),
+    ErrorCode.RTC_CREDENTIALS_REJECTED: ErrorSpec(
+        502, 4502, True, "the LiveKit server rejected this server's API key or secret"
     ),
 }
 
