@@ -209,7 +209,7 @@ class Settings(BaseSettings):
     upstream_pool_size: int = Field(default=0, ge=0)
     default_sample_rate: int = 16000
 
-    # --- RTC mode (LiveKit): all three or none; none: the /v1/rtc routes answer rtcNotConfigured ---
+    # --- RTC mode (LiveKit): all three or none (none: the /v1/rtc routes say rtcNotConfigured) ---
     # Where browsers and the avatar publisher join (wss://...); the server API is the same host.
     livekit_url: str | None = None
     # The key is no secret (every token names it as its issuer); the secret signs the tokens.
