@@ -70,6 +70,7 @@ class ErrorCode(StrEnum):
     RTC_NOT_CONFIGURED = "rtcNotConfigured"
     RTC_UNAVAILABLE = "rtcUnavailable"
     RTC_CREDENTIALS_REJECTED = "rtcCredentialsRejected"
+    PLAYBACK_CONTROL_UNAVAILABLE = "playbackControlUnavailable"
 
 
 class Phase(StrEnum):
@@ -169,6 +170,9 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.RTC_CREDENTIALS_REJECTED: ErrorSpec(
         502, 4502, True, "the LiveKit server rejected this server's API key or secret"
+    ),
+    ErrorCode.PLAYBACK_CONTROL_UNAVAILABLE: ErrorSpec(
+        409, 4409, False, "the avatar service does not offer pause and resume"
     ),
 }
 
