@@ -39,6 +39,7 @@ from app.emulator.livekit import TWIRP_PREFIX, LiveKitStandIn
 from app.emulator.playback import PLAYBACK_CAPABILITIES
 from app.emulator.state import MAX_TOKEN_LIFETIME_SECONDS, EmulatorStats, TokenStore
 from app.emulator.upgrade import check_upgrade, session_token
+from app.proto import message_pb2
 
 CONSOLE_PATH = "/v1/console"
 INGRESS_PATH = "/v2/driveningress"
@@ -169,6 +170,7 @@ class Emulator:
         self.sent: dict[str, list[bytes]] = {}
         self.received_audio: dict[str, bytes] = {}
         self.extra_params: dict[str, dict[str, str]] = {}
+        self.egress_configs: dict[str, message_pb2.LiveKitEgressConfig] = {}
         self.trace_contexts: dict[str, tuple[str, str]] = {}
         self._avatar_faults: dict[str, Faults] = {}
         self._sessions: set[IngressSession] = set()

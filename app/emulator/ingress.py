@@ -192,6 +192,10 @@ class IngressSession(Pacing):
             return False
         if self._emu.record:
             self._emu.extra_params[self.connection_id] = dict(config.extra_params)
+            if self._egress is not None:
+                kept = message_pb2.LiveKitEgressConfig()
+                kept.CopyFrom(config.livekit_egress)
+                self._emu.egress_configs[self.connection_id] = kept
         self._emu.stats.handshakes_completed += 1
         if self._egress is not None:
             self._emu.stats.egress_sessions += 1

@@ -62,6 +62,7 @@ class Connector(Protocol):
 
     async def release(self, conn: IngressConnection) -> None: ...
 
+
 OnMessage = Callable[[UpstreamMessage, float], None]
 OnLost = Callable[[AppError], bool]
 OnFailed = Callable[[list[str], AppError], None]
@@ -198,7 +199,7 @@ class UpstreamLink:
 
     def playback(self, kind: Literal["pause", "resume"], req_id: str) -> None:
         """Pause or resume `req_id`, in order with its audio (nothing to do before it left)."""
-        if self._closed or req_id not in self._sent_ids and not self._pending(req_id):
+        if self._closed or (req_id not in self._sent_ids and not self._pending(req_id)):
             return
         self._ops.append(_Playback(kind, req_id))
         self._wake.set()

@@ -285,6 +285,10 @@ class RtcSession:
         log.warning("rtc ingress connection lost", extra=error.log_fields())
         if self._metrics is not None and error.spec.upstream:
             self._metrics.upstream_error(error.code)
+        if error.code is ErrorCode.IDLE_TIMEOUT:
+            # The avatar left the room after the silence the session allows: so does the session.
+            self.close(ErrorCode.IDLE_TIMEOUT)
+            return False
         self._perform(self.core.lost(error.code))
         # The avatar stays in the room: reconnect as soon as the policy allows.
         return True
