@@ -162,11 +162,11 @@ def test_every_request_has_one_start_and_at_most_one_ending(
             elif kind in ("end", "interrupt", "pause", "resume"):
                 log += getattr(c, kind)(now)
             elif kind == "signal":
-                n, end = arg  # type: ignore[misc]
-                log += c.signal(f"req-{n}", end, now)
+                assert isinstance(arg, tuple)
+                log += c.signal(f"req-{arg[0]}", bool(arg[1]), now)
             elif kind == "state":
-                n, state = arg  # type: ignore[misc]
-                log += c.playback(f"req-{n}", state, 40, "", now)
+                assert isinstance(arg, tuple)
+                log += c.playback(f"req-{arg[0]}", str(arg[1]), 40, "", now)
             elif kind == "lost":
                 log += c.lost(ErrorCode.CONNECTION_CLOSED)
             elif kind == "failed":

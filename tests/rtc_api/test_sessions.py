@@ -122,11 +122,12 @@ async def test_a_room_named_by_the_caller_is_used_and_kept(emu: Emulator, rtc: R
 
 
 async def test_bad_requests_are_refused_with_a_code(rtc: Rtc) -> None:
-    for body, words in [
+    cases: list[tuple[dict[str, object], str]] = [
         ({"identity": "spatialreal-avatar"}, "identity"),
         ({"roomName": "a b"}, "roomName"),
         ({"sampleRate": 12345}, "sampleRate"),
-    ]:
+    ]
+    for body, words in cases:
         response = await rtc.post(**body)
         assert response.status_code == 400, body
         error = response.json()["error"]
