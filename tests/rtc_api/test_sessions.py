@@ -5,6 +5,7 @@ avatar publishes into the room."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from livekit.api import TokenVerifier
 from prometheus_client.parser import text_string_to_metric_families
@@ -122,7 +123,7 @@ async def test_a_room_named_by_the_caller_is_used_and_kept(emu: Emulator, rtc: R
 
 
 async def test_bad_requests_are_refused_with_a_code(rtc: Rtc) -> None:
-    cases: list[tuple[dict[str, object], str]] = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"identity": "spatialreal-avatar"}, "identity"),
         ({"roomName": "a b"}, "roomName"),
         ({"sampleRate": 12345}, "sampleRate"),
