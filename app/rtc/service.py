@@ -158,14 +158,9 @@ class RtcService:
         _checked_name(request.room, "roomName")
         _checked_name(request.identity, "identity")
         _checked_name(request.agent_identity, "agentIdentity")
-        reserved = {
-            settings.rtc_avatar_identity,
-            request.agent_identity or settings.rtc_agent_identity,
-        }
-        if request.identity in reserved:
-            raise AppError(
-                ErrorCode.INVALID_REQUEST, "identity is the avatar's or the agent's identity"
-            )
+        # The avatar's identity is taken: LiveKit would replace one participant by the other.
+        if request.identity == settings.rtc_avatar_identity:
+            raise AppError(ErrorCode.INVALID_REQUEST, "identity is the avatar's identity")
         if request.agent_identity == settings.rtc_avatar_identity:
             raise AppError(ErrorCode.INVALID_REQUEST, "agentIdentity is the avatar's identity")
         if len(self._live) >= settings.max_sessions_global:
