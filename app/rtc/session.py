@@ -158,12 +158,14 @@ class RtcSession:
 
     # --- the typed input (the producer protocol drives these) ---
 
-    def audio(self, pcm: bytes, *, end: bool = False) -> str:
-        """PCM s16le mono at the session's rate for the current utterance; its request id."""
-        self._perform(self.core.audio(pcm, self._clock(), end=end))
+    def audio(self, pcm: bytes, *, end: bool = False) -> str | None:
+        """PCM s16le mono at the session's rate for the current utterance; its request id (None
+        for an empty END with no utterance open)."""
+        effects = self.core.audio(pcm, self._clock(), end=end)
+        self._perform(effects)
         if self._metrics is not None and pcm:
             self._metrics.relayed("up", "audio", len(pcm))
-        return self._last_audio_id
+        return next((e.req_id for e in effects if isinstance(e, Upstream)), None)
 
     def end(self) -> None:
         """The current utterance is complete."""
@@ -195,15 +197,12 @@ class RtcSession:
 
     # --- performing effects ---
 
-    _last_audio_id = ""
-
     def _perform(self, effects: list[Effect]) -> None:
         link = self.link
         for effect in effects:
             if isinstance(effect, Upstream):
                 op = effect.op
                 if op is Op.AUDIO:
-                    self._last_audio_id = effect.req_id
                     link.send_audio(effect.req_id, effect.audio, effect.end)
                 elif op is Op.INTERRUPT:
                     link.interrupt(effect.req_id)

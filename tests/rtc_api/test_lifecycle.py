@@ -19,6 +19,7 @@ async def test_an_interrupt_stops_the_avatar_mid_utterance(emu: Emulator) -> Non
         session = rtc.session(created["sessionId"])
         listener = Listener(session)
         req_id = session.audio(PCM)
+        assert req_id is not None
         session.end()
         await listener.event(Kind.PLAYING, req_id)
         assert session.interrupt() == req_id
@@ -30,6 +31,7 @@ async def test_an_interrupt_stops_the_avatar_mid_utterance(emu: Emulator) -> Non
         # The next utterance plays in full on the same connection.
         emu.speed = 50
         follow = session.audio(PCM[:6400], end=True)
+        assert follow is not None
         await listener.event(Kind.ENDED, follow)
         assert emu.livekit.rooms[created["roomName"]].published_audio()[follow] == PCM[:6400]
         assert emu.stats.connections_opened == 1
@@ -49,6 +51,7 @@ async def test_pause_and_resume_with_playback_control() -> None:
         session = rtc.session(created["sessionId"])
         listener = Listener(session)
         req_id = session.audio(PCM, end=True)
+        assert req_id is not None
         await listener.event(Kind.PLAYING, req_id)
         assert session.pause() == req_id
         paused = await listener.event(Kind.PAUSED, req_id)
@@ -122,6 +125,7 @@ async def test_4002_rolls_over_to_a_new_ingress_session_in_the_same_room(emu: Em
         listener = Listener(session)
         emu.faults.close_after_frames = (5, 4002)
         lost = session.audio(PCM, end=True)
+        assert lost is not None
         aborted = await listener.event(Kind.ABORTED, lost)
         assert aborted.code is ErrorCode.SESSION_DURATION_EXCEEDED
         emu.faults.close_after_frames = None
@@ -135,6 +139,7 @@ async def test_4002_rolls_over_to_a_new_ingress_session_in_the_same_room(emu: Em
         assert len(configs) == 2
         assert configs[0] == configs[1]  # the same egress configuration, the same token
         follow = session.audio(PCM[:6400], end=True)
+        assert follow is not None
         await listener.event(Kind.ENDED, follow)
         assert room.published_audio()[follow] == PCM[:6400]
         assert not session.ended

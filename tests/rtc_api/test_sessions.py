@@ -11,6 +11,7 @@ from livekit.api import TokenVerifier
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.emulator import DEFAULT_LIVEKIT_API_KEY, DEFAULT_LIVEKIT_API_SECRET, Emulator
+from app.errors import ErrorCode
 from app.rtc.core import Kind
 from tests.rtc_api.conftest import OTHER_KEY, PCM, Listener, Rtc, rtc_settings, running_rtc
 
@@ -74,6 +75,7 @@ async def test_a_session_end_to_end(emu: Emulator, rtc: Rtc) -> None:
     sent: dict[str, bytes] = {}
     for utterance in (PCM, PCM[: len(PCM) // 2]):
         req_id = session.audio(utterance[:3200])
+        assert req_id is not None
         assert session.audio(utterance[3200:]) == req_id  # the same request until END
         session.end()
         sent[req_id] = utterance
@@ -180,3 +182,15 @@ async def test_a_refused_ingress_session_leaves_no_room(emu: Emulator) -> None:
         assert rtc.services.rtc.live_count == 0
         # The refusal released its place: the principal's limit is untouched.
         assert (await rtc.post()).status_code == 201
+
+
+async def test_shutdown_ends_every_session_and_deletes_its_room(emu: Emulator) -> None:
+    async with running_rtc(rtc_settings(emu)) as rtc:
+        first = await rtc.create()
+        kept = await rtc.create(roomName="theirs")
+        session = rtc.session(first["sessionId"])
+        assert emu.livekit.rooms.keys() == {first["roomName"], "theirs"}
+    assert session.close_code is ErrorCode.GOING_AWAY
+    assert list(emu.livekit.rooms) == [kept["roomName"]]
+    assert not emu.livekit.rooms["theirs"].participants
+    await emu.wait_until(lambda: emu.stats.connections_active == 0)
