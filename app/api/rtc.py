@@ -5,6 +5,8 @@
   limited like every `/v1` route). Answers what `AvatarPlayer.connect()` of the web SDK's RTC
   adapter takes (`url`, `token`, `roomName`), the avatar's participant identity, and with
   `withSessionToken` the web SDK's session token for loading the avatar.
+- `POST /v1/rtc/sessions/{sessionId}/tokens`: a new browser token for the same room (a reloaded
+  page, a second viewer).
 - `DELETE /v1/rtc/sessions/{sessionId}`: end it; the avatar leaves and a room this server
   created is deleted.
 
@@ -90,6 +92,24 @@ class RtcSession(BaseModel):
     )
 
 
+class RtcTokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    identity: Name | None = Field(
+        default=None, description="Omitted: the identity the session was created with."
+    )
+    name: str | None = Field(default=None, max_length=128, description="Display name.")
+
+
+class RtcToken(BaseModel):
+    sessionId: str
+    url: str
+    token: str
+    tokenExpiresAt: int
+    roomName: str
+    identity: str
+
+
 def _no_store(response: Response) -> None:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
@@ -166,6 +186,42 @@ async def create_rtc_session(
         appId=services.settings.app_id,
         sessionToken=token.session_token if token is not None else None,
         sessionTokenExpireAt=token.expire_at if token is not None else None,
+    )
+
+
+@router.post(
+    "/rtc/sessions/{session_id}/tokens",
+    status_code=201,
+    summary="A new browser access token for one of the caller's RTC sessions (page reload)",
+    openapi_extra={"security": SECURITY_REQUIREMENT},
+    responses=error_responses(
+        ErrorCode.INVALID_REQUEST,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.SESSION_NOT_FOUND,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.RTC_NOT_CONFIGURED,
+    ),
+)
+async def create_rtc_token(
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    session_id: Annotated[str, Path(max_length=64)],
+    body: Annotated[RtcTokenRequest | None, Body()] = None,
+) -> RtcToken:
+    body = body or RtcTokenRequest()
+    rtc = services.rtc
+    issued = rtc.token(session_id, principal.id, identity=body.identity, name=body.name)
+    credentials, _ = rtc.configured()
+    session = rtc.get(session_id, principal.id)
+    _no_store(response)
+    return RtcToken(
+        sessionId=session_id,
+        url=credentials.url,
+        token=issued.token,
+        tokenExpiresAt=issued.expires_at,
+        roomName=session.room,
+        identity=issued.identity,
     )
 
 

@@ -58,6 +58,13 @@ class RtcRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class BrowserToken:
+    identity: str
+    token: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class CreatedRtcSession:
     session_id: str
     livekit_url: str
@@ -198,12 +205,12 @@ class RtcService:
             raise
         if owned:
             self._owned_rooms[session_id] = room
+        session.browser_identity = identity
         self._live[session_id] = session
         if self._metrics is not None:
             self._metrics.rtc_sessions_active.inc()
         session.start()
-        wall = time.time()
-        ttl = settings.rtc_token_ttl_seconds
+        browser = self._browser_token(credentials, room, identity, request.name or "")
         audit.info(
             "rtc session created",
             extra={
@@ -220,18 +227,43 @@ class RtcService:
             room=room,
             room_owned=owned,
             identity=identity,
-            token=browser_token(
-                credentials, room=room, identity=identity, ttl_seconds=ttl, name=request.name or ""
-            ),
-            token_expires_at=int(wall) + ttl,
+            token=browser.token,
+            token_expires_at=browser.expires_at,
             avatar_id=avatar,
             avatar_identity=publisher,
             agent_identity=agent,
             sample_rate=rate,
-            expires_at=int(wall + settings.rtc_max_session_seconds),
+            expires_at=int(time.time() + settings.rtc_max_session_seconds),
             idle_timeout_seconds=settings.rtc_idle_timeout_seconds,
             playback_control=session.core.playback_control,
         )
+
+    def token(
+        self,
+        session_id: str,
+        principal_id: str,
+        *,
+        identity: str | None = None,
+        name: str | None = None,
+    ) -> BrowserToken:
+        """A new browser token for one of the caller's sessions (a reloaded page, a second
+        viewer); by default for the identity the session was created with."""
+        credentials, _ = self.configured()
+        session = self.get(session_id, principal_id)
+        _checked_name(identity, "identity")
+        if identity == self.settings.rtc_avatar_identity:
+            raise AppError(ErrorCode.INVALID_REQUEST, "identity is the avatar's identity")
+        return self._browser_token(
+            credentials, session.room, identity or session.browser_identity, name or ""
+        )
+
+    def _browser_token(
+        self, credentials: LiveKitCredentials, room: str, identity: str, name: str
+    ) -> BrowserToken:
+        ttl = self.settings.rtc_token_ttl_seconds
+        expires_at = int(time.time()) + ttl
+        token = browser_token(credentials, room=room, identity=identity, ttl_seconds=ttl, name=name)
+        return BrowserToken(identity, token, expires_at)
 
     async def _open(
         self,

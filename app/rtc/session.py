@@ -109,6 +109,9 @@ class RtcSession:
         self.avatar_id = avatar_id
         self.sample_rate = sample_rate
         self.room = room
+        # The browser participant's identity the session was created with (new tokens default
+        # to it).
+        self.browser_identity = ""
         self._clock = clock
         self.core = RtcCore(lambda: new_request_id(datetime.now(UTC)), limits, clock())
         self._metrics = metrics

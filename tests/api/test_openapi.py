@@ -95,6 +95,7 @@ def test_every_v1_route_declares_its_security() -> None:
         "/v1/relay/sessions/{session_id}/tickets",
         "/v1/rtc/sessions",
         "/v1/rtc/sessions/{session_id}",
+        "/v1/rtc/sessions/{session_id}/tokens",
     }
     for path, _, operation in v1:
         assert operation.get("security") == [{"bearer": []}, {"apiKey": []}], path

@@ -13,7 +13,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.emulator import DEFAULT_LIVEKIT_API_KEY, DEFAULT_LIVEKIT_API_SECRET, Emulator
 from app.errors import ErrorCode
 from app.rtc.core import Kind
-from tests.rtc_api.conftest import OTHER_KEY, PCM, Listener, Rtc, rtc_settings, running_rtc
+from tests.rtc_api.conftest import (
+    AUTH,
+    OTHER_KEY,
+    PCM,
+    Listener,
+    Rtc,
+    rtc_settings,
+    running_rtc,
+)
 
 VERIFIER = TokenVerifier(DEFAULT_LIVEKIT_API_KEY, DEFAULT_LIVEKIT_API_SECRET)
 
@@ -149,6 +157,8 @@ async def test_without_livekit_settings_rtc_is_not_configured(emu: Emulator) -> 
         assert "LIVEKIT_URL" in created.json()["error"]["message"]
         deleted = await rtc.delete("rtc_anything")
         assert (deleted.status_code, deleted.json()["error"]["code"]) == (501, "rtcNotConfigured")
+        token = await rtc.http.post("/v1/rtc/sessions/rtc_anything/tokens", headers=AUTH)
+        assert (token.status_code, token.json()["error"]["code"]) == (501, "rtcNotConfigured")
         unauthenticated = await rtc.http.post("/v1/rtc/sessions")
         assert unauthenticated.status_code == 401  # authentication still comes first
     assert emu.stats.tokens_minted == 0  # refused before a session token was spent
@@ -194,3 +204,27 @@ async def test_shutdown_ends_every_session_and_deletes_its_room(emu: Emulator) -
     assert list(emu.livekit.rooms) == [kept["roomName"]]
     assert not emu.livekit.rooms["theirs"].participants
     await emu.wait_until(lambda: emu.stats.connections_active == 0)
+
+
+async def test_a_reloaded_page_gets_a_new_token_for_the_same_room(rtc: Rtc) -> None:
+    created = await rtc.create(identity="visitor-9")
+    path = f"/v1/rtc/sessions/{created['sessionId']}/tokens"
+    again = await rtc.http.post(path, headers=AUTH)
+    assert again.status_code == 201, again.text
+    assert again.headers["cache-control"] == "no-store"
+    body = again.json()
+    assert (body["roomName"], body["identity"]) == (created["roomName"], "visitor-9")
+    claims = VERIFIER.verify(body["token"])
+    assert claims.identity == "visitor-9"
+    assert claims.video is not None
+    assert claims.video.room == created["roomName"]
+    assert claims.video.can_publish_sources == ["microphone"]
+    second = await rtc.http.post(path, json={"identity": "viewer-2", "name": "Two"}, headers=AUTH)
+    assert VERIFIER.verify(second.json()["token"]).identity == "viewer-2"
+    avatar = await rtc.http.post(path, json={"identity": "spatialreal-avatar"}, headers=AUTH)
+    assert avatar.status_code == 400
+    foreign = await rtc.http.post(path, headers={"Authorization": f"Bearer {OTHER_KEY}"})
+    assert (foreign.status_code, foreign.json()["error"]["code"]) == (404, "sessionNotFound")
+    assert (await rtc.delete(created["sessionId"])).status_code == 204
+    gone = await rtc.http.post(path, headers=AUTH)
+    assert gone.status_code == 404
