@@ -24,7 +24,7 @@ from app.api.deps import PrincipalDep, Services, ServicesDep
 from app.api.errors import error_responses, request_id
 from app.api.ops import add_drain_hook
 from app.api.relay import SampleRate
-from app.api.security import SECURITY_REQUIREMENT
+from app.api.security import SECURITY_REQUIREMENT, no_store
 from app.errors import ErrorCode
 from app.rtc.service import NAME_PATTERN, RtcRequest
 
@@ -110,11 +110,6 @@ class RtcToken(BaseModel):
     identity: str
 
 
-def _no_store(response: Response) -> None:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-
-
 @router.post(
     "/rtc/sessions",
     status_code=201,
@@ -168,7 +163,7 @@ async def create_rtc_session(
             agent_identity=body.agentIdentity,
         ),
     )
-    _no_store(response)
+    no_store(response)
     return RtcSession(
         sessionId=created.session_id,
         url=created.livekit_url,
@@ -214,7 +209,7 @@ async def create_rtc_token(
     issued = rtc.token(session_id, principal.id, identity=body.identity, name=body.name)
     credentials, _ = rtc.configured()
     session = rtc.get(session_id, principal.id)
-    _no_store(response)
+    no_store(response)
     return RtcToken(
         sessionId=session_id,
         url=credentials.url,
