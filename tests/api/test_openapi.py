@@ -47,6 +47,8 @@ async def _relay_app() -> AsyncIterator[str]:
             livekit_url=emulator.livekit_url,
             livekit_api_key=DEFAULT_LIVEKIT_API_KEY,
             livekit_api_secret=DEFAULT_LIVEKIT_API_SECRET,
+            # Generated sessions end soon: their ingress connections do not pile up.
+            rtc_idle_timeout_seconds=1.0,
         )
         async with running_app(create_app(settings)) as url:
             yield url
