@@ -16,6 +16,8 @@ from tests.emulator.helpers import audio, interrupt, mint, open_ws, parse, pause
 from tests.support.servers import FIXTURES
 
 PCM = (FIXTURES / "short_16000.pcm").read_bytes()
+# 12 s of speech: slow playouts that an interrupt or a pause surely lands inside.
+SPEECH = (FIXTURES / "speech_16000.pcm").read_bytes()
 ROOM = "room-1"
 AVATAR = "spatialreal-avatar"
 
@@ -231,7 +233,7 @@ async def test_an_interrupt_stops_the_playout(emu: Emulator) -> None:
     emu.speed = 2  # slow enough that the interrupt lands mid-request
     ws = await egress_session(emu, publisher_token())
     req_id = "20250101000000_aaaaaaaaaaaa"
-    await ws.send(audio(req_id, PCM, end=True))
+    await ws.send(audio(req_id, SPEECH, end=True))
     first = parse(await ws.recv()).server_response_animation
     assert (first.req_id, first.end) == (req_id, False)
     await ws.send(interrupt(req_id))
@@ -239,7 +241,7 @@ async def test_an_interrupt_stops_the_playout(emu: Emulator) -> None:
     (publication,) = emu.livekit.rooms[ROOM].publications
     assert publication.interrupted
     assert not publication.ended
-    assert 0 < len(publication.audio) < len(PCM)
+    assert 0 < len(publication.audio) < len(SPEECH)
     # Late audio of an interrupted request plays nowhere; the next request plays in full.
     await ws.send(audio(req_id, PCM[:640], end=True))
     emu.speed = 100
@@ -251,10 +253,10 @@ async def test_an_interrupt_stops_the_playout(emu: Emulator) -> None:
 
 
 async def test_pause_and_resume_hold_the_playout_with_playback_control() -> None:
-    async with Emulator(speed=5, record=True, playback_control=True) as emu:
+    async with Emulator(speed=2, record=True, playback_control=True) as emu:
         ws = await egress_session(emu, publisher_token())
         req_id = "20250101000000_aaaaaaaaaaaa"
-        await ws.send(audio(req_id, PCM, end=True))
+        await ws.send(audio(req_id, SPEECH, end=True))
         states: list[int] = []
 
         async def next_state() -> message_pb2.ServerPlaybackState:
@@ -269,19 +271,19 @@ async def test_pause_and_resume_hold_the_playout_with_playback_control() -> None
         paused = await next_state()
         assert paused.state == message_pb2.ServerPlaybackState.PAUSED
         held = len(emu.livekit.rooms[ROOM].publications[0].audio)
-        assert held < len(PCM)
+        assert held < len(SPEECH)
         await ws.send(resume(req_id))
         assert (await next_state()).state == message_pb2.ServerPlaybackState.PLAYING
         emu.speed = 100
         assert (await next_state()).state == message_pb2.ServerPlaybackState.ENDED
-        assert emu.livekit.rooms[ROOM].published_audio() == {req_id: PCM}
+        assert emu.livekit.rooms[ROOM].published_audio() == {req_id: SPEECH}
 
 
 async def test_an_interrupt_reports_interrupted_with_playback_control() -> None:
     async with Emulator(speed=2, playback_control=True) as emu:
         ws = await egress_session(emu, publisher_token())
         req_id = "20250101000000_aaaaaaaaaaaa"
-        await ws.send(audio(req_id, PCM, end=True))
+        await ws.send(audio(req_id, SPEECH, end=True))
         await ws.send(interrupt(req_id))
         while True:
             message = parse(await ws.recv())

@@ -10,15 +10,20 @@ from app.emulator import Emulator
 from app.errors import AppError, ErrorCode
 from app.rtc.core import Kind
 from tests.rtc_api.conftest import PCM, Listener, rtc_settings, running_rtc
+from tests.support.servers import FIXTURES
+
+# 12 s of speech: at speed 2 its playout takes 6 s, so an interrupt or a pause lands inside it
+# even on a busy machine.
+SPEECH = (FIXTURES / "speech_16000.pcm").read_bytes()
 
 
 async def test_an_interrupt_stops_the_avatar_mid_utterance(emu: Emulator) -> None:
-    emu.speed = 2  # 0.8 s of playout: the interrupt lands inside it
+    emu.speed = 2
     async with running_rtc(rtc_settings(emu)) as rtc:
         created = await rtc.create()
         session = rtc.session(created["sessionId"])
         listener = Listener(session)
-        req_id = session.audio(PCM)
+        req_id = session.audio(SPEECH)
         assert req_id is not None
         session.end()
         await listener.event(Kind.PLAYING, req_id)
@@ -27,7 +32,7 @@ async def test_an_interrupt_stops_the_avatar_mid_utterance(emu: Emulator) -> Non
         await emu.wait_until(lambda: emu.stats.requests_interrupted == 1)
         (publication,) = emu.livekit.rooms[created["roomName"]].publications
         assert publication.interrupted
-        assert 0 < len(publication.audio) < len(PCM)
+        assert 0 < len(publication.audio) < len(SPEECH)
         # The next utterance plays in full on the same connection.
         emu.speed = 50
         follow = session.audio(PCM[:6400], end=True)
@@ -50,7 +55,7 @@ async def test_pause_and_resume_with_playback_control() -> None:
         assert created["playbackControl"] is True
         session = rtc.session(created["sessionId"])
         listener = Listener(session)
-        req_id = session.audio(PCM, end=True)
+        req_id = session.audio(SPEECH, end=True)
         assert req_id is not None
         await listener.event(Kind.PLAYING, req_id)
         assert session.pause() == req_id
@@ -58,14 +63,14 @@ async def test_pause_and_resume_with_playback_control() -> None:
         assert paused.played_ms is not None
         room = emu.livekit.rooms[created["roomName"]]
         held = len(room.publications[0].audio)
-        assert 0 < held < len(PCM)
+        assert 0 < held < len(SPEECH)
         assert emu.stats.pauses_received == 1
         assert session.resume() == req_id
         resumed = await listener.event(Kind.RESUMED, req_id)
         assert resumed.played_ms == paused.played_ms  # the playout did not move while paused
         emu.speed = 50
         await listener.event(Kind.ENDED, req_id)
-        assert room.published_audio() == {req_id: PCM}
+        assert room.published_audio() == {req_id: SPEECH}
         assert listener.kinds(req_id) == [
             Kind.STARTED,
             Kind.PLAYING,
@@ -89,7 +94,7 @@ async def test_pause_without_playback_control_is_refused(emu: Emulator) -> None:
 
 
 async def test_an_idle_session_ends_and_its_room_goes(emu: Emulator) -> None:
-    async with running_rtc(rtc_settings(emu, rtc_idle_timeout_seconds=0.3)) as rtc:
+    async with running_rtc(rtc_settings(emu, rtc_idle_timeout_seconds=1.0)) as rtc:
         created = await rtc.create()
         session = rtc.session(created["sessionId"])
         listener = Listener(session)
@@ -105,7 +110,7 @@ async def test_an_idle_session_ends_and_its_room_goes(emu: Emulator) -> None:
 
 
 async def test_the_maximum_duration_ends_a_busy_session(emu: Emulator) -> None:
-    settings = rtc_settings(emu, rtc_max_session_seconds=0.5, rtc_idle_timeout_seconds=60)
+    settings = rtc_settings(emu, rtc_max_session_seconds=1.0, rtc_idle_timeout_seconds=60)
     async with running_rtc(settings) as rtc:
         created = await rtc.create()
         session = rtc.session(created["sessionId"])
