@@ -34,7 +34,7 @@ from app.spatialreal.request_ids import new_request_id
 
 log = logging.getLogger("avatar_relay.rtc")
 
-# Events kept for inspection (GET, tests); the stream itself is unbounded but events are few.
+# Events kept for a listener that comes late (and for inspection).
 HISTORY: Final = 256
 # Audio buffered while the ingress is (re)connecting, at most.
 MAX_QUEUED_AUDIO_BYTES: Final = 4 * 1024 * 1024
@@ -129,7 +129,9 @@ class RtcSession:
             max_queued_bytes=MAX_QUEUED_AUDIO_BYTES,
         )
         self.history: deque[Event] = deque(maxlen=HISTORY)
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        # One queue per `events()` listener, only while it listens: without one, events are kept
+        # in the bounded history alone.
+        self._listeners: list[asyncio.Queue[Event]] = []
         self._timer: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
@@ -191,12 +193,20 @@ class RtcSession:
         return latest
 
     async def events(self) -> AsyncIterator[Event]:
-        """Lifecycle events in order; the iteration ends after `closed`."""
-        while True:
-            event = await self._events.get()
-            yield event
-            if event.kind is Kind.CLOSED:
-                return
+        """Lifecycle events in order, from the oldest one still in `history`; the iteration
+        ends after `closed`."""
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        for past in self.history:
+            queue.put_nowait(past)
+        self._listeners.append(queue)
+        try:
+            while True:
+                event = await queue.get()
+                yield event
+                if event.kind is Kind.CLOSED:
+                    return
+        finally:
+            self._listeners.remove(queue)
 
     # --- performing effects ---
 
@@ -220,7 +230,8 @@ class RtcSession:
 
     def _emit(self, event: Event) -> None:
         self.history.append(event)
-        self._events.put_nowait(event)
+        for queue in self._listeners:
+            queue.put_nowait(event)
         fields: dict[str, object] = {"session_id": self.session_id, "event": event.kind.value}
         if event.req_id:
             fields["req_id"] = event.req_id

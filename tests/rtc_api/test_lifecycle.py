@@ -165,3 +165,21 @@ async def test_a_refusing_close_code_ends_the_session(emu: Emulator) -> None:
         assert emu.stats.connections_opened == 1  # never reconnected
         await emu.wait_until(lambda: created["roomName"] not in emu.livekit.rooms)
         await listener.aclose()
+
+
+async def test_a_listener_that_comes_late_hears_the_session_from_the_start(emu: Emulator) -> None:
+    async with running_rtc(rtc_settings(emu)) as rtc:
+        created = await rtc.create()
+        session = rtc.session(created["sessionId"])
+        early = Listener(session)
+        req_id = session.audio(PCM[:6400], end=True)
+        await early.event(Kind.ENDED, req_id)
+        late = Listener(session)
+        await late.event(Kind.ENDED, req_id)
+        assert late.kinds() == early.kinds() == [Kind.STARTED, Kind.PLAYING, Kind.ENDED]
+        session.close()
+        await late.event(Kind.CLOSED)
+        await early.event(Kind.CLOSED)
+        assert not session._listeners  # both iterations ended and let go of their queues
+        await early.aclose()
+        await late.aclose()
