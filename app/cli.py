@@ -48,6 +48,12 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
             print(f"API key: {emulator.api_keys[0]}   app id: {emulator.app_id}", flush=True)
             print(f"avatars: {', '.join(emulator.avatars)}", flush=True)
             print(f"API root (POST /v1/auth/session-token): {emulator.api_url}", flush=True)
+            livekit = emulator.livekit
+            print(
+                f"LiveKit stand-in: LIVEKIT_URL={emulator.livekit_url}"
+                f" LIVEKIT_API_KEY={livekit.api_key} LIVEKIT_API_SECRET={livekit.api_secret}",
+                flush=True,
+            )
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):

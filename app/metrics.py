@@ -25,6 +25,9 @@ Series (all prefixed `avatar_relay_`; before this naming the relay's own series 
 - rate_limit_rejections_total (counter; scope): requests refused by a rate limit: principal / ip
 - http_requests_total (counter; method, route, status): HTTP requests by route template
 - http_request_duration_seconds (histogram; method, route): HTTP latency (WebSockets excluded)
+- rtc_sessions_active (gauge): RTC (LiveKit) sessions held by this instance
+- rtc_requests_total (counter; outcome): RTC requests ended: ended / interrupted / aborted
+- rtc_duplicate_signals_total (counter): egress playback signals dropped as repeats
 
 Plus prometheus_client's standard collectors, unprefixed as everywhere: `process_*` (CPU, memory,
 open file descriptors, start time) and `python_*` (version info, garbage collector).
@@ -66,6 +69,7 @@ ConversationOutcome = Literal["completed", "interrupted", "aborted"]
 MintOutcome = Literal["success", "failure"]
 ResumeOutcome = Literal["resumed", "failed"]
 RateLimitScope = Literal["principal", "ip"]
+RtcOutcome = Literal["ended", "interrupted", "aborted"]
 
 DIRECTIONS: Final[tuple[Direction, ...]] = ("up", "down")
 KINDS: Final[tuple[Kind, ...]] = ("audio", "frame", "control")
@@ -77,6 +81,7 @@ CONVERSATION_OUTCOMES: Final[tuple[ConversationOutcome, ...]] = (
 MINT_OUTCOMES: Final[tuple[MintOutcome, ...]] = ("success", "failure")
 RESUME_OUTCOMES: Final[tuple[ResumeOutcome, ...]] = ("resumed", "failed")
 RATE_LIMIT_SCOPES: Final[tuple[RateLimitScope, ...]] = ("principal", "ip")
+RTC_OUTCOMES: Final[tuple[RtcOutcome, ...]] = ("ended", "interrupted", "aborted")
 
 # A relay hop is in-process work: sub-millisecond when healthy, tens of ms when the loop is busy.
 HOP_BUCKETS: Final = (
@@ -109,6 +114,9 @@ SERIES: Final[tuple[str, ...]] = (
     f"{PREFIX}_rate_limit_rejections_total",
     f"{PREFIX}_http_requests_total",
     f"{PREFIX}_http_request_duration_seconds",
+    f"{PREFIX}_rtc_sessions_active",
+    f"{PREFIX}_rtc_requests_total",
+    f"{PREFIX}_rtc_duplicate_signals_total",
 )
 
 
@@ -251,6 +259,22 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        self.rtc_sessions_active = Gauge(
+            _name("rtc_sessions_active"),
+            "RTC (LiveKit) sessions held by this instance.",
+            registry=r,
+        )
+        self.rtc_requests_total = Counter(
+            _name("rtc_requests_total"),
+            "RTC requests ended, by outcome (ended, interrupted, aborted).",
+            ["outcome"],
+            registry=r,
+        )
+        self.rtc_duplicate_signals_total = Counter(
+            _name("rtc_duplicate_signals_total"),
+            "Egress playback signals dropped as repeats (an end that came again).",
+            registry=r,
+        )
         self._precreate()
 
     def _precreate(self) -> None:
@@ -266,6 +290,8 @@ class Metrics:
                 self.upstream_errors_total.labels(code.value)
         for scope in RATE_LIMIT_SCOPES:
             self.rate_limit_rejections_total.labels(scope)
+        for rtc_outcome in RTC_OUTCOMES:
+            self.rtc_requests_total.labels(rtc_outcome)
 
     # --- helpers for the common cases (the attributes above can be used directly too) ---
 
@@ -284,6 +310,9 @@ class Metrics:
 
     def conversation_ended(self, outcome: ConversationOutcome) -> None:
         self.conversations_total.labels(outcome).inc()
+
+    def rtc_request_ended(self, outcome: str) -> None:
+        self.rtc_requests_total.labels(outcome).inc()
 
     def token_minted(self, region: str, outcome: MintOutcome) -> None:
         self.tokens_minted_total.labels(region, outcome).inc()

@@ -14,6 +14,7 @@ from app.api.errors import install_error_handlers
 from app.api.openapi import new_app, refine_openapi
 from app.api.ops import install_ops, start_draining
 from app.api.relay import install_relay
+from app.api.rtc import install_rtc
 from app.api.security import add_security_schemes, install_security
 from app.metrics import Metrics
 from app.settings import Settings
@@ -44,5 +45,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(web.router)
     install_ops(app)
     install_relay(app)
+    install_rtc(app)
     refine_openapi(app, add_security_schemes, tokens.document_ttl_policy(settings))
     return app

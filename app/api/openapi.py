@@ -35,6 +35,11 @@ TAGS: Final[list[dict[str, str]]] = [
         "description": "Host Mode relay sessions and their WebSocket tickets. The socket itself"
         " (`GET /v1/relay`, subprotocol `avatar-relay.v1`) is described in docs/protocol.md.",
     },
+    {
+        "name": "rtc",
+        "description": "RTC mode: LiveKit rooms with the avatar published into them, and the"
+        " browser's access token (docs/rtc.md). 501 rtcNotConfigured without LiveKit settings.",
+    },
     {"name": "health", "description": "Liveness: the process runs; which upstream it uses."},
     {"name": "operations", "description": "Readiness for load balancers and orchestrators."},
 ]

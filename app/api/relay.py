@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket
 from app.api.deps import PrincipalDep, Services, ServicesDep, connection_ip
 from app.api.errors import error_response, error_responses, request_id
 from app.api.ops import add_drain_hook
-from app.api.security import SECURITY_REQUIREMENT
+from app.api.security import SECURITY_REQUIREMENT, no_store
 from app.errors import AppError, ErrorCode, spec
 from app.logs import bind
 from app.settings import PCM_SAMPLE_RATES
@@ -104,12 +104,6 @@ def socket_url(conn: HTTPConnection, services: Services, session_id: str, ticket
     return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
-def _no_store(response: Response) -> None:
-    # The answer holds a credential.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-
-
 @router.post(
     "/relay/sessions",
     status_code=201,
@@ -152,7 +146,7 @@ async def create_relay_session(
         body.avatarId if body is not None else None,
         body.sampleRate if body is not None else None,
     )
-    _no_store(response)
+    no_store(response)
     return RelaySession(
         sessionId=created.session_id,
         ticket=created.ticket,
@@ -188,7 +182,7 @@ async def create_relay_ticket(
     session_id: Annotated[str, Path(max_length=64)],
 ) -> RelayTicket:
     ticket = await services.sessions.issue_ticket(session_id, principal.id)
-    _no_store(response)
+    no_store(response)
     return RelayTicket(
         sessionId=session_id,
         ticket=ticket,

@@ -4,10 +4,17 @@ It imports only `app.proto` and third-party libraries, never the client code it 
 a shared bug cannot make both sides agree. See docs/emulator.md.
 """
 
-from app.emulator.defaults import DEFAULT_API_KEY, DEFAULT_APP_ID, DEFAULT_AVATAR_ID
+from app.emulator.defaults import (
+    DEFAULT_API_KEY,
+    DEFAULT_APP_ID,
+    DEFAULT_AVATAR_ID,
+    DEFAULT_LIVEKIT_API_KEY,
+    DEFAULT_LIVEKIT_API_SECRET,
+)
 from app.emulator.emulator import Emulator
 from app.emulator.faults import Faults
 from app.emulator.ingress import OPUS_SAMPLE_RATES, PCM_SAMPLE_RATES
+from app.emulator.livekit import FakeRoom, LiveKitStandIn, Participant, Publication
 from app.emulator.state import EmulatorStats
 from app.emulator.wire import (
     ANIMATION_AVATAR_FIELD,
@@ -28,12 +35,18 @@ __all__ = [
     "DEFAULT_API_KEY",
     "DEFAULT_APP_ID",
     "DEFAULT_AVATAR_ID",
+    "DEFAULT_LIVEKIT_API_KEY",
+    "DEFAULT_LIVEKIT_API_SECRET",
     "FRAME_MS",
     "OPUS_SAMPLE_RATES",
     "PCM_SAMPLE_RATES",
     "Emulator",
     "EmulatorStats",
+    "FakeRoom",
     "Faults",
+    "LiveKitStandIn",
+    "Participant",
+    "Publication",
     "animation_message",
     "frame_marker",
     "frame_payload",

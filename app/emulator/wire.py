@@ -106,6 +106,17 @@ def animation_message(
     )
 
 
+def egress_signal_message(connection_id: str, req_id: str, end: bool, avatar_id: str) -> bytes:
+    """An egress-mode playback signal: an animation message without animation data."""
+    message = message_pb2.Message(type=message_pb2.MESSAGE_SERVER_RESPONSE_ANIMATION)
+    animation = message.server_response_animation
+    animation.connection_id = connection_id
+    animation.req_id = req_id
+    animation.end = end
+    animation.avatar_id = avatar_id
+    return message.SerializeToString()
+
+
 def confirm_message(connection_id: str, capabilities: Iterable[str] = ()) -> bytes:
     message = message_pb2.Message(type=message_pb2.MESSAGE_SERVER_CONFIRM_SESSION)
     message.server_confirm_session.connection_id = connection_id

@@ -223,7 +223,18 @@ async def test_every_pcm_rate_is_accepted(emu: Emulator, rate: int) -> None:
     await ws.close()
 
 
-async def test_egress_request_is_refused(emu: Emulator) -> None:
+async def test_agora_egress_is_refused(emu: Emulator) -> None:
+    ws = await open_ws(emu, await mint(emu))
+    message = message_pb2.Message(type=message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION)
+    message.client_configure_session.sample_rate = 16000
+    message.client_configure_session.egress_type = message_pb2.EGRESS_TYPE_AGORA
+    message.client_configure_session.agora_egress.channel_name = "channel"
+    await ws.send(message.SerializeToString())
+    error = await expect_server_error(ws)
+    assert (error.code, error.message) == (14, "egress client is not configured on server")
+
+
+async def test_livekit_egress_to_another_server_is_unavailable(emu: Emulator) -> None:
     ws = await open_ws(emu, await mint(emu))
     message = message_pb2.Message(type=message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION)
     message.client_configure_session.sample_rate = 16000
@@ -231,7 +242,8 @@ async def test_egress_request_is_refused(emu: Emulator) -> None:
     message.client_configure_session.livekit_egress.url = "wss://livekit.invalid"
     await ws.send(message.SerializeToString())
     error = await expect_server_error(ws)
-    assert (error.code, error.message) == (14, "egress client is not configured on server")
+    assert error.code == 14
+    assert error.message.startswith("livekit egress unavailable: cannot connect to")
 
 
 async def test_text_frame_first_is_a_protocol_error(emu: Emulator) -> None:
