@@ -17,8 +17,9 @@ Figures, per kind:
 - CPU per relayed message: the server's utime+stime over the playback / the media messages
   (audio up + audio echo down + frames down: the same set for both kinds, so the producer's own
   events and its second socket show up as cost);
-- real time kept at `REALTIME_SESSIONS` producer-fed sessions: every frame within TOLERANCE of the
-  audio that allows it, every session finished.
+- the most producer-fed sessions kept in real time, stepping through `REALTIME_STEPS`: every
+  frame within TOLERANCE of the audio that allows it, every session finished (with each
+  process's CPU share, to tell the server's limit from the load generator's).
 
 The CPU rounds alternate the kinds at `CPU_SESSIONS` sessions, so both meet about the same
 background load on the shared 2-core machine. Processes: emulator (speed 1.0), the relay (started
@@ -50,7 +51,7 @@ ME = [sys.executable, str(Path(__file__).resolve())]
 RESULTS = base.ROOT / "bench" / "results" / "producers.json"
 CPU_SESSIONS: Final = 50
 CPU_ROUNDS: Final = 3
-REALTIME_SESSIONS: Final = 300
+REALTIME_STEPS: Final = (100, 200, 300)
 KINDS: Final = ("browser", "producer")
 
 PRODUCER_SEQUENCED: Final = frozenset(range(0x92, 0x9A))
@@ -273,7 +274,9 @@ class Session:
         return self.finished and not self.error and late <= base.TOLERANCE
 
 
-async def load(kind: str, base_url: str, sessions: int, server_pid: int) -> dict[str, Any]:
+async def load(
+    kind: str, base_url: str, sessions: int, server_pid: int, emulator_pid: int
+) -> dict[str, Any]:
     import httpx
 
     pcm = base.chunks()
@@ -294,7 +297,12 @@ async def load(kind: str, base_url: str, sessions: int, server_pid: int) -> dict
     await asyncio.gather(*(open_one(s) for s in everyone))
     live = [s for s in everyone if not s.error]
     before = await base.scrape("relay", base_url)
-    cpu0 = base.cpu_seconds(server_pid)
+    cpu0, emu0, me0 = (
+        base.cpu_seconds(server_pid),
+        base.cpu_seconds(emulator_pid),
+        time.process_time(),
+    )
+    busy0, total0 = base.machine_busy()
     start = time.monotonic() + 0.5
     await asyncio.gather(
         *(
@@ -303,7 +311,14 @@ async def load(kind: str, base_url: str, sessions: int, server_pid: int) -> dict
         )
     )
     wall = time.monotonic() - start
-    cpu1 = base.cpu_seconds(server_pid)
+    cpu1, emu1, me1 = (
+        base.cpu_seconds(server_pid),
+        base.cpu_seconds(emulator_pid),
+        time.process_time(),
+    )
+    busy1, total1 = base.machine_busy()
+    cores = os.cpu_count() or 1
+    machine_share = (busy1 - busy0) / (total1 - total0) * cores if total1 > total0 else 0.0
     after = await base.scrape("relay", base_url)
     rss = base.rss_mib(server_pid)
     await asyncio.gather(*(s.close() for s in everyone))
@@ -324,6 +339,9 @@ async def load(kind: str, base_url: str, sessions: int, server_pid: int) -> dict
         "server_cpu_share": round((cpu1 - cpu0) / wall, 3),
         "server_cpu_us_per_message": round((cpu1 - cpu0) / messages * 1e6, 2) if messages else None,
         "server_rss_mib": rss,
+        "emulator_cpu_share": round((emu1 - emu0) / wall, 3),
+        "loadgen_cpu_share": round((me1 - me0) / wall, 3),
+        "machine_cpu_share": round(machine_share, 3),
         "relay_hop": base.hop_figures("relay", before, after),
         "audio_hop_ms": {
             "count": len(hops),
@@ -362,7 +380,7 @@ def _median(runs: list[dict[str, Any]], *path: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def orchestrate(cpu_sessions: int, rounds: int, realtime_sessions: int) -> None:
+def orchestrate(cpu_sessions: int, rounds: int, realtime_steps: tuple[int, ...]) -> None:
     logs = Path(tempfile.mkdtemp(prefix="producers-bench-"))
     print(f"server logs: {logs}", file=sys.stderr)
     emulator_port, server_port = free_port(), free_port()
@@ -370,31 +388,35 @@ def orchestrate(cpu_sessions: int, rounds: int, realtime_sessions: int) -> None:
     emulator_args = [*base.ME, "emulator", str(emulator_port)]
     server_args = [*base.ME, "server", "relay", emulator_url, str(server_port), "0"]
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
-    realtime: dict[str, Any] | None = None
+    realtime: list[dict[str, Any]] = []
     with (
-        logged_process(emulator_args, emulator_port, logs / "emulator.log"),
+        logged_process(emulator_args, emulator_port, logs / "emulator.log") as emulator,
         logged_process(server_args, server_port, logs / "relay.log") as server,
     ):
         url = f"http://127.0.0.1:{server_port}"
         for round_ in range(rounds):
             for kind in KINDS if round_ % 2 == 0 else tuple(reversed(KINDS)):
                 background = base.wait_quiet()
-                run = child(["load", kind, url, str(cpu_sessions), str(server.pid)], 300)
+                args = ["load", kind, url, str(cpu_sessions), str(server.pid), str(emulator.pid)]
+                run = child(args, 300)
                 run["background_cpu_before"] = background
                 print(f"{kind} round {round_}: {json.dumps(run)}", file=sys.stderr)
                 runs[kind].append(run)
                 time.sleep(2.0)
-        if realtime_sessions:
+        for n in realtime_steps:
             for attempt in (1, 2):  # other work on the shared machine can starve one run
                 background = base.wait_quiet()
-                args = ["load", "producer", url, str(realtime_sessions), str(server.pid)]
-                realtime = child(args, 600)
-                realtime["attempt"] = attempt
-                realtime["background_cpu_before"] = background
-                print(f"producer N={realtime_sessions}: {json.dumps(realtime)}", file=sys.stderr)
-                if realtime["sustained"]:
-                    break
+                args = ["load", "producer", url, str(n), str(server.pid), str(emulator.pid)]
+                step = child(args, 600)
+                step["attempt"] = attempt
+                step["background_cpu_before"] = background
+                print(f"producer N={n}: {json.dumps(step)}", file=sys.stderr)
                 time.sleep(2.0)
+                if step["sustained"]:
+                    break
+            realtime.append(step)
+            if not step["sustained"]:
+                break
     summary: dict[str, Any] = {"cpu_sessions": cpu_sessions, "rounds": rounds}
     for kind in KINDS:
         summary[kind] = {
@@ -409,14 +431,25 @@ def orchestrate(cpu_sessions: int, rounds: int, realtime_sessions: int) -> None:
     summary["cpu_per_message_ratio_producer_vs_browser"] = (
         round(mine / theirs, 2) if mine and theirs else None
     )
-    if realtime is not None:
-        summary["realtime_producer_sessions"] = {
-            "sessions": realtime_sessions,
-            "sustained": realtime["sustained"],
-            "sessions_ok": realtime["sessions_ok"],
-            "frame_lateness_p99_ms": realtime["frame_lateness_ms"]["p99"],
-            "server_cpu_share": realtime["server_cpu_share"],
+    summary["max_realtime_producer_sessions"] = max(
+        (step["sessions"] for step in realtime if step["sustained"]), default=0
+    )
+    summary["realtime_steps"] = [
+        {
+            key: step[key]
+            for key in (
+                "sessions",
+                "sustained",
+                "sessions_ok",
+                "server_cpu_share",
+                "loadgen_cpu_share",
+                "emulator_cpu_share",
+                "machine_cpu_share",
+            )
         }
+        | {"frame_lateness_p99_ms": step["frame_lateness_ms"]["p99"]}
+        for step in realtime
+    ]
     report = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -455,14 +488,15 @@ def main() -> None:
     parser.add_argument("args", nargs="*")
     parser.add_argument("--cpu-sessions", type=int, default=CPU_SESSIONS)
     parser.add_argument("--rounds", type=int, default=CPU_ROUNDS)
-    parser.add_argument("--realtime-sessions", type=int, default=REALTIME_SESSIONS)
+    parser.add_argument("--realtime-steps", default=",".join(map(str, REALTIME_STEPS)))
     ns = parser.parse_args()
     args: list[str] = ns.args
     if ns.role == "load":
-        out = asyncio.run(load(args[0], args[1], int(args[2]), int(args[3])))
+        out = asyncio.run(load(args[0], args[1], int(args[2]), int(args[3]), int(args[4])))
         print(json.dumps(out))
     else:
-        orchestrate(ns.cpu_sessions, ns.rounds, ns.realtime_sessions)
+        steps = tuple(int(n) for n in ns.realtime_steps.split(",") if n)
+        orchestrate(ns.cpu_sessions, ns.rounds, steps)
 
 
 if __name__ == "__main__":
