@@ -124,6 +124,16 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.PLAYBACK_CONTROL_UNAVAILABLE: ErrorSpec(
         409, 4409, False, "the avatar service does not offer pause and resume"
     ),
+    # A producer feeds this session's speech and the browser's audio is not forwarded to it.
+    ErrorCode.MICROPHONE_DISABLED: ErrorSpec(
+        403,
+        4403,
+        False,
+        "browser audio is not accepted: the session's speech comes from a producer",
+    ),
+    ErrorCode.PRODUCER_NOT_ALLOWED: ErrorSpec(
+        409, 4403, False, "the session was not created to accept a producer"
+    ),
 }
 
 

@@ -2,8 +2,9 @@
 
 A relay session has two halves:
 
-- a **record** in the store (`relay:session:<id>`: principal, avatar, sample rate, state), so any
-  instance sharing the store can issue tickets for it and knows whether it is new, live or closed;
+- a **record** in the store (`relay:session:<id>`: principal, avatar, sample rate, audio routing,
+  state), so any instance sharing the store can issue tickets for it (the browser's, and a
+  producer's when its routing accepts one) and knows whether it is new, live or closed;
 - the **live** session (`RelayRunner`: core, upstream connection, buffers) in the one process that
   serves its sockets.
 
@@ -28,17 +29,18 @@ import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from app.errors import AppError, ErrorCode
 from app.metrics import Metrics
+from app.relay.conversations import AudioRouting, AudioSource
 from app.relay.pool import UpstreamPool
 from app.relay.session import RelayLimits
 from app.relay.shell import RelayRunner
 from app.settings import PCM_SAMPLE_RATES, Settings
 from app.store import Store
-from app.tickets import TicketService
+from app.tickets import TicketKind, TicketService
 
 log = logging.getLogger("avatar_relay.sessions")
 audit = logging.getLogger("avatar_relay.audit")
@@ -60,10 +62,21 @@ class SessionRecord:
     avatar_id: str
     sample_rate: int
     state: State
+    routing: AudioRouting = field(default_factory=AudioRouting)
 
     def encode(self) -> bytes:
-        data = {"p": self.principal_id, "a": self.avatar_id, "r": self.sample_rate}
-        return json.dumps({**data, "st": self.state}, separators=(",", ":")).encode()
+        data: dict[str, object] = {
+            "p": self.principal_id,
+            "a": self.avatar_id,
+            "r": self.sample_rate,
+            "st": self.state,
+        }
+        routing = self.routing
+        if routing != AudioRouting():
+            data.update(
+                src=routing.source, mic=routing.forward_microphone, ap=routing.allow_producer
+            )
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, session_id: str, raw: bytes) -> SessionRecord | None:
@@ -72,9 +85,23 @@ class SessionRecord:
             state = data["st"]
             if state not in ("new", "live", "closed"):
                 return None
-            return cls(session_id, str(data["p"]), str(data["a"]), int(data["r"]), state)
+            source = data.get("src", "browser")
+            if source not in ("browser", "producer"):
+                return None
+            routing = AudioRouting(source, bool(data.get("mic")), bool(data.get("ap")))
+            return cls(session_id, str(data["p"]), str(data["a"]), int(data["r"]), state, routing)
         except (ValueError, KeyError, TypeError):
             return None
+
+    def with_state(self, state: State) -> SessionRecord:
+        return SessionRecord(
+            self.session_id,
+            self.principal_id,
+            self.avatar_id,
+            self.sample_rate,
+            state,
+            self.routing,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +112,28 @@ class CreatedSession:
     sample_rate: int
     resume_window_seconds: int
     ticket_ttl_seconds: int
+    routing: AudioRouting = field(default_factory=AudioRouting)
+    producer_ticket: str | None = None  # when the routing accepts a producer
+
+
+def audio_routing(
+    source: AudioSource = "browser",
+    *,
+    forward_microphone: bool = False,
+    allow_producer: bool = False,
+) -> AudioRouting:
+    """The session's audio routing from the request's fields (docs/protocol.md section 10);
+    invalidRequest for a combination that means nothing."""
+    if forward_microphone and source != "producer":
+        raise AppError(
+            ErrorCode.INVALID_REQUEST,
+            'forwardMicrophone needs audioSource "producer": the browser\'s audio is otherwise'
+            " the avatar's speech",
+        )
+    if source == "producer":
+        # A producer session always accepts its producer.
+        return AudioRouting("producer", forward_microphone=forward_microphone)
+    return AudioRouting("browser", allow_producer=allow_producer)
 
 
 def new_session_id() -> str:
@@ -142,7 +191,11 @@ class SessionService:
     # --- creation and tickets ---
 
     async def create(
-        self, principal_id: str, avatar_id: str | None = None, sample_rate: int | None = None
+        self,
+        principal_id: str,
+        avatar_id: str | None = None,
+        sample_rate: int | None = None,
+        routing: AudioRouting | None = None,
     ) -> CreatedSession:
         settings = self.settings
         if self.draining:
@@ -154,12 +207,13 @@ class SessionService:
         if rate not in PCM_SAMPLE_RATES:
             rates = ", ".join(map(str, PCM_SAMPLE_RATES))
             raise AppError(ErrorCode.INVALID_REQUEST, f"sampleRate must be one of {rates}")
+        routing = routing if routing is not None else AudioRouting()
         session_id = new_session_id()
-        record = SessionRecord(session_id, principal_id, avatar, rate, "new")
+        record = SessionRecord(session_id, principal_id, avatar, rate, "new", routing)
         if self.eager:
             await self._check_global()
             await self._charge(principal_id)
-            record = SessionRecord(session_id, principal_id, avatar, rate, "live")
+            record = record.with_state("live")
             try:
                 await self._put(record, self._record_ttl)
             except BaseException:
@@ -174,6 +228,9 @@ class SessionService:
                 raise self._limit_error("this principal")
             await self._put(record, self._record_ttl)
         ticket = await self.tickets.issue(session_id, principal_id)
+        producer_ticket = None
+        if routing.has_producer:
+            producer_ticket = await self.tickets.issue(session_id, principal_id, "producer")
         audit.info(
             "relay session created",
             extra={
@@ -181,6 +238,7 @@ class SessionService:
                 "principal": principal_id,
                 "avatar_id": avatar,
                 "sample_rate": rate,
+                "audio_source": routing.source,
             },
         )
         return CreatedSession(
@@ -190,10 +248,16 @@ class SessionService:
             rate,
             settings.resume_window_seconds,
             int(self.tickets.ttl_seconds),
+            routing,
+            producer_ticket,
         )
 
-    async def issue_ticket(self, session_id: str, principal_id: str) -> str:
-        """A new ticket for a session of `principal_id` (anyone else: sessionNotFound)."""
+    async def issue_ticket(
+        self, session_id: str, principal_id: str, kind: TicketKind = "browser"
+    ) -> str:
+        """A new ticket of `kind` for a session of `principal_id` (anyone else:
+        sessionNotFound; a producer ticket for a session that accepts none:
+        producerNotAllowed)."""
         record = await self._record(session_id)
         if record is None or not secrets.compare_digest(
             record.principal_id.encode(), principal_id.encode()
@@ -201,13 +265,20 @@ class SessionService:
             raise _not_found()
         if record.state == "closed" or session_id in self._ended_ids:
             raise AppError(ErrorCode.SESSION_CLOSED, "the relay session has ended")
-        return await self.tickets.issue(session_id, principal_id)
+        if kind == "producer" and not record.routing.has_producer:
+            raise AppError(
+                ErrorCode.PRODUCER_NOT_ALLOWED,
+                'the session was created without audioSource "producer" or allowProducer',
+            )
+        return await self.tickets.issue(session_id, principal_id, kind)
 
-    async def attach(self, session_id: str, ticket: str) -> RelayRunner:
+    async def attach(
+        self, session_id: str, ticket: str, kind: TicketKind = "browser"
+    ) -> RelayRunner:
         """Redeem a socket's ticket and return the live session it may serve; the session goes
         live here when it was created elsewhere or lazily. Raises AppError: ticketInvalid,
         sessionNotFound, sessionClosed, sessionLimit, goingAway."""
-        grant = await self.tickets.redeem(session_id, ticket)
+        grant = await self.tickets.redeem(session_id, ticket, kind)
         runner = self._live.get(session_id)
         if runner is not None:
             if runner.principal_id != grant.principal_id:
@@ -231,9 +302,7 @@ class SessionService:
         if existing is not None:  # another socket made it live while we were charging
             await self._release(record.principal_id)
             return existing
-        live = SessionRecord(
-            session_id, record.principal_id, record.avatar_id, record.sample_rate, "live"
-        )
+        live = record.with_state("live")
         runner = self._go_live(live)
         self._spawn(self._put(live, self._record_ttl))
         return runner
@@ -275,6 +344,7 @@ class SessionService:
             pool=self.pool,
             metrics=self._metrics,
             on_end=self._ended,
+            routing=record.routing,
         )
         self._live[record.session_id] = runner
         if self._metrics is not None:
@@ -291,7 +361,12 @@ class SessionService:
         if len(self._ended_ids) > RECENTLY_ENDED:
             self._ended_ids.popitem(last=False)
         closed = SessionRecord(
-            runner.session_id, runner.principal_id, runner.avatar_id, runner.sample_rate, "closed"
+            runner.session_id,
+            runner.principal_id,
+            runner.avatar_id,
+            runner.sample_rate,
+            "closed",
+            runner.routing,
         )
         self._spawn(self._settle(closed))
 

@@ -32,8 +32,10 @@ TAGS: Final[list[dict[str, str]]] = [
     },
     {
         "name": "relay",
-        "description": "Host Mode relay sessions and their WebSocket tickets. The socket itself"
-        " (`GET /v1/relay`, subprotocol `avatar-relay.v1`) is described in docs/protocol.md.",
+        "description": "Host Mode relay sessions and their WebSocket tickets. The sockets"
+        " themselves (the browser's `GET /v1/relay`, subprotocol `avatar-relay.v1`; a server-side"
+        " producer's `GET /v1/relay/producer`, subprotocol `avatar-relay.producer.v1`) are"
+        " described in docs/protocol.md.",
     },
     {
         "name": "rtc",

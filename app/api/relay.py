@@ -1,10 +1,14 @@
-"""Host Mode relay routes: create sessions, issue tickets, and the `avatar-relay.v1` WebSocket.
+"""Host Mode relay routes: create sessions, issue tickets, and the relay's two WebSockets.
 
-- `POST /v1/relay/sessions`: a relay session and its first ticket (authenticated and rate limited
+- `POST /v1/relay/sessions`: a relay session and its first ticket, plus a producer ticket when
+  its audio comes from (or may come from) a server-side producer (authenticated and rate limited
   like every `/v1` route).
-- `POST /v1/relay/sessions/{sessionId}/tickets`: a new ticket to reconnect (same principal only).
-- `GET /v1/relay?session=...&ticket=...` (WebSocket, subprotocol `avatar-relay.v1`): the ticket is
-  the credential (browsers cannot set headers on a WebSocket).
+- `POST /v1/relay/sessions/{sessionId}/tickets`: a new browser ticket to reconnect (same
+  principal only); `.../producer-tickets`: a new producer ticket.
+- `GET /v1/relay?session=...&ticket=...` (WebSocket, subprotocol `avatar-relay.v1`): the
+  browser's socket; the ticket is the credential (browsers cannot set headers on a WebSocket).
+- `GET /v1/relay/producer?session=...&ticket=...` (subprotocol `avatar-relay.producer.v1`): a
+  producer's socket (docs/protocol.md part II), with a producer ticket.
 
 Upgrade checks (docs/protocol.md section 6): a missing subprotocol or a foreign `Origin` is refused
 with an HTTP error response instead of the upgrade (nothing of the protocol may run for them);
@@ -15,7 +19,7 @@ code and the code as the reason, so a browser client can tell "get a new ticket"
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Body, FastAPI, Path, Request, Response
@@ -29,14 +33,24 @@ from app.api.ops import add_drain_hook
 from app.api.security import SECURITY_REQUIREMENT, no_store
 from app.errors import AppError, ErrorCode, spec
 from app.logs import bind
+from app.relay.conversations import Role
+from app.sessions import audio_routing
 from app.settings import PCM_SAMPLE_RATES
-from avatar_relay_client.browser_protocol import SUBPROTOCOL
+from avatar_relay_client import browser_protocol, producer_protocol
+
+SUBPROTOCOL: Final = browser_protocol.SUBPROTOCOL
+SUBPROTOCOLS: Final[dict[Role, str]] = {
+    "browser": browser_protocol.SUBPROTOCOL,
+    "producer": producer_protocol.SUBPROTOCOL,
+}
 
 log = logging.getLogger("avatar_relay.relay")
 
 router = APIRouter(prefix="/v1", tags=["relay"])
 
 SOCKET_PATH: Final = "/v1/relay"
+PRODUCER_SOCKET_PATH: Final = "/v1/relay/producer"
+_SOCKET_PATHS: Final[dict[Role, str]] = {"browser": SOCKET_PATH, "producer": PRODUCER_SOCKET_PATH}
 _WS_SCHEMES: Final = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 # Shutdown: how long sessions get to send their "going away" closes.
 DRAIN_SECONDS: Final = 10.0
@@ -47,7 +61,20 @@ SampleRate = Annotated[int, WithJsonSchema({"type": "integer", "enum": list(PCM_
 
 
 class SessionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # forwardMicrophone only with a producer (the service checks it: invalidRequest).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {
+                "properties": {"forwardMicrophone": {"const": True}},
+                "required": ["forwardMicrophone"],
+            },
+            "then": {
+                "properties": {"audioSource": {"const": "producer"}},
+                "required": ["audioSource"],
+            },
+        },
+    )
 
     avatarId: str | None = Field(
         default=None,
@@ -64,6 +91,29 @@ class SessionRequest(BaseModel):
         " /v1/session-tokens does, same policy and limits) for the page's web SDK to download the"
         " avatar with: one call instead of two.",
     )
+    audioSource: Literal["browser", "producer"] = Field(
+        default="browser",
+        description="Whose audio is the avatar's speech: the browser's (`avatar-relay.v1`), or a"
+        " server-side producer's (`avatar-relay.producer.v1`, docs/protocol.md part II); the"
+        " answer then carries a `producer` credential.",
+    )
+    forwardMicrophone: bool = Field(
+        default=False,
+        description="With audioSource \"producer\": the browser's AUDIO is the user's microphone,"
+        " forwarded to the producer. Without it, browser AUDIO ends the session with"
+        " microphoneDisabled.",
+    )
+    allowProducer: bool = Field(
+        default=False,
+        description='With audioSource "browser": a producer may attach too (both then speak);'
+        " the answer carries a `producer` credential.",
+    )
+
+
+class ProducerCredential(BaseModel):
+    ticket: str = Field(description="Single-use credential for one producer socket connection.")
+    url: str = Field(description="The producer's WebSocket URL (carries session and ticket).")
+    ticketTtlSeconds: int = Field(description="The ticket is valid this long.")
 
 
 class RelaySession(BaseModel):
@@ -84,6 +134,16 @@ class RelaySession(BaseModel):
     sessionTokenExpireAt: int | None = Field(
         default=None, description="With `withSessionToken`: unix seconds the token is valid until."
     )
+    audioSource: Literal["browser", "producer"] = Field(
+        description="Whose audio is the avatar's speech."
+    )
+    forwardMicrophone: bool = Field(description="Browser audio is forwarded to the producer.")
+    allowProducer: bool = Field(description="A producer may attach (always with a producer).")
+    producer: ProducerCredential | None = Field(
+        default=None,
+        description="When the session accepts a producer: its credential. Keep it on your"
+        " server; hand the browser only `ticket`/`url`.",
+    )
 
 
 class RelayTicket(BaseModel):
@@ -93,13 +153,19 @@ class RelayTicket(BaseModel):
     ticketTtlSeconds: int
 
 
-def socket_url(conn: HTTPConnection, services: Services, session_id: str, ticket: str) -> str:
-    """ws(s)://<public host>/v1/relay?session=<id>&ticket=<ticket>. The load balancer routes the
-    socket by the `session` argument (deploy/nginx.conf): keep that name."""
+def socket_url(
+    conn: HTTPConnection,
+    services: Services,
+    session_id: str,
+    ticket: str,
+    role: Role = "browser",
+) -> str:
+    """ws(s)://<public host>/v1/relay[/producer]?session=<id>&ticket=<ticket>. The load balancer
+    routes the socket by the `session` argument (deploy/nginx.conf): keep that name."""
     base = services.settings.public_url or str(conn.base_url)
     parts = urlsplit(base)
     scheme = _WS_SCHEMES.get(parts.scheme.lower(), "ws")
-    path = parts.path.rstrip("/") + SOCKET_PATH
+    path = parts.path.rstrip("/") + _SOCKET_PATHS[role]
     query = urlencode({"session": session_id, "ticket": ticket})
     return urlunsplit((scheme, parts.netloc, path, query, ""))
 
@@ -141,12 +207,25 @@ async def create_relay_session(
         # First: a token that cannot be had must not leave a session behind.
         issued = await services.tokens.issue(principal.id, request_id=request_id(request))
         token = issued.token
+    request_body = body if body is not None else SessionRequest()
+    routing = audio_routing(
+        request_body.audioSource,
+        forward_microphone=request_body.forwardMicrophone,
+        allow_producer=request_body.allowProducer,
+    )
     created = await services.sessions.create(
-        principal.id,
-        body.avatarId if body is not None else None,
-        body.sampleRate if body is not None else None,
+        principal.id, request_body.avatarId, request_body.sampleRate, routing
     )
     no_store(response)
+    producer = None
+    if created.producer_ticket is not None:
+        producer = ProducerCredential(
+            ticket=created.producer_ticket,
+            url=socket_url(
+                request, services, created.session_id, created.producer_ticket, "producer"
+            ),
+            ticketTtlSeconds=created.ticket_ttl_seconds,
+        )
     return RelaySession(
         sessionId=created.session_id,
         ticket=created.ticket,
@@ -158,6 +237,10 @@ async def create_relay_session(
         appId=services.settings.app_id,
         sessionToken=token.session_token if token is not None else None,
         sessionTokenExpireAt=token.expire_at if token is not None else None,
+        audioSource=routing.source,
+        forwardMicrophone=routing.forward_microphone,
+        allowProducer=routing.has_producer,
+        producer=producer,
     )
 
 
@@ -191,7 +274,38 @@ async def create_relay_ticket(
     )
 
 
-# --- the WebSocket ---
+@router.post(
+    "/relay/sessions/{session_id}/producer-tickets",
+    status_code=201,
+    summary="A new producer ticket for one of the caller's relay sessions (docs/protocol.md §10)",
+    openapi_extra={"security": SECURITY_REQUIREMENT},
+    responses=error_responses(
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.SESSION_NOT_FOUND,
+        ErrorCode.SESSION_CLOSED,
+        ErrorCode.PRODUCER_NOT_ALLOWED,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.STORE_UNAVAILABLE,
+    ),
+)
+async def create_producer_ticket(
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    session_id: Annotated[str, Path(max_length=64)],
+) -> RelayTicket:
+    ticket = await services.sessions.issue_ticket(session_id, principal.id, "producer")
+    no_store(response)
+    return RelayTicket(
+        sessionId=session_id,
+        ticket=ticket,
+        url=socket_url(request, services, session_id, ticket, "producer"),
+        ticketTtlSeconds=int(services.tickets.ttl_seconds),
+    )
+
+
+# --- the WebSockets ---
 
 
 def origin_allowed(websocket: WebSocket, services: Services) -> bool:
@@ -220,16 +334,28 @@ async def _deny(websocket: WebSocket, code: ErrorCode, message: str) -> None:
         await websocket.close(spec(code).close_code, code.value)
 
 
-async def _accept_and_close(websocket: WebSocket, error: AppError) -> None:
-    await websocket.accept(subprotocol=SUBPROTOCOL)
+async def _accept_and_close(websocket: WebSocket, error: AppError, subprotocol: str) -> None:
+    await websocket.accept(subprotocol=subprotocol)
     await websocket.close(error.spec.close_code, error.code.value)
 
 
 @router.websocket("/relay")
 async def relay_socket(websocket: WebSocket) -> None:
+    await _serve_socket(websocket, "browser")
+
+
+@router.websocket("/relay/producer")
+async def producer_socket(websocket: WebSocket) -> None:
+    await _serve_socket(websocket, "producer")
+
+
+async def _serve_socket(websocket: WebSocket, role: Role) -> None:
+    """One socket of a session's endpoint: the same checks for both, each its own protocol and
+    its own kind of ticket."""
     services: Services = websocket.app.state.services
-    if SUBPROTOCOL not in websocket.scope.get("subprotocols", []):
-        await _deny(websocket, ErrorCode.INVALID_REQUEST, f"subprotocol {SUBPROTOCOL} required")
+    subprotocol = SUBPROTOCOLS[role]
+    if subprotocol not in websocket.scope.get("subprotocols", []):
+        await _deny(websocket, ErrorCode.INVALID_REQUEST, f"subprotocol {subprotocol} required")
         return
     if not origin_allowed(websocket, services):
         await _deny(websocket, ErrorCode.ORIGIN_NOT_ALLOWED, "origin is not on the allow-list")
@@ -239,17 +365,17 @@ async def relay_socket(websocket: WebSocket) -> None:
     with bind(session_id=session_id[:64] or None):
         try:
             await services.limiter.check_ip(connection_ip(websocket, services))
-            runner = await services.sessions.attach(session_id, ticket)
+            runner = await services.sessions.attach(session_id, ticket, role)
         except AppError as error:
-            log.info("relay socket refused", extra=error.log_fields())
-            await _accept_and_close(websocket, error)
+            log.info("relay socket refused", extra={**error.log_fields(), "endpoint": role})
+            await _accept_and_close(websocket, error, subprotocol)
             return
         except Exception:
             log.exception("relay socket setup failed")
-            await _accept_and_close(websocket, AppError(ErrorCode.INTERNAL_ERROR))
+            await _accept_and_close(websocket, AppError(ErrorCode.INTERNAL_ERROR), subprotocol)
             return
-        await websocket.accept(subprotocol=SUBPROTOCOL)
-        await runner.serve(websocket)
+        await websocket.accept(subprotocol=subprotocol)
+        await runner.serve(websocket, role)
 
 
 def install_relay(app: FastAPI) -> None:

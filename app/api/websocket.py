@@ -23,6 +23,7 @@ from websockets.frames import Frame, Opcode
 
 from app.errors import ErrorCode, spec
 from avatar_relay_client import browser_protocol as p
+from avatar_relay_client import producer_protocol as pp
 
 # How long a begun message may take to arrive in full (256 KiB at 26 KB/s, a poor mobile link).
 PARTIAL_MESSAGE_SECONDS: Final = 10.0
@@ -46,13 +47,16 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_parser_exception(self) -> None:
         exc = self.conn.parser_exc
-        if isinstance(exc, PayloadTooBig) and self._speaks_relay():
+        protocol = self._relay_protocol()
+        if isinstance(exc, PayloadTooBig) and protocol is not None:
             # The websockets parser refused the frame by its header and queued its close; the
-            # documented ERROR goes out first.
+            # documented ERROR goes out first, in the socket's own protocol.
             limit = self.config.ws_max_size
-            error = p.encode_server(
-                p.ServerError(TOO_LARGE_REASON, f"message larger than {limit} bytes")
-            )
+            text = f"message larger than {limit} bytes"
+            if protocol == pp.SUBPROTOCOL:
+                error = pp.encode_error(TOO_LARGE_REASON, text)
+            else:
+                error = p.encode_server(p.ServerError(TOO_LARGE_REASON, text))
             self.transport.write(Frame(Opcode.BINARY, error).serialize(mask=False))
             self.queue.put_nowait(
                 {"type": "websocket.disconnect", "code": 1009, "reason": TOO_LARGE_REASON}
@@ -64,10 +68,11 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     # --- partial messages ---
 
-    def _speaks_relay(self) -> bool:
+    def _relay_protocol(self) -> str | None:
+        """The relay protocol this socket speaks (the browser's or a producer's), if any."""
         response = getattr(self, "response", None)
         chosen = response.headers.get("Sec-WebSocket-Protocol") if response is not None else None
-        return chosen == p.SUBPROTOCOL
+        return chosen if chosen in (p.SUBPROTOCOL, pp.SUBPROTOCOL) else None
 
     def _partial(self) -> bool:
         # Bytes of a frame the parser is still waiting to complete, or a fragmented message

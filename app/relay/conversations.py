@@ -1,13 +1,20 @@
-"""Conversations: one per utterance, and their order on the client stream.
+"""Conversations: one per utterance, and their order on the browser's stream.
 
-The rules (docs/protocol.md section 3) live here and only here:
+The rules (docs/protocol.md section 3, and part II for producers) live here and only here:
 
-- a client AUDIO chunk that finds no conversation taking input starts one, with a fresh id; its
-  echo is the conversation's FIRST message, so the audio always precedes the frames;
-- the stream carries one conversation at a time, in the order the client started them: the
-  head of the queue is live, later ones are held (their audio still goes upstream at once);
+- whose audio is avatar speech (`AudioRouting`): the browser's (the default), a producer's
+  (`audioSource: producer`; the browser's audio is then the user's microphone), or both (a
+  browser-fed session that allows a producer);
+- an AUDIO chunk of a speaker that finds none of its own conversations taking input starts one,
+  with a fresh id; its echo is the conversation's FIRST message on the browser's stream, so the
+  audio always precedes the frames; each speaker has its own utterance in progress;
+- the stream carries one conversation at a time, in the order they were started: the head of the
+  queue is live, later ones are held (their audio still goes upstream at once);
 - a conversation ends with its final frame, CONVERSATION_ABORTED or an interrupt; nothing of it
   is accepted from upstream after that, and the rest of its open utterance is discarded;
+- an interrupt cancels every conversation. The browser's next chunk starts a new one even in the
+  middle of an utterance (as the browser protocol always did); a producer's utterance in progress
+  is discarded up to its END, so the rest of a sentence the user talked over is never spoken;
 - when the head ends, the next conversations are promoted and what they held is flushed.
 
 Pure like the session core: it never encodes, numbers or sends anything. It answers whether a
@@ -20,29 +27,77 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from app.errors import ErrorCode
 from app.relay.effects import ConversationEnded, InterruptUpstream, Outcome
 from avatar_relay_client import browser_protocol as p
 
-# A message on its way to the client, not yet numbered:
-# (conversation tag, server type, payload, flags, code, text)
-Item = tuple[bytes, int, bytes, int, str, str]
+Role = Literal["browser", "producer"]
+AudioSource = Literal["browser", "producer"]
+
+# Speakers whose utterance in progress an interrupt discards up to its END.
+_DISCARD_ON_INTERRUPT: Final[frozenset[Role]] = frozenset({"producer"})
+
+
+@dataclass(frozen=True, slots=True)
+class AudioRouting:
+    """Whose audio is avatar speech, and where the browser's goes when it is not."""
+
+    source: AudioSource = "browser"
+    forward_microphone: bool = False  # producer sessions: browser audio goes to the producer
+    allow_producer: bool = False  # browser sessions: a producer may attach and speak too
+
+    def __post_init__(self) -> None:
+        if self.forward_microphone and self.source != "producer":
+            raise ValueError("forward_microphone needs audio source 'producer'")
+        if self.allow_producer and self.source != "browser":
+            raise ValueError("allow_producer is for browser-fed sessions")
+
+    @property
+    def has_producer(self) -> bool:
+        return self.source == "producer" or self.allow_producer
+
+    @property
+    def producer_required(self) -> bool:
+        """The session cannot go on without its producer (it is the only speaker)."""
+        return self.source == "producer"
+
+    def speaks(self, role: Role) -> bool:
+        """Whether `role`'s AUDIO is avatar speech."""
+        if role == "producer":
+            return self.has_producer
+        return self.source == "browser"
 
 
 @dataclass(slots=True, eq=False)
 class Conversation:
     id: str
     tag: bytes  # the id as it appears on the wire, encoded once
+    source: Role = "browser"
     held: list[Item] = field(default_factory=list)
     # Set when its terminal message (final frame or ABORTED) went out or was held; it leaves the
     # queue once that message is released.
     outcome: Outcome | None = None
     code: ErrorCode | None = None
+    message: str = ""  # why it was aborted
+    # What of it the browser's stream has been given (the session counts as it releases).
+    audio_bytes: int = 0
+    frames: int = 0
+
+    def ended(self, outcome: Outcome, code: ErrorCode | None = None) -> ConversationEnded:
+        return ConversationEnded(
+            self.id, outcome, code, self.audio_bytes, self.frames, self.message
+        )
+
+
+# A message on its way to the browser, not yet numbered:
+# (conversation, server type, payload, flags, code, text)
+Item = tuple[Conversation, int, bytes, int, str, str]
 
 
 class Conversations:
-    """The queue of conversations on one session's client stream."""
+    """The queue of conversations on one session's browser stream."""
 
     __slots__ = (
         "_by_id",
@@ -58,8 +113,9 @@ class Conversations:
         self._new_id = new_id
         self._queue: deque[Conversation] = deque()
         self._by_id: dict[str, Conversation] = {}  # still expecting upstream
-        self._input: Conversation | None = None  # the one taking client audio
-        self._discarding = False  # swallow the rest of an utterance whose conversation ended
+        self._input: dict[Role, Conversation] = {}  # per speaker, the one taking its audio
+        # Speakers whose rest of an utterance is swallowed (its conversation ended).
+        self._discarding: set[Role] = set()
         # Held messages count against the replay buffer's bounds (the session checks them).
         self.held_messages = 0
         self.held_bytes = 0
@@ -78,23 +134,23 @@ class Conversations:
         """Every conversation still waiting for upstream, oldest first (a copy)."""
         return list(self._by_id.values())
 
-    def take_audio(self, end: bool) -> tuple[Conversation, bool] | None:
-        """The conversation a client chunk belongs to, and whether the chunk starts it. None:
+    def take_audio(self, end: bool, source: Role = "browser") -> tuple[Conversation, bool] | None:
+        """The conversation a speaker's chunk belongs to, and whether the chunk starts it. None:
         the chunk belongs to an utterance whose conversation already ended (it goes nowhere)."""
-        if self._discarding:
+        if source in self._discarding:
             if end:
-                self._discarding = False
+                self._discarding.discard(source)
             return None
-        conversation = self._input
+        conversation = self._input.get(source)
         first = conversation is None
         if conversation is None:
             req_id = self._new_id()
-            conversation = Conversation(req_id, p.conversation_tag(req_id))
+            conversation = Conversation(req_id, p.conversation_tag(req_id), source)
             self._queue.append(conversation)
             self._by_id[req_id] = conversation
-            self._input = conversation
+            self._input[source] = conversation
         if end:
-            self._input = None
+            del self._input[source]
         return conversation, first
 
     def hold(self, conversation: Conversation, item: Item) -> bool:
@@ -114,9 +170,10 @@ class Conversations:
         conversation.outcome = outcome
         conversation.code = code
         del self._by_id[conversation.id]
-        if conversation is self._input:
-            self._input = None
-            self._discarding = True
+        source = conversation.source
+        if self._input.get(source) is conversation:
+            del self._input[source]
+            self._discarding.add(source)
         if self._queue[0] is conversation:
             return self._retire_head()
         return iter(())
@@ -127,13 +184,17 @@ class Conversations:
         for conversation in self._queue:
             if conversation.id in self._by_id:
                 effects.append(InterruptUpstream(conversation.id))
-            effects.append(ConversationEnded(conversation.id, "interrupted"))
+            effects.append(conversation.ended("interrupted"))
+        # A producer's utterance in progress stays discarded, whether its conversation was
+        # live until now or had ended already.
+        discard = (self._input.keys() | self._discarding) & _DISCARD_ON_INTERRUPT
         self._clear()
+        self._discarding = set(discard)
         return effects
 
     def drop(self, code: ErrorCode) -> list[ConversationEnded]:
         """The session ended or lost its buffer: every conversation is aborted with `code`."""
-        ended = [ConversationEnded(c.id, "aborted", code) for c in self._queue]
+        ended = [c.ended("aborted", code) for c in self._queue]
         self._clear()
         return ended
 
@@ -145,7 +206,7 @@ class Conversations:
         queue = self._queue
         done = queue.popleft()
         assert done.outcome is not None
-        yield ConversationEnded(done.id, done.outcome, done.code)
+        yield done.ended(done.outcome, done.code)
         while queue:
             head = queue[0]
             for item in head.held:
@@ -156,12 +217,12 @@ class Conversations:
             if head.outcome is None:
                 return
             queue.popleft()
-            yield ConversationEnded(head.id, head.outcome, head.code)
+            yield head.ended(head.outcome, head.code)
 
     def _clear(self) -> None:
         self._queue.clear()
         self._by_id.clear()
         self.held_messages = 0
         self.held_bytes = 0
-        self._input = None
-        self._discarding = False
+        self._input = {}
+        self._discarding = set()

@@ -1,13 +1,14 @@
 """What the relay core asks its I/O shell to do. The core returns these; the shell performs them
 in order, right away, before feeding the core its next event.
 
-`conn` names the client connection an effect is meant for; the shell drops effects for a
-connection that is no longer the session's current one.
+`conn` names the connection an effect is meant for, of either endpoint (the browser's or a
+producer's; the shell numbers connections uniquely across both); the shell drops effects for a
+connection that is no longer current.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from app.errors import ErrorCode
@@ -17,7 +18,7 @@ Outcome = Literal["completed", "interrupted", "aborted"]
 
 @dataclass(frozen=True, slots=True)
 class SendToClient:
-    """Write one already-encoded binary WebSocket message."""
+    """Write one already-encoded binary WebSocket message to a connection (either endpoint)."""
 
     conn: int
     data: bytes
@@ -63,11 +64,15 @@ class SessionEnded:
 
 @dataclass(frozen=True, slots=True)
 class ConversationEnded:
-    """For metrics and logs: a conversation left the client stream (or was cancelled)."""
+    """For metrics and logs: a conversation left the browser's stream (or was cancelled), with
+    how much of it the browser's stream had been given."""
 
     req_id: str
     outcome: Outcome
     code: ErrorCode | None = None
+    audio_bytes: int = field(default=0, compare=False)
+    frames: int = field(default=0, compare=False)
+    message: str = field(default="", compare=False)
 
 
 Effect = (

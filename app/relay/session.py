@@ -1,24 +1,30 @@
 """The relay session core: one pure state machine per relay session.
 
 It performs no I/O and reads no clock: the shell feeds it events (with `now`, in seconds on any
-monotonic scale) and performs the effects it returns, in order, before the next event. A client
-message goes: decode, dedupe by client seq (and acknowledge), then the conversations
-(`conversations.py`: which one, live or held), then the server seq and the replay buffer
-(`replay.py`), then out as an effect (`effects.py`). Upstream frames join at the conversations.
+monotonic scale) and performs the effects it returns, in order, before the next event.
 
-The session itself owns what makes delivery exactly-once across reconnects: client sequence
-numbers and acks, server sequence numbers, resume, liveness and the limits (the buffer bounds
-count held messages too). See docs/protocol.md for the rules.
+A session has endpoints (`endpoint.py`): always the browser, and a producer when the session's
+audio routing has one (a server-side voice agent: `audioSource: producer`, or a browser-fed
+session that allows one). Each endpoint has its own protocol, sequence numbers, acks, replay
+buffer and resume; both feed the same conversations. A message goes: decode, dedupe by the
+endpoint's seq (and acknowledge), then the conversations (`conversations.py`: whose audio is
+speech, which conversation, live or held), then the browser's server seq and replay buffer
+(`replay.py`), then out as an effect (`effects.py`). Upstream frames join at the conversations.
+What happens to conversations is told to the producer as events on its own stream
+(`producer_events.py`).
+
+The session itself owns what makes delivery exactly-once across reconnects on each side: sequence
+numbers and acks, resume, liveness and the limits (the browser's buffer bounds count held
+messages too). See docs/protocol.md for the rules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Final
 
 from app.errors import ErrorCode, RelayError, spec
-from app.relay.conversations import Conversation, Conversations, Item
+from app.relay.conversations import AudioRouting, Conversation, Conversations, Item, Role
 from app.relay.effects import (
     CloseClient,
     ConversationEnded,
@@ -29,50 +35,15 @@ from app.relay.effects import (
     SendUpstream,
     SessionEnded,
 )
-from app.relay.replay import ReplayBuffer
+from app.relay.endpoint import Endpoint, Fatal, Overflow
+from app.relay.limits import RelayLimits, RelayStats
+from app.relay.producer_events import ProducerEvents
 from avatar_relay_client import browser_protocol as p
+from avatar_relay_client import producer_protocol as pp
 
-if TYPE_CHECKING:
-    from app.settings import Settings
+__all__ = ["NORMAL_CLOSE", "RelayLimits", "RelaySession", "RelayStats"]
 
 NORMAL_CLOSE = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class RelayLimits:
-    max_message_bytes: int = 256 * 1024
-    replay_buffer_messages: int = 4096
-    replay_buffer_bytes: int = 16 * 1024 * 1024
-    resume_window: float = 30.0
-    idle_timeout: float = 120.0
-    max_session: float = 3600.0
-    ping_interval: float = 15.0
-    hello_timeout: float = 10.0
-    # Acknowledge client chunks in small batches: an ACK per chunk would double the messages.
-    ack_every: int = 8
-    ack_delay: float = 0.2
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RelayLimits:
-        return cls(
-            max_message_bytes=settings.max_message_bytes,
-            replay_buffer_messages=settings.replay_buffer_messages,
-            replay_buffer_bytes=settings.replay_buffer_bytes,
-            resume_window=float(settings.resume_window_seconds),
-            idle_timeout=settings.idle_timeout_seconds,
-            max_session=settings.max_session_seconds,
-        )
-
-
-@dataclass(slots=True)
-class RelayStats:
-    """Counters for metrics and tests; the shell reads them, the core only increments."""
-
-    conversations_started: int = 0
-    client_duplicates: int = 0
-    frames_dropped: int = 0
-    resumes: int = 0
-    replayed_messages: int = 0
 
 
 # Plain ints: compared once per message on the frame path.
@@ -81,19 +52,14 @@ _FRAME = int(p.ServerType.FRAME)
 _ABORTED = int(p.ServerType.CONVERSATION_ABORTED)
 
 
-class _Fatal(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class _Overflow(_Fatal):
-    pass
+_BROWSER_STATES: Final = (pp.BrowserState.CONNECTED, pp.BrowserState.RESUMED)
 
 
 class RelaySession:
-    """Feed events in, get effects out. Every `on_*` method returns the effects to perform."""
+    """Feed events in, get effects out. Every `on_*` method returns the effects to perform.
+
+    Connection numbers (`conn`) are the shell's, unique across the session's endpoints.
+    """
 
     def __init__(
         self,
@@ -103,10 +69,12 @@ class RelaySession:
         limits: RelayLimits,
         new_conversation_id: Callable[[], str],
         now: float,
+        routing: AudioRouting | None = None,
     ) -> None:
         self.session_id = session_id
         self.sample_rate = sample_rate
         self.limits = limits
+        self.routing = routing if routing is not None else AudioRouting()
         self.stats = RelayStats()
         self._created = now
         self._now = now
@@ -116,23 +84,16 @@ class RelaySession:
         self._ended = False
         self._broken: ErrorCode | None = None  # buffer lost while away: resume must fail
 
-        # client connection
-        self._conn: int | None = None
-        self._hello_done = False
-        self._connected_at = now
-        self._disconnected_at: float | None = now  # no client yet: the resume window applies
-        self._hellos = 0
-        self._last_ping = now
-        self._ping_nonce = 0
-
-        # client -> server
-        self._client_seq = 0
-        self._unacked_in = 0
-        self._ack_due: float | None = None
-
-        # server -> client
+        self._browser = Endpoint("browser", now=now)
+        self._producer: Endpoint | None = None
+        self._events: ProducerEvents | None = None
+        if self.routing.has_producer:
+            self._producer = Endpoint("producer", now=now, required=self.routing.producer_required)
+            self._events = ProducerEvents(self._producer, self._emit, sample_rate)
+            self._endpoints: tuple[Endpoint, ...] = (self._browser, self._producer)
+        else:
+            self._endpoints = (self._browser,)
         self._conversations = Conversations(new_conversation_id)
-        self._replay = ReplayBuffer()
 
     # --- read-only views for the shell ---
 
@@ -142,29 +103,44 @@ class RelaySession:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None
+        """The browser is connected."""
+        return self._browser.conn is not None
+
+    @property
+    def any_connected(self) -> bool:
+        return any(ep.conn is not None for ep in self._endpoints)
 
     @property
     def connection(self) -> int | None:
-        return self._conn
+        """The browser's current connection."""
+        return self._browser.conn
 
     @property
     def client_seq(self) -> int:
-        """Highest contiguous client sequence number accepted."""
-        return self._client_seq
+        """Highest contiguous browser sequence number accepted."""
+        return self._browser.client_seq
 
     @property
     def server_seq(self) -> int:
-        """Highest server sequence number assigned."""
-        return self._replay.last_seq
+        """Highest sequence number assigned on the browser's stream."""
+        return self._browser.replay.last_seq
+
+    def endpoint(self, role: Role) -> Endpoint | None:
+        """The endpoint's state (read it, do not change it); None: the session has none."""
+        return self._browser if role == "browser" else self._producer
+
+    def is_current(self, role: Role, conn: int) -> bool:
+        """`conn` is the endpoint's current connection."""
+        ep = self.endpoint(role)
+        return ep is not None and ep.conn == conn
 
     @property
     def buffered_messages(self) -> int:
-        return len(self._replay) + self._conversations.held_messages
+        return len(self._browser.replay) + self._conversations.held_messages
 
     @property
     def buffered_bytes(self) -> int:
-        return self._replay.size + self._conversations.held_bytes
+        return self._browser.replay.size + self._conversations.held_bytes
 
     def next_deadline(self) -> float | None:
         """When the shell should call `on_tick` next at the latest (None: never again)."""
@@ -172,76 +148,104 @@ class RelaySession:
             return None
         limits = self.limits
         times = [self._created + limits.max_session]
-        if self._disconnected_at is not None:
-            times.append(self._disconnected_at + limits.resume_window)
         if self._broken is None:
             times.append(self._last_activity + limits.idle_timeout)
-        if self._conn is not None:
-            if not self._hello_done:
-                times.append(self._connected_at + limits.hello_timeout)
-            else:
-                times.append(self._last_ping + limits.ping_interval)
-                if self._ack_due is not None:
-                    times.append(self._ack_due)
+        for ep in self._endpoints:
+            if ep.disconnected_at is not None:
+                times.append(ep.disconnected_at + limits.resume_window)
+            if ep.conn is not None:
+                if not ep.hello_done:
+                    times.append(ep.connected_at + limits.hello_timeout)
+                else:
+                    times.append(ep.last_ping + limits.ping_interval)
+                    if ep.ack_due is not None:
+                        times.append(ep.ack_due)
         return min(times)
 
-    # --- events: the client connection ---
+    # --- events: an endpoint's connection ---
 
-    def on_client_connected(self, conn: int, now: float) -> list[Effect]:
-        """A new, authenticated transport for this session; it must send HELLO first."""
+    def on_connected(self, role: Role, conn: int, now: float) -> list[Effect]:
+        """A new, authenticated transport for this endpoint; it must send HELLO first."""
+        ep = self.endpoint(role)
+        if ep is None:
+            code = ErrorCode.PRODUCER_NOT_ALLOWED
+            return [CloseClient(conn, spec(code).close_code, code.value)]
         if self._ended:
             code = ErrorCode.SESSION_CLOSED
             return [CloseClient(conn, spec(code).close_code, code.value)]
         self._begin(now)
-        if self._conn is not None:
-            code = ErrorCode.CONNECTION_REPLACED
-            self._out.append(CloseClient(self._conn, spec(code).close_code, code.value))
-        self._conn = conn
-        self._hello_done = False
-        self._connected_at = now
-        self._disconnected_at = None
-        return self._take()
-
-    def on_client_disconnected(self, conn: int, now: float) -> list[Effect]:
-        if self._ended or conn != self._conn:
-            return []
-        self._begin(now)
-        self._conn = None
-        self._hello_done = False
-        self._disconnected_at = now
-        self._ack_due = None
-        return self._take()
-
-    def on_client_data(self, conn: int, data: bytes, now: float) -> list[Effect]:
-        """One binary message from the client: decoded here so every violation has one path."""
-        if self._ended or conn != self._conn:
-            return []
         try:
-            message = p.decode_client(data, self.limits.max_message_bytes)
-        except RelayError as error:
-            self._begin(now)
-            self._fatal(_Fatal(error.code, error.message))
-            return self._take()
-        return self.on_client_message(conn, message, now)
-
-    def on_client_error(self, conn: int, code: ErrorCode, message: str, now: float) -> list[Effect]:
-        """A violation the transport detected (a text frame, a client that stopped reading):
-        handled like a protocol error found by the decoder, so it has the same single path."""
-        if self._ended or conn != self._conn:
-            return []
-        self._begin(now)
-        self._fatal(_Fatal(code, message))
-        return self._take()
-
-    def on_client_message(self, conn: int, message: p.ClientMessage, now: float) -> list[Effect]:
-        if self._ended or conn != self._conn:
-            return []
-        self._begin(now)
-        try:
-            self._client_message(message)
-        except _Fatal as fatal:
+            if ep.conn is not None:
+                code = ErrorCode.CONNECTION_REPLACED
+                self._out.append(CloseClient(ep.conn, spec(code).close_code, code.value))
+                self._detach(ep)
+            ep.conn = conn
+            ep.connected_at = now
+            ep.disconnected_at = None
+        except Fatal as fatal:
             self._fatal(fatal)
         return self._take()
+
+    def on_disconnected(self, role: Role, conn: int, now: float) -> list[Effect]:
+        ep = self.endpoint(role)
+        if self._ended or ep is None or conn != ep.conn:
+            return []
+        self._begin(now)
+        try:
+            self._detach(ep)
+        except Fatal as fatal:
+            self._fatal(fatal)
+        return self._take()
+
+    def on_data(self, role: Role, conn: int, data: bytes, now: float) -> list[Effect]:
+        """One binary message: decoded here so every violation has one path."""
+        ep = self.endpoint(role)
+        if self._ended or ep is None or conn != ep.conn:
+            return []
+        try:
+            message = ep.codec.decode(data, self.limits.max_message_bytes)
+        except RelayError as error:
+            self._begin(now)
+            self._fatal(Fatal(error.code, error.message))
+            return self._take()
+        return self._message(ep, message, now)
+
+    def on_error(
+        self, role: Role, conn: int, code: ErrorCode, message: str, now: float
+    ) -> list[Effect]:
+        """A violation the transport detected (a text frame, a peer that stopped reading):
+        handled like a protocol error found by the decoder, so it has the same single path."""
+        ep = self.endpoint(role)
+        if self._ended or ep is None or conn != ep.conn:
+            return []
+        self._begin(now)
+        self._fatal(Fatal(code, message))
+        return self._take()
+
+    def on_message(
+        self, role: Role, conn: int, message: p.ClientMessage | pp.ProducerMessage, now: float
+    ) -> list[Effect]:
+        ep = self.endpoint(role)
+        if self._ended or ep is None or conn != ep.conn:
+            return []
+        return self._message(ep, message, now)
+
+    # The browser's events under their first names.
+
+    def on_client_connected(self, conn: int, now: float) -> list[Effect]:
+        return self.on_connected("browser", conn, now)
+
+    def on_client_disconnected(self, conn: int, now: float) -> list[Effect]:
+        return self.on_disconnected("browser", conn, now)
+
+    def on_client_data(self, conn: int, data: bytes, now: float) -> list[Effect]:
+        return self.on_data("browser", conn, data, now)
+
+    def on_client_error(self, conn: int, code: ErrorCode, message: str, now: float) -> list[Effect]:
+        return self.on_error("browser", conn, code, message, now)
+
+    def on_client_message(self, conn: int, message: p.ClientMessage, now: float) -> list[Effect]:
+        return self.on_message("browser", conn, message, now)
 
     # --- events: upstream ---
 
@@ -256,11 +260,11 @@ class RelaySession:
             return []
         self._begin(now)
         try:
-            item = (conversation.tag, _FRAME, raw, p.FLAG_END if end else 0, "", "")
+            item = (conversation, _FRAME, raw, p.FLAG_END if end else 0, "", "")
             self._deliver(conversation, item)
             if end:
                 self._finish(conversation, "completed", None)
-        except _Fatal as fatal:
+        except Fatal as fatal:
             self._fatal(fatal)
         return self._take()
 
@@ -275,7 +279,7 @@ class RelaySession:
             conversation = self._conversations.expecting(req_id)
             if conversation is not None:
                 self._abort(conversation, code, message)
-        except _Fatal as fatal:
+        except Fatal as fatal:
             self._fatal(fatal)
         return self._take()
 
@@ -288,7 +292,7 @@ class RelaySession:
         try:
             for conversation in self._conversations.expecting_upstream():
                 self._abort(conversation, code, message)
-        except _Fatal as fatal:
+        except Fatal as fatal:
             self._fatal(fatal)
         return self._take()
 
@@ -302,8 +306,8 @@ class RelaySession:
         try:
             for conversation in self._conversations.expecting_upstream():
                 self._abort(conversation, code, message)
-            raise _Fatal(code, message)
-        except _Fatal as fatal:
+            raise Fatal(code, message)
+        except Fatal as fatal:
             self._fatal(fatal)
         return self._take()
 
@@ -315,207 +319,276 @@ class RelaySession:
         self._begin(now)
         limits = self.limits
         try:
-            if (
-                self._disconnected_at is not None
-                and now - self._disconnected_at >= limits.resume_window
-            ):
-                self._end(ErrorCode.SESSION_CLOSED)
-            elif now - self._created >= limits.max_session:
-                raise _Fatal(ErrorCode.SESSION_DURATION_EXCEEDED, "maximum session duration")
-            elif self._broken is None and now - self._last_activity >= limits.idle_timeout:
-                raise _Fatal(ErrorCode.IDLE_TIMEOUT, "no activity")
-            elif self._conn is not None and not self._hello_done:
-                if now - self._connected_at >= limits.hello_timeout:
-                    code = ErrorCode.INVALID_REQUEST
-                    self._out.append(CloseClient(self._conn, spec(code).close_code, "no HELLO"))
-                    self._conn = None
-                    self._disconnected_at = now
-            elif self._conn is not None:
-                if self._ack_due is not None and now >= self._ack_due:
-                    self._send_ack()
-                if now - self._last_ping >= limits.ping_interval:
-                    self._ping_nonce = (self._ping_nonce + 1) & p.MAX_SEQ
-                    self._last_ping = now
-                    self._send(p.encode_server(p.ServerPing(self._ping_nonce)))
-        except _Fatal as fatal:
+            for ep in self._endpoints:
+                if (
+                    ep.disconnected_at is not None
+                    and now - ep.disconnected_at >= limits.resume_window
+                ):
+                    raise Fatal(
+                        ErrorCode.SESSION_CLOSED,
+                        f"the {ep.role} did not reconnect within the resume window",
+                    )
+            if now - self._created >= limits.max_session:
+                raise Fatal(ErrorCode.SESSION_DURATION_EXCEEDED, "maximum session duration")
+            if self._broken is None and now - self._last_activity >= limits.idle_timeout:
+                raise Fatal(ErrorCode.IDLE_TIMEOUT, "no activity")
+            for ep in self._endpoints:
+                if ep.conn is None:
+                    continue
+                if not ep.hello_done:
+                    if now - ep.connected_at >= limits.hello_timeout:
+                        code = ErrorCode.INVALID_REQUEST
+                        self._out.append(CloseClient(ep.conn, spec(code).close_code, "no HELLO"))
+                        ep.detach(now)
+                    continue
+                if ep.ack_due is not None and now >= ep.ack_due:
+                    self._send_ack(ep)
+                if now - ep.last_ping >= limits.ping_interval:
+                    ep.ping_nonce = (ep.ping_nonce + 1) & p.MAX_SEQ
+                    ep.last_ping = now
+                    self._send(ep, ep.codec.ping(ep.ping_nonce))
+        except Fatal as fatal:
             self._fatal(fatal)
         return self._take()
 
     def on_shutdown(self, now: float) -> list[Effect]:
-        """The server is draining: tell the client to go elsewhere, end the session."""
+        """The server is draining: tell the endpoints to go elsewhere, end the session."""
         if self._ended:
             return []
         self._begin(now)
-        self._fatal(_Fatal(ErrorCode.GOING_AWAY, "server is shutting down"))
+        self._fatal(Fatal(ErrorCode.GOING_AWAY, "server is shutting down"))
         return self._take()
 
-    # --- internals: client messages ---
+    # --- internals: an endpoint's messages ---
 
-    def _client_message(self, message: p.ClientMessage) -> None:
-        if not self._hello_done:
-            if not isinstance(message, p.Hello):
-                raise _Fatal(ErrorCode.INVALID_REQUEST, "the first message must be HELLO")
-            self._hello(message.last_seq)
+    def _message(
+        self, ep: Endpoint, message: p.ClientMessage | pp.ProducerMessage, now: float
+    ) -> list[Effect]:
+        self._begin(now)
+        try:
+            self._endpoint_message(ep, message)
+        except Fatal as fatal:
+            self._fatal(fatal)
+        return self._take()
+
+    def _endpoint_message(
+        self, ep: Endpoint, message: p.ClientMessage | pp.ProducerMessage
+    ) -> None:
+        if not ep.hello_done:
+            if not isinstance(message, p.Hello | pp.Hello):
+                raise Fatal(ErrorCode.INVALID_REQUEST, "the first message must be HELLO")
+            self._hello(ep, message.last_seq)
             return
         match message:
-            case p.ClientAudio(seq, pcm, end):
-                if self._accept(seq):
-                    self._audio(pcm, end)
-                    self._count_input(urgent=end)
-            case p.ClientInterrupt(seq):
-                if self._accept(seq):
-                    self._interrupt()
-                    self._count_input(urgent=True)
-            case p.ClientAck(seq):
-                if seq > self._replay.last_seq:
-                    raise _Fatal(ErrorCode.BAD_ACK, f"ack {seq} for a message never sent")
-                self._replay.ack(seq)
-            case p.ClientPing(nonce):
-                self._send(p.encode_server(p.ServerPong(nonce)))
-            case p.ClientPong():
+            case p.ClientAudio(seq, pcm, end) | pp.Audio(seq, pcm, end):
+                if self._accept(ep, seq):
+                    self._input_audio(ep.role, seq, pcm, end)
+                    self._count_input(ep, urgent=end)
+            case p.ClientInterrupt(seq) | pp.Interrupt(seq):
+                if self._accept(ep, seq):
+                    self._interrupt(ep.role)
+                    self._count_input(ep, urgent=True)
+            case p.ClientAck(seq) | pp.Ack(seq):
+                if seq > ep.replay.last_seq:
+                    raise Fatal(ErrorCode.BAD_ACK, f"ack {seq} for a message never sent")
+                ep.replay.ack(seq)
+            case p.ClientPing(nonce) | pp.Ping(nonce):
+                self._send(ep, ep.codec.pong(nonce))
+            case p.ClientPong() | pp.Pong():
                 pass
-            case p.Bye():
-                conn = self._conn
-                assert conn is not None
-                self._out.append(CloseClient(conn, NORMAL_CLOSE, "bye"))
+            case p.Bye() | pp.Bye():
+                for other in sorted(self._endpoints, key=lambda e: e is not ep):
+                    if other.conn is not None:
+                        self._out.append(CloseClient(other.conn, NORMAL_CLOSE, "bye"))
                 self._end(None)
-            case p.Hello():
-                raise _Fatal(ErrorCode.INVALID_REQUEST, "HELLO sent twice")
+            case p.Hello() | pp.Hello():
+                raise Fatal(ErrorCode.INVALID_REQUEST, "HELLO sent twice")
 
-    def _hello(self, last_seq: int) -> None:
-        replay = self._replay
-        conn = self._conn
+    def _hello(self, ep: Endpoint, last_seq: int) -> None:
+        replay = ep.replay
+        conn = ep.conn
         assert conn is not None
         if last_seq > replay.last_seq:
-            raise _Fatal(ErrorCode.BAD_ACK, f"resume from {last_seq}, never sent")
+            raise Fatal(ErrorCode.BAD_ACK, f"resume from {last_seq}, never sent")
         lost = self._broken
         if lost is None and last_seq < replay.acked:
             lost = ErrorCode.RESUME_FAILED
         if lost is not None:
             available = replay.next_seq if self._broken else replay.acked + 1
-            failed = p.ResumeFailed(last_seq, available, lost.value)
-            self._out.append(SendToClient(conn, p.encode_server(failed)))
+            failed = ep.codec.resume_failed(last_seq, available, lost.value)
+            self._out.append(SendToClient(conn, failed))
             code = ErrorCode.RESUME_FAILED
             self._out.append(CloseClient(conn, spec(code).close_code, code.value))
-            self._end(code)
-            return
+            ep.conn = None  # told already; the other endpoint, if any, hears ERROR
+            raise Fatal(code, f"the {ep.role} could not resume")
         replay.ack(last_seq)
-        self._hello_done = True
-        resumed = self._hellos > 0
-        self._hellos += 1
+        ep.hello_done = True
+        ep.required = True
+        resumed = ep.hellos > 0
+        ep.hellos += 1
         if resumed:
             self.stats.resumes += 1
-        welcome = p.Welcome(
-            self.session_id,
-            self._client_seq,
-            replay.last_seq,
-            self.sample_rate,
-            round(self.limits.resume_window * 1000),
-            resumed,
-        )
-        self._send(p.encode_server(welcome))
-        self._unacked_in = 0
-        self._ack_due = None
-        self._last_ping = self._now
+        self._send(ep, self._welcome(ep, resumed))
+        ep.unacked_in = 0
+        ep.ack_due = None
+        ep.last_ping = self._now
         for data in replay.after(last_seq):
             self.stats.replayed_messages += 1
             self._out.append(SendToClient(conn, data))
+        if ep is self._browser and self._events is not None:
+            self._events.browser(_BROWSER_STATES[resumed])
 
-    def _accept(self, seq: int) -> bool:
-        """Exactly-once on the way up: old numbers are resends (re-ACK them), gaps are bugs."""
-        expected = self._client_seq + 1
-        if seq == expected:
-            self._client_seq = seq
+    def _welcome(self, ep: Endpoint, resumed: bool) -> bytes:
+        window_ms = round(self.limits.resume_window * 1000)
+        return ep.codec.welcome(
+            self.session_id, ep, self.sample_rate, window_ms, resumed, self.routing
+        )
+
+    def _detach(self, ep: Endpoint) -> None:
+        """The endpoint's connection is gone (or replaced); a welcomed browser's departure is
+        an event for the producer."""
+        welcomed = ep.hello_done
+        ep.detach(self._now)
+        if welcomed and ep is self._browser and self._events is not None:
+            self._events.browser(pp.BrowserState.DISCONNECTED)
+
+    def _accept(self, ep: Endpoint, seq: int) -> bool:
+        """Exactly-once on the way in: old numbers are resends (re-ACK them), gaps are bugs."""
+        if ep.accept(seq):
             self._last_activity = self._now
             return True
-        if seq < expected:
-            self.stats.client_duplicates += 1
-            self._send_ack()
-            return False
-        raise _Fatal(ErrorCode.BAD_SEQUENCE, f"expected client seq {expected}, got {seq}")
+        self.stats.client_duplicates += 1
+        self._send_ack(ep)
+        return False
 
-    def _count_input(self, *, urgent: bool) -> None:
-        self._unacked_in += 1
-        if urgent or self._unacked_in >= self.limits.ack_every:
-            self._send_ack()
-        elif self._ack_due is None:
-            self._ack_due = self._now + self.limits.ack_delay
+    def _count_input(self, ep: Endpoint, *, urgent: bool) -> None:
+        limits = self.limits
+        if ep.count_input(self._now, urgent=urgent, every=limits.ack_every, delay=limits.ack_delay):
+            self._send_ack(ep)
 
-    def _send_ack(self) -> None:
-        self._unacked_in = 0
-        self._ack_due = None
-        self._send(p.encode_server(p.ServerAck(self._client_seq)))
+    def _send_ack(self, ep: Endpoint) -> None:
+        self._send(ep, ep.ack())
 
     # --- internals: conversations (their rules live in conversations.py) ---
 
-    def _audio(self, pcm: bytes, end: bool) -> None:
-        taken = self._conversations.take_audio(end)
+    def _input_audio(self, role: Role, seq: int, pcm: bytes, end: bool) -> None:
+        """An endpoint's AUDIO: avatar speech, the user's microphone for the producer, or
+        refused (the routing decides)."""
+        routing = self.routing
+        if routing.speaks(role):
+            self._audio(role, seq, pcm, end)
+            return
+        if routing.forward_microphone and self._events is not None:
+            self._events.microphone(pcm, end=end)
+            return
+        raise Fatal(
+            ErrorCode.MICROPHONE_DISABLED,
+            "this session's speech comes from a producer and browser audio is not forwarded"
+            " (create the session with forwardMicrophone to send the microphone)",
+        )
+
+    def _audio(self, role: Role, seq: int, pcm: bytes, end: bool) -> None:
+        taken = self._conversations.take_audio(end, role)
         if taken is None:
             return  # the rest of an utterance whose conversation already ended
         conversation, first = taken
         if first:
             self.stats.conversations_started += 1
+            if self._events is not None:
+                self._events.started(conversation, seq, by_browser=role == "browser")
         self._out.append(SendUpstream(conversation.id, pcm, end))
         flags = (p.FLAG_FIRST if first else 0) | (p.FLAG_END if end else 0)
-        self._deliver(conversation, (conversation.tag, _AUDIO, pcm, flags, "", ""))
+        self._deliver(conversation, (conversation, _AUDIO, pcm, flags, "", ""))
 
-    def _interrupt(self) -> None:
+    def _interrupt(self, by: Role) -> None:
         conversations = self._conversations
         live = conversations.live  # INTERRUPTED names the conversation being delivered
         tag = live.tag if live is not None else p.EMPTY_TAG
-        self._out.extend(conversations.interrupt())
-        self._release(p.encode_interrupted(self._replay.next_seq, tag))
+        events = self._events
+        by_browser = by == "browser"
+        if events is not None and by_browser:
+            events.barge_in(tag)
+        for effect in conversations.interrupt():
+            self._out.append(effect)
+            if events is not None and type(effect) is ConversationEnded:
+                events.interrupted(effect, by_browser=by_browser)
+        self._release(p.encode_interrupted(self._browser.replay.next_seq, tag))
 
     def _abort(self, conversation: Conversation, code: ErrorCode, message: str) -> None:
-        self._deliver(conversation, (conversation.tag, _ABORTED, b"", 0, code.value, message))
+        conversation.message = message
+        self._deliver(conversation, (conversation, _ABORTED, b"", 0, code.value, message))
         self._finish(conversation, "aborted", code)
 
     def _finish(self, conversation: Conversation, outcome: Outcome, code: ErrorCode | None) -> None:
         self._flush(self._conversations.finish(conversation, outcome, code))
 
-    # --- internals: sequencing, the replay buffer and its bounds ---
+    # --- internals: sequencing, the replay buffers and their bounds ---
 
     def _deliver(self, conversation: Conversation, item: Item) -> None:
         """Release now if the conversation is live, else it waits (and counts) in the queue."""
         if self._conversations.hold(conversation, item):
-            self._check_bounds()
+            self._check_bounds(self._browser)
         else:
-            self._release(self._encode(item))
+            self._release_item(item)
 
     def _flush(self, steps: Iterator[Item | ConversationEnded]) -> None:
         """Release what the conversations hand back, in their order, as they hand it back."""
         for step in steps:
-            if isinstance(step, ConversationEnded):
+            if type(step) is ConversationEnded:
                 self._out.append(step)
+                if self._events is not None:
+                    self._events.ended(step)
             else:
-                self._release(self._encode(step))
+                self._release_item(step)  # type: ignore[arg-type]
 
-    def _encode(self, item: Item) -> bytes:
-        """The message as it goes out: numbered with the next server seq."""
-        tag, kind, payload, flags, code, text = item
-        seq = self._replay.next_seq
+    def _release_item(self, item: Item) -> None:
+        """The message as it goes out: numbered with the next seq of the browser's stream."""
+        conversation, kind, payload, flags, code, text = item
+        seq = self._browser.replay.next_seq
         if kind == _FRAME:
-            return p.encode_frame(seq, tag, payload, end=bool(flags & p.FLAG_END))
-        if kind == _AUDIO:
-            return p.encode_audio(
-                seq, tag, payload, first=bool(flags & p.FLAG_FIRST), end=bool(flags & p.FLAG_END)
+            self._release(
+                p.encode_frame(seq, conversation.tag, payload, end=bool(flags & p.FLAG_END))
             )
-        return p.encode_aborted(seq, tag, code, text)
+            conversation.frames += 1
+            if conversation.frames == 1 and self._events is not None:
+                self._events.first_frame(conversation)
+        elif kind == _AUDIO:
+            conversation.audio_bytes += len(payload)
+            self._release(
+                p.encode_audio(
+                    seq,
+                    conversation.tag,
+                    payload,
+                    first=bool(flags & p.FLAG_FIRST),
+                    end=bool(flags & p.FLAG_END),
+                )
+            )
+        else:
+            self._release(p.encode_aborted(seq, conversation.tag, code, text))
 
     def _release(self, data: bytes) -> None:
-        """Give `data` the next server seq (the caller encoded it so), keep it, send it."""
-        self._replay.append(data)
+        """Give `data` the browser's next seq (the caller encoded it so), keep it, send it."""
+        browser = self._browser
+        browser.replay.append(data)
         self._last_activity = self._now
-        self._send(data)
-        self._check_bounds()
+        self._send(browser, data)
+        self._check_bounds(browser)
 
-    def _check_bounds(self) -> None:
+    def _emit(self, producer: Endpoint, data: bytes) -> None:
+        """An event on the producer's stream (encoded with its next seq): kept, sent."""
+        producer.replay.append(data)
+        self.stats.producer_events += 1
+        self._send(producer, data)
+        self._check_bounds(producer)
+
+    def _check_bounds(self, ep: Endpoint) -> None:
         limits = self.limits
-        if (
-            len(self._replay) + self._conversations.held_messages > limits.replay_buffer_messages
-            or self._replay.size + self._conversations.held_bytes > limits.replay_buffer_bytes
-        ):
-            raise _Overflow(ErrorCode.SLOW_CONSUMER, "unacknowledged messages exceed the buffer")
+        messages, size = len(ep.replay), ep.replay.size
+        if ep is self._browser:
+            messages += self._conversations.held_messages
+            size += self._conversations.held_bytes
+        if messages > limits.replay_buffer_messages or size > limits.replay_buffer_bytes:
+            raise Overflow(ep)
 
     # --- internals: output and endings ---
 
@@ -528,33 +601,35 @@ class RelaySession:
         self._out = []
         return out
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, ep: Endpoint, data: bytes) -> None:
         """Unsequenced or live output: only a connection past HELLO receives anything."""
-        if self._conn is not None and self._hello_done:
-            self._out.append(SendToClient(self._conn, data))
+        if ep.conn is not None and ep.hello_done:
+            self._out.append(SendToClient(ep.conn, data))
 
-    def _fatal(self, fatal: _Fatal) -> None:
-        if isinstance(fatal, _Overflow) and self._conn is None:
+    def _fatal(self, fatal: Fatal) -> None:
+        if isinstance(fatal, Overflow) and not self.any_connected:
             self._break(fatal.code)
             return
-        if self._conn is not None:
-            self._out.append(
-                SendToClient(self._conn, p.encode_server(p.ServerError(fatal.code, fatal.message)))
-            )
-            self._out.append(CloseClient(self._conn, spec(fatal.code).close_code, fatal.code))
+        for ep in self._endpoints:
+            if ep.conn is not None:
+                self._out.append(SendToClient(ep.conn, ep.codec.error(fatal.code, fatal.message)))
+                self._out.append(CloseClient(ep.conn, spec(fatal.code).close_code, fatal.code))
         self._end(fatal.code)
 
     def _break(self, code: ErrorCode) -> None:
-        """The buffer overflowed while the client was away: the gap is lost for good. Keep the
-        session until the resume window closes only to answer a reconnect with RESUME_FAILED."""
+        """A buffer overflowed while every endpoint was away: the gap is lost for good. Keep
+        the session until the resume window closes only to answer a reconnect with
+        RESUME_FAILED."""
         self._broken = code
         self._out.extend(self._conversations.drop(code))
-        self._replay.clear()
+        for ep in self._endpoints:
+            ep.replay.clear()
         self._out.append(ReleaseUpstream())
 
     def _end(self, code: ErrorCode | None) -> None:
         self._out.extend(self._conversations.drop(code or ErrorCode.SESSION_CLOSED))
-        self._replay.clear()
         self._ended = True
-        self._conn = None
+        for ep in self._endpoints:
+            ep.replay.clear()
+            ep.conn = None
         self._out.append(SessionEnded(code))

@@ -1,6 +1,6 @@
 """The relay shell: one relay session's I/O around its pure core (`RelaySession`).
 
-    browser socket --(bytes)--> RelayRunner.serve --> core.on_client_data --> effects
+    browser or producer socket --(bytes)--> RelayRunner.serve --> core.on_data --> effects
     ingress (UpstreamLink reader) --> core.on_upstream_frame --> effects
     timer (loop.call_at next_deadline) --> core.on_tick --> effects
 
@@ -9,7 +9,8 @@ synchronously*: writes are appended to the connection's bounded outgoing queue (
 upstream operations to the session's `UpstreamLink` queue. Nothing awaits between an event and
 its effects, so events can never interleave inside the core, whichever task received them, and the
 bytes leave in exactly the order the core produced them. The tasks of a session are: the socket
-handler (reads the client), one writer per client connection, the upstream writer and reader.
+handlers (the browser's, and a producer's when it has one), one writer per connection, the
+upstream writer and reader.
 
 Back-pressure: a connection's queue is bounded (messages and bytes) and each socket write must
 finish within `WRITE_TIMEOUT_SECONDS`; either limit ends the session with `slowConsumer` instead of
@@ -35,6 +36,7 @@ from app.errors import AppError, ErrorCode
 from app.logs import bind
 from app.metrics import Kind, Metrics
 from app.relay import eager
+from app.relay.conversations import AudioRouting, Role
 from app.relay.effects import (
     CloseClient,
     ConversationEnded,
@@ -51,6 +53,7 @@ from app.relay.upstream import UpstreamLink
 from app.spatialreal.client import UpstreamMessage
 from app.spatialreal.request_ids import new_request_id
 from avatar_relay_client import browser_protocol as p
+from avatar_relay_client import producer_protocol as pp
 
 log = logging.getLogger("avatar_relay.relay")
 
@@ -69,7 +72,11 @@ _KIND_BY_TYPE: Final[dict[int, Kind]] = {
     p.ServerType.AUDIO: "audio",
     p.ServerType.FRAME: "frame",
     p.ClientType.AUDIO: "audio",
+    pp.ProducerType.AUDIO: "audio",
+    pp.EventType.MICROPHONE: "audio",
 }
+_RESUME_FAILED: Final = frozenset({p.ServerType.RESUME_FAILED, pp.EventType.RESUME_FAILED})
+_SUBPROTOCOLS: Final[dict[Role, str]] = {"browser": p.SUBPROTOCOL, "producer": pp.SUBPROTOCOL}
 
 _connection_ids = itertools.count(1)
 
@@ -109,6 +116,7 @@ class ClientLink:
         websocket: WebSocket,
         conn: int,
         *,
+        role: Role = "browser",
         max_messages: int,
         max_bytes: int,
         metrics: Metrics | None,
@@ -116,6 +124,7 @@ class ClientLink:
     ) -> None:
         self.websocket = websocket
         self.conn = conn
+        self.role: Role = role
         self._send = websocket.send
         self._max_messages = max_messages
         self._max_bytes = max_bytes
@@ -258,12 +267,14 @@ class RelayRunner:
         pool: UpstreamPool,
         metrics: Metrics | None = None,
         on_end: Callable[[RelayRunner, ErrorCode | None], None] | None = None,
+        routing: AudioRouting | None = None,
     ) -> None:
         self.session_id = session_id
         self.principal_id = principal_id
         self.avatar_id = avatar_id
         self.sample_rate = sample_rate
         self.limits = limits
+        self.routing = routing if routing is not None else AudioRouting()
         self._metrics = metrics
         self._on_end = on_end
         self._loop = asyncio.get_running_loop()
@@ -273,6 +284,7 @@ class RelayRunner:
             limits=limits,
             new_conversation_id=lambda: new_request_id(datetime.now(UTC)),
             now=self._loop.time(),
+            routing=self.routing,
         )
         self.upstream = UpstreamLink(
             pool,
@@ -284,7 +296,7 @@ class RelayRunner:
             max_queued_bytes=limits.replay_buffer_bytes,
             on_refused=self._on_upstream_refused,
         )
-        # A refusal that came while no client was attached: told to the next one that comes.
+        # A refusal that came while no endpoint was attached: told to the next one that comes.
         self._refusal: AppError | None = None
         self._links: dict[int, ClientLink] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -304,7 +316,7 @@ class RelayRunner:
         self._schedule()
 
     def shutdown(self) -> None:
-        """The server is draining: the client gets ERROR{goingAway} and close 1001."""
+        """The server is draining: the endpoints get ERROR{goingAway} and close 1001."""
         self._perform(self.core.on_shutdown(self._loop.time()))
 
     async def wait_closed(self) -> None:
@@ -318,14 +330,16 @@ class RelayRunner:
 
     # --- the client socket ---
 
-    async def serve(self, websocket: WebSocket) -> None:
-        """Attach an accepted socket and relay until it disconnects (a newer connection, an
-        error, BYE or the session's end closes it from our side)."""
+    async def serve(self, websocket: WebSocket, role: Role = "browser") -> None:
+        """Attach an accepted socket of the browser or the producer and relay until it
+        disconnects (a newer connection, an error, BYE or the session's end closes it from our
+        side)."""
         conn = next(_connection_ids)
         limits = self.limits
         link = ClientLink(
             websocket,
             conn,
+            role=role,
             max_messages=limits.replay_buffer_messages + CONTROL_HEADROOM_MESSAGES,
             max_bytes=limits.replay_buffer_bytes + CONTROL_HEADROOM_BYTES,
             metrics=self._metrics,
@@ -335,9 +349,10 @@ class RelayRunner:
         loop = self._loop
         core = self.core
         metrics = self._metrics
-        with bind(session_id=self.session_id, connection_id=f"c{conn}"):
+        prefix = "c" if role == "browser" else "p"
+        with bind(session_id=self.session_id, connection_id=f"{prefix}{conn}"):
             link.start()
-            self._perform(core.on_client_connected(conn, loop.time()))
+            self._perform(core.on_connected(role, conn, loop.time()))
             if self._refusal is not None:
                 self._deliver_refusal(self._refusal)
             try:
@@ -348,31 +363,32 @@ class RelayRunner:
                             # The transport refused it by its header and sent the ERROR; the
                             # violation ends the session like any other (docs/protocol.md §6).
                             self._perform(
-                                core.on_client_error(
-                                    conn, ErrorCode.MESSAGE_TOO_LARGE, "", loop.time()
+                                core.on_error(
+                                    role, conn, ErrorCode.MESSAGE_TOO_LARGE, "", loop.time()
                                 )
                             )
                         break
                     data = message.get("bytes")
                     if data is None:
-                        effects = core.on_client_error(
+                        effects = core.on_error(
+                            role,
                             conn,
                             ErrorCode.INVALID_REQUEST,
-                            "text frames are not part of avatar-relay.v1",
+                            f"text frames are not part of {_SUBPROTOCOLS[role]}",
                             loop.time(),
                         )
                         self._perform(effects)
                         continue
-                    if metrics is not None and conn == core.connection:
+                    if metrics is not None and core.is_current(role, conn):
                         metrics.relayed("up", _kind(data), len(data))
                     resumes = core.stats.resumes
-                    self._perform(core.on_client_data(conn, data, loop.time()))
+                    self._perform(core.on_data(role, conn, data, loop.time()))
                     if core.stats.resumes != resumes and metrics is not None:
                         metrics.resume("resumed")
             except _DISCONNECTS:
                 pass  # the transport failed under us: same as a disconnect
             finally:
-                self._perform(core.on_client_disconnected(conn, loop.time()))
+                self._perform(core.on_disconnected(role, conn, loop.time()))
                 link.close(1000, "")
                 if link.task is not None:
                     with contextlib.suppress(TimeoutError):
@@ -382,9 +398,16 @@ class RelayRunner:
                 self._links.pop(conn, None)
 
     def _on_client_stuck(self, conn: int) -> None:
+        link = self._links.get(conn)
+        if link is None:
+            return
         self._perform(
-            self.core.on_client_error(
-                conn, ErrorCode.SLOW_CONSUMER, "client is not reading", self._loop.time()
+            self.core.on_error(
+                link.role,
+                conn,
+                ErrorCode.SLOW_CONSUMER,
+                f"the {link.role} is not reading",
+                self._loop.time(),
             )
         )
 
@@ -423,10 +446,11 @@ class RelayRunner:
     def _on_upstream_refused(self, error: AppError) -> None:
         """Upstream will not take this session (a non-retryable close code): the conversations
         waiting on it are aborted with that code, and the session ends with ERROR{code}: at
-        once if a client is attached, else when one next connects (within the resume window)."""
+        once if an endpoint is attached, else when one next connects (within the resume
+        window)."""
         if self._metrics is not None:
             self._metrics.upstream_error(error.code)
-        if self.core.connected:
+        if self.core.any_connected:
             self._deliver_refusal(error)
             return
         self._refusal = error
@@ -455,7 +479,7 @@ class RelayRunner:
                 link = links.get(effect.conn)
                 if link is not None and not link.send(effect.data, received_at):
                     stuck.append(effect.conn)
-                if effect.data[0] == p.ServerType.RESUME_FAILED and self._metrics is not None:
+                if effect.data[0] in _RESUME_FAILED and self._metrics is not None:
                     self._metrics.resume("failed")
             elif type(effect) is SendUpstream:
                 self.upstream.send_audio(effect.req_id, effect.audio, effect.end)

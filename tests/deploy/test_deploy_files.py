@@ -423,6 +423,8 @@ def test_nginx_upgrades_relay_sockets_sticks_sessions_and_hides_metrics() -> Non
     assert timeout is not None
     assert int(timeout.group(1)) >= 600
     assert "proxy_buffering off;" in relay
+    # A producer's socket belongs to the same session: same instance, same socket settings.
+    assert location(conf, "= /v1/relay/producer") == relay
     assert "deny all;" in location(conf, "= /metrics")
     for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Request-ID", "Host"):
         assert f"proxy_set_header {header} " in conf

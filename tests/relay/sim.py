@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from app.relay.conversations import AudioRouting
 from app.relay.effects import Effect, SendToClient
 from app.relay.session import RelayLimits, RelaySession
 from avatar_relay_client import browser_protocol as p
@@ -25,13 +26,16 @@ def cid(n: int) -> str:
     return f"20260101000000_{n:012d}"
 
 
-def new_session(now: float = 0.0, **limits: Any) -> RelaySession:
+def new_session(
+    now: float = 0.0, routing: AudioRouting | None = None, **limits: Any
+) -> RelaySession:
     return RelaySession(
         "rs_test",
         sample_rate=16000,
         limits=RelayLimits(**limits),
         new_conversation_id=Ids(),
         now=now,
+        routing=routing,
     )
 
 

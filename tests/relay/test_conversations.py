@@ -13,7 +13,7 @@ from tests.relay.sim import Ids, cid
 
 
 def _item(conversation: Conversation, payload: bytes) -> Item:
-    return (conversation.tag, int(p.ServerType.FRAME), payload, 0, "", "")
+    return (conversation, int(p.ServerType.FRAME), payload, 0, "", "")
 
 
 def _start(queue: Conversations, *, end: bool = True) -> Conversation:

@@ -42,7 +42,16 @@ async def test_create_answers_the_documented_shape(relay: Relay) -> None:
         "resumeWindowSeconds",
         "ticketTtlSeconds",
         "appId",
+        "audioSource",
+        "forwardMicrophone",
+        "allowProducer",
     }
+    # a browser-fed session, accepting no producer: no producer credential
+    assert (body["audioSource"], body["forwardMicrophone"], body["allowProducer"]) == (
+        "browser",
+        False,
+        False,
+    )
     assert body["appId"] == "emulator-app"
     assert body["sampleRate"] == 24000
     assert body["avatarId"] == "emulator-avatar"

@@ -28,9 +28,11 @@ PROBE = """
 import importlib.util, json, sys
 import avatar_relay_client
 from avatar_relay_client import browser, browser_protocol as p, errors, link
+from avatar_relay_client import producer, producer_protocol as pp
 
 pcm = bytes(range(16))
 message = p.decode_client(p.encode_client(p.ClientAudio(7, pcm, True)))
+spoken = pp.decode_producer(pp.encode_producer(pp.Audio(3, pcm, False)))
 try:
     p.decode_server(b"\\xff\\x00")
     refused = ""
@@ -39,7 +41,8 @@ except errors.RelayError as exc:
 print(json.dumps({
     "file": avatar_relay_client.__file__,
     "version": avatar_relay_client.__version__,
-    "round_trip": message == p.ClientAudio(7, pcm, True),
+    "round_trip": message == p.ClientAudio(7, pcm, True) and spoken == pp.Audio(3, pcm, False),
+    "producer": producer.Producer.__name__,
     "refused": refused,
     "loaded": sorted(name for name in sys.modules if name.split(".")[0] in {"fastapi", "app",
         "starlette", "pydantic", "redis", "uvicorn"}),
@@ -115,6 +118,7 @@ def test_the_wheel_installs_and_imports_without_the_server(uv: str, tmp_path: Pa
     assert Path(report["file"]).is_relative_to(venv), report["file"]
     assert report["version"] == version
     assert report["round_trip"] is True
+    assert report["producer"] == "Producer"
     assert report["refused"] == "unknownMessageType"
     assert report["loaded"] == []
     assert report["installed"] == {

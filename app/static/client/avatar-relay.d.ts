@@ -14,6 +14,8 @@ export type RelayErrorCode =
   | 'upstreamUnavailable' | 'connectionClosed' | 'connectionFailed' | 'protocolError'
   /** The avatar service refused the session for good (docs/protocol.md, section 3). */
   | 'creditsExhausted' | 'concurrencyLimit' | 'sessionTokenInvalid'
+  /** A producer session's page sent audio, and the session does not forward the microphone. */
+  | 'microphoneDisabled' | 'producerNotAllowed'
   /** Client only: too much audio waiting for the server's acknowledgement. */
   | 'bufferFull'
   /** Client only: the AvatarController threw or rejected. */
@@ -49,6 +51,11 @@ export interface RelaySession {
   /** With `withSessionToken`: the web SDK's `credential` (it downloads the avatar). */
   sessionToken?: string;
   sessionTokenExpireAt?: number;
+  /** Whose audio is the avatar's speech: this page's, or a server-side producer's. */
+  audioSource?: 'browser' | 'producer';
+  /** In a producer session: this page's audio is the user's microphone, for the producer. */
+  forwardMicrophone?: boolean;
+  allowProducer?: boolean;
 }
 
 /** The AvatarKit `AvatarController` methods Host Mode uses (DrivingServiceMode.backend). */

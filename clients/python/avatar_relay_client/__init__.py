@@ -1,7 +1,9 @@
 """Python clients of avatar-relay: installable and importable without the server.
 
-`RelayClient` speaks the browser protocol (`avatar-relay.v1`) over the reliable link; the codec
-(`browser_protocol`) and the error codes (`errors`) are the same ones the server uses.
+`RelayClient` speaks the browser protocol (`avatar-relay.v1`) and `Producer` the producer
+protocol (`avatar-relay.producer.v1`: a server-side agent speaks through the avatar), both over
+the reliable link; the codecs (`browser_protocol`, `producer_protocol`) and the error codes
+(`errors`) are the same ones the server uses.
 """
 
 from avatar_relay_client.browser import (
@@ -14,20 +16,46 @@ from avatar_relay_client.browser import (
 )
 from avatar_relay_client.errors import ErrorCode, RelayError
 from avatar_relay_client.link import Backoff, ClientStats, StateChange
+from avatar_relay_client.producer import (
+    BargeIn,
+    Browser,
+    BrowserState,
+    ConversationCompleted,
+    ConversationInterrupted,
+    ConversationStarted,
+    FirstFrame,
+    Microphone,
+    Producer,
+    ProducerSession,
+    Utterance,
+    create_session,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Audio",
     "Backoff",
+    "BargeIn",
+    "Browser",
+    "BrowserState",
     "ClientStats",
     "ConversationAborted",
+    "ConversationCompleted",
+    "ConversationInterrupted",
+    "ConversationStarted",
     "ErrorCode",
     "Event",
+    "FirstFrame",
     "Frame",
     "Interrupted",
+    "Microphone",
+    "Producer",
+    "ProducerSession",
     "RelayClient",
     "RelayError",
     "StateChange",
+    "Utterance",
     "__version__",
+    "create_session",
 ]

@@ -109,6 +109,8 @@ class RelayClient:
     """One relay session: REST to create it and get tickets, one WebSocket at a time to use it.
 
     `headers` authenticate the REST calls (the socket is authenticated by its ticket).
+    `session`: join a session created elsewhere (the JSON answer of `POST /v1/relay/sessions`,
+    e.g. by an app server that drives the avatar with a producer) instead of creating one.
     `reconnect=False` turns a lost connection into an immediate `RelayError(connectionClosed)`.
     `max_unacked_bytes` bounds the resend queue: `send_audio` waits while more than that is
     unacknowledged. `max_pending_events` bounds the events not yet taken by the consumer; when
@@ -135,7 +137,9 @@ class RelayClient:
         max_message_bytes: int = 1024 * 1024,
         http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
+        session: Mapping[str, Any] | None = None,
     ) -> None:
+        self._session = dict(session) if session is not None else None
         self._requested_avatar = avatar_id
         self._requested_rate = sample_rate
         self._link: ReliableLink[ServerEvent] = ReliableLink(
@@ -177,14 +181,17 @@ class RelayClient:
         await self.close()
 
     async def start(self) -> None:
-        """Create the session and open its first connection (returns after WELCOME)."""
+        """Create the session (or take the one given) and open its first connection (returns
+        after WELCOME)."""
         try:
-            body: dict[str, Any] = {}
-            if self._requested_avatar is not None:
-                body["avatarId"] = self._requested_avatar
-            if self._requested_rate is not None:
-                body["sampleRate"] = self._requested_rate
-            answer = await self._link.post("/v1/relay/sessions", body)
+            answer = self._session
+            if answer is None:
+                body: dict[str, Any] = {}
+                if self._requested_avatar is not None:
+                    body["avatarId"] = self._requested_avatar
+                if self._requested_rate is not None:
+                    body["sampleRate"] = self._requested_rate
+                answer = await self._link.post("/v1/relay/sessions", body)
             self.session_id = str(answer["sessionId"])
             self.sample_rate = int(answer["sampleRate"])
             self.avatar_id = str(answer["avatarId"])

@@ -18,13 +18,29 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from avatar_relay_client import framing
 from avatar_relay_client.errors import ErrorCode, RelayError
+from avatar_relay_client.framing import (
+    allowed_flags,
+    check_seq,
+    check_size,
+    check_u32,
+    invalid,
+    no_trailing,
+    read_short,
+    read_text,
+    short_string,
+    u32_at,
+)
 
 SUBPROTOCOL: Final = "avatar-relay.v1"
 
-MAX_ID_BYTES: Final = 64
+# The framing shared with the other relay protocol (framing.py).
+MAX_ID_BYTES: Final = framing.MAX_ID_BYTES
+MAX_SEQ: Final = framing.MAX_SEQ
+EMPTY_TAG: Final = framing.EMPTY_TAG
+
 MAX_CODE_BYTES: Final = 64
-MAX_SEQ: Final = 0xFFFF_FFFF
 
 
 class ClientType(IntEnum):
@@ -194,58 +210,12 @@ ServerMessage = (
 SequencedServerMessage = ServerAudio | ServerFrame | ConversationAborted | Interrupted
 
 
-# --- errors ---
-
-
-def _invalid(message: str) -> RelayError:
-    return RelayError(ErrorCode.INVALID_REQUEST, message)
-
-
-def _check_u32(value: int, name: str) -> None:
-    if not 0 <= value <= MAX_SEQ:
-        raise ValueError(f"{name} must fit in u32: {value}")
-
-
 # --- strings ---
-
-
-def _short_ascii(value: str, name: str, *, allow_empty: bool = False) -> bytes:
-    """Ids and codes: printable ASCII without spaces, 1..64 bytes, u8 length prefix."""
-    raw = value.encode("ascii")
-    if len(raw) > MAX_ID_BYTES or (not raw and not allow_empty) or not _printable(raw):
-        raise ValueError(f"{name} must be 1..64 printable ASCII characters: {value!r}")
-    return bytes((len(raw),)) + raw
-
-
-def _printable(raw: bytes) -> bool:
-    return all(0x21 <= b <= 0x7E for b in raw)
 
 
 def conversation_tag(conversation_id: str) -> bytes:
     """The length-prefixed id as it appears on the wire; the relay caches it per conversation."""
-    return _short_ascii(conversation_id, "conversation id")
-
-
-def _read_short(
-    data: bytes, offset: int, name: str, *, allow_empty: bool = False
-) -> tuple[str, int]:
-    if offset >= len(data):
-        raise _invalid(f"truncated {name}")
-    size = data[offset]
-    end = offset + 1 + size
-    if end > len(data):
-        raise _invalid(f"truncated {name}")
-    raw = data[offset + 1 : end]
-    if size > MAX_ID_BYTES or (size == 0 and not allow_empty) or not _printable(raw):
-        raise _invalid(f"{name} must be 1..64 printable ASCII characters")
-    return raw.decode("ascii"), end
-
-
-def _read_text(data: bytes, offset: int) -> str:
-    try:
-        return data[offset:].decode("utf-8")
-    except UnicodeDecodeError:
-        raise _invalid("message text is not UTF-8") from None
+    return short_string(conversation_id, "conversation id")
 
 
 # --- encoding, client -> server ---
@@ -254,24 +224,24 @@ def _read_text(data: bytes, offset: int) -> str:
 def encode_client(message: ClientMessage) -> bytes:
     match message:
         case Hello(last_seq):
-            _check_u32(last_seq, "last_seq")
+            check_u32(last_seq, "last_seq")
             return _HEAD_U32.pack(ClientType.HELLO, 0, last_seq)
         case ClientAudio(seq, pcm, end):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             if len(pcm) % 2:
                 raise ValueError("PCM s16le needs an even number of bytes")
             return _HEAD_U32.pack(ClientType.AUDIO, FLAG_END if end else 0, seq) + pcm
         case ClientInterrupt(seq):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return _HEAD_U32.pack(ClientType.INTERRUPT, 0, seq)
         case ClientAck(seq):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return _HEAD_U32.pack(ClientType.ACK, 0, seq)
         case ClientPing(nonce):
-            _check_u32(nonce, "nonce")
+            check_u32(nonce, "nonce")
             return _HEAD_U32.pack(ClientType.PING, 0, nonce)
         case ClientPong(nonce):
-            _check_u32(nonce, "nonce")
+            check_u32(nonce, "nonce")
             return _HEAD_U32.pack(ClientType.PONG, 0, nonce)
         case Bye():
             return _HEAD.pack(ClientType.BYE, 0)
@@ -294,19 +264,14 @@ _U32_TYPES: Final = frozenset(
 def decode_client(data: bytes, max_bytes: int | None = None) -> ClientMessage:
     """Parse one client frame. Raises RelayError: messageTooLarge, unknownMessageType,
     invalidRequest (truncated, trailing bytes, reserved flags), badAudio (odd or empty PCM)."""
+    check_size(data, max_bytes)
     size = len(data)
-    if max_bytes is not None and size > max_bytes:
-        raise RelayError(
-            ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}"
-        )
-    if size < 2:
-        raise _invalid("message shorter than its 2-byte header")
     kind, flags = data[0], data[1]
     if kind == ClientType.AUDIO:
         if flags & ~FLAG_END:
-            raise _invalid("reserved flag bits set")
+            raise invalid("reserved flag bits set")
         if size < 6:
-            raise _invalid("truncated AUDIO header")
+            raise invalid("truncated AUDIO header")
         (seq,) = struct.unpack_from("<I", data, 2)
         pcm = data[6:]
         if len(pcm) % 2:
@@ -314,18 +279,18 @@ def decode_client(data: bytes, max_bytes: int | None = None) -> ClientMessage:
         end = bool(flags & FLAG_END)
         if not pcm and not end:
             raise RelayError(ErrorCode.BAD_AUDIO, "empty AUDIO without the end flag")
-        _check_seq(seq)
+        check_seq(seq)
         return ClientAudio(seq, bytes(pcm), end)
     if kind in _U32_TYPES:
         if flags:
-            raise _invalid("reserved flag bits set")
+            raise invalid("reserved flag bits set")
         if size != 6:
-            raise _invalid(f"{ClientType(kind).name} must be 6 bytes, got {size}")
+            raise invalid(f"{ClientType(kind).name} must be 6 bytes, got {size}")
         (value,) = struct.unpack_from("<I", data, 2)
         if kind == ClientType.HELLO:
             return Hello(value)
         if kind == ClientType.INTERRUPT:
-            _check_seq(value)
+            check_seq(value)
             return ClientInterrupt(value)
         if kind == ClientType.ACK:
             return ClientAck(value)
@@ -334,16 +299,11 @@ def decode_client(data: bytes, max_bytes: int | None = None) -> ClientMessage:
         return ClientPong(value)
     if kind == ClientType.BYE:
         if flags:
-            raise _invalid("reserved flag bits set")
+            raise invalid("reserved flag bits set")
         if size != 2:
-            raise _invalid(f"BYE must be 2 bytes, got {size}")
+            raise invalid(f"BYE must be 2 bytes, got {size}")
         return Bye()
     raise RelayError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown client message type 0x{kind:02x}")
-
-
-def _check_seq(seq: int) -> None:
-    if seq == 0:
-        raise RelayError(ErrorCode.BAD_SEQUENCE, "sequence numbers start at 1")
 
 
 # --- encoding, server -> client (hot path: a small header, then the payload untouched) ---
@@ -364,7 +324,7 @@ def encode_aborted(seq: int, tag: bytes, code: str, message: str) -> bytes:
         (
             _HEAD_U32.pack(ServerType.CONVERSATION_ABORTED, 0, seq),
             tag,
-            _short_ascii(code, "code"),
+            short_string(code, "code"),
             message.encode("utf-8"),
         )
     )
@@ -373,9 +333,6 @@ def encode_aborted(seq: int, tag: bytes, code: str, message: str) -> bytes:
 def encode_interrupted(seq: int, tag: bytes) -> bytes:
     """`tag` may be b"\\x00" (empty id) when no conversation was being delivered."""
     return _HEAD_U32.pack(ServerType.INTERRUPTED, 0, seq) + tag
-
-
-EMPTY_TAG: Final = b"\x00"
 
 
 def encode_server(message: ServerMessage) -> bytes:
@@ -387,7 +344,7 @@ def encode_server(message: ServerMessage) -> bytes:
                 (rate, "sample_rate"),
                 (window_ms, "resume_window_ms"),
             ):
-                _check_u32(value, name)
+                check_u32(value, name)
             head = _WELCOME.pack(
                 ServerType.WELCOME,
                 FLAG_RESUMED if resumed else 0,
@@ -396,36 +353,36 @@ def encode_server(message: ServerMessage) -> bytes:
                 rate,
                 window_ms,
             )
-            return head + _short_ascii(session_id, "session id")
+            return head + short_string(session_id, "session id")
         case ServerAudio(seq, conversation_id, pcm, first, end):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return encode_audio(seq, conversation_tag(conversation_id), pcm, first=first, end=end)
         case ServerFrame(seq, conversation_id, payload, end):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return encode_frame(seq, conversation_tag(conversation_id), payload, end=end)
         case ConversationAborted(seq, conversation_id, code, text):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return encode_aborted(seq, conversation_tag(conversation_id), code, text)
         case Interrupted(seq, conversation_id):
-            _check_u32(seq, "seq")
-            tag = _short_ascii(conversation_id, "conversation id", allow_empty=True)
+            check_u32(seq, "seq")
+            tag = short_string(conversation_id, "conversation id", allow_empty=True)
             return encode_interrupted(seq, tag)
         case ServerAck(seq):
-            _check_u32(seq, "seq")
+            check_u32(seq, "seq")
             return _HEAD_U32.pack(ServerType.ACK, 0, seq)
         case ServerPing(nonce):
-            _check_u32(nonce, "nonce")
+            check_u32(nonce, "nonce")
             return _HEAD_U32.pack(ServerType.PING, 0, nonce)
         case ServerPong(nonce):
-            _check_u32(nonce, "nonce")
+            check_u32(nonce, "nonce")
             return _HEAD_U32.pack(ServerType.PONG, 0, nonce)
         case ServerError(code, text):
-            return _HEAD.pack(ServerType.ERROR, 0) + _short_ascii(code, "code") + text.encode()
+            return _HEAD.pack(ServerType.ERROR, 0) + short_string(code, "code") + text.encode()
         case ResumeFailed(last_seq, available_from, code):
-            _check_u32(last_seq, "last_seq")
-            _check_u32(available_from, "available_from")
+            check_u32(last_seq, "last_seq")
+            check_u32(available_from, "available_from")
             head = _RESUME_FAILED.pack(ServerType.RESUME_FAILED, 0, last_seq, available_from)
-            return head + _short_ascii(code, "code")
+            return head + short_string(code, "code")
     raise TypeError(f"not a server message: {message!r}")  # pragma: no cover
 
 
@@ -433,18 +390,13 @@ def encode_server(message: ServerMessage) -> bytes:
 
 
 def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
+    check_size(data, max_bytes)
     size = len(data)
-    if max_bytes is not None and size > max_bytes:
-        raise RelayError(
-            ErrorCode.MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds {max_bytes}"
-        )
-    if size < 2:
-        raise _invalid("message shorter than its 2-byte header")
     kind, flags = data[0], data[1]
     if kind == ServerType.AUDIO:
-        _allowed_flags(flags, FLAG_FIRST | FLAG_END)
-        seq = _u32_at(data, 2)
-        conversation_id, offset = _read_short(data, 6, "conversation id")
+        allowed_flags(flags, FLAG_FIRST | FLAG_END)
+        seq = u32_at(data, 2)
+        conversation_id, offset = read_short(data, 6, "conversation id")
         pcm = data[offset:]
         if len(pcm) % 2:
             raise RelayError(ErrorCode.BAD_AUDIO, "PCM s16le needs an even number of bytes")
@@ -452,67 +404,50 @@ def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
             seq, conversation_id, bytes(pcm), bool(flags & FLAG_FIRST), bool(flags & FLAG_END)
         )
     if kind == ServerType.FRAME:
-        _allowed_flags(flags, FLAG_END)
-        seq = _u32_at(data, 2)
-        conversation_id, offset = _read_short(data, 6, "conversation id")
+        allowed_flags(flags, FLAG_END)
+        seq = u32_at(data, 2)
+        conversation_id, offset = read_short(data, 6, "conversation id")
         return ServerFrame(seq, conversation_id, bytes(data[offset:]), bool(flags & FLAG_END))
     if kind == ServerType.CONVERSATION_ABORTED:
-        _allowed_flags(flags, 0)
-        seq = _u32_at(data, 2)
-        conversation_id, offset = _read_short(data, 6, "conversation id")
-        code, offset = _read_short(data, offset, "code")
-        return ConversationAborted(seq, conversation_id, code, _read_text(data, offset))
+        allowed_flags(flags, 0)
+        seq = u32_at(data, 2)
+        conversation_id, offset = read_short(data, 6, "conversation id")
+        code, offset = read_short(data, offset, "code")
+        return ConversationAborted(seq, conversation_id, code, read_text(data, offset))
     if kind == ServerType.INTERRUPTED:
-        _allowed_flags(flags, 0)
-        seq = _u32_at(data, 2)
-        conversation_id, offset = _read_short(data, 6, "conversation id", allow_empty=True)
-        _no_trailing(data, offset)
+        allowed_flags(flags, 0)
+        seq = u32_at(data, 2)
+        conversation_id, offset = read_short(data, 6, "conversation id", allow_empty=True)
+        no_trailing(data, offset)
         return Interrupted(seq, conversation_id)
     if kind in (ServerType.ACK, ServerType.PING, ServerType.PONG):
-        _allowed_flags(flags, 0)
+        allowed_flags(flags, 0)
         if size != 6:
-            raise _invalid(f"{ServerType(kind).name} must be 6 bytes, got {size}")
-        value = _u32_at(data, 2)
+            raise invalid(f"{ServerType(kind).name} must be 6 bytes, got {size}")
+        value = u32_at(data, 2)
         if kind == ServerType.ACK:
             return ServerAck(value)
         return ServerPing(value) if kind == ServerType.PING else ServerPong(value)
     if kind == ServerType.WELCOME:
-        _allowed_flags(flags, FLAG_RESUMED)
+        allowed_flags(flags, FLAG_RESUMED)
         if size < _WELCOME.size:
-            raise _invalid("truncated WELCOME")
+            raise invalid("truncated WELCOME")
         _, _, client_ack, server_seq, rate, window_ms = _WELCOME.unpack_from(data)
-        session_id, offset = _read_short(data, _WELCOME.size, "session id")
-        _no_trailing(data, offset)
+        session_id, offset = read_short(data, _WELCOME.size, "session id")
+        no_trailing(data, offset)
         return Welcome(
             session_id, client_ack, server_seq, rate, window_ms, bool(flags & FLAG_RESUMED)
         )
     if kind == ServerType.ERROR:
-        _allowed_flags(flags, 0)
-        code, offset = _read_short(data, 2, "code")
-        return ServerError(code, _read_text(data, offset))
+        allowed_flags(flags, 0)
+        code, offset = read_short(data, 2, "code")
+        return ServerError(code, read_text(data, offset))
     if kind == ServerType.RESUME_FAILED:
-        _allowed_flags(flags, 0)
+        allowed_flags(flags, 0)
         if size < _RESUME_FAILED.size:
-            raise _invalid("truncated RESUME_FAILED")
+            raise invalid("truncated RESUME_FAILED")
         _, _, last_seq, available_from = _RESUME_FAILED.unpack_from(data)
-        code, offset = _read_short(data, _RESUME_FAILED.size, "code")
-        _no_trailing(data, offset)
+        code, offset = read_short(data, _RESUME_FAILED.size, "code")
+        no_trailing(data, offset)
         return ResumeFailed(last_seq, available_from, code)
     raise RelayError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown server message type 0x{kind:02x}")
-
-
-def _allowed_flags(flags: int, allowed: int) -> None:
-    if flags & ~allowed:
-        raise _invalid("reserved flag bits set")
-
-
-def _u32_at(data: bytes, offset: int) -> int:
-    if len(data) < offset + 4:
-        raise _invalid("truncated header")
-    value: int = struct.unpack_from("<I", data, offset)[0]
-    return value
-
-
-def _no_trailing(data: bytes, offset: int) -> None:
-    if offset != len(data):
-        raise _invalid("unexpected bytes after the message")

@@ -72,6 +72,8 @@ class ErrorCode(StrEnum):
     RTC_UNAVAILABLE = "rtcUnavailable"
     RTC_CREDENTIALS_REJECTED = "rtcCredentialsRejected"
     PLAYBACK_CONTROL_UNAVAILABLE = "playbackControlUnavailable"
+    MICROPHONE_DISABLED = "microphoneDisabled"
+    PRODUCER_NOT_ALLOWED = "producerNotAllowed"
 
 
 class RelayError(Exception):

@@ -249,6 +249,8 @@ class ReliableLink(Generic[E]):
         http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
         on_greeting: Callable[[Greeting], None] | None = None,
+        on_delivery: Callable[[E], None] | None = None,
+        on_failure: Callable[[RelayError], None] | None = None,
     ) -> None:
         self._wire = wire
         self.base_url = base_url.rstrip("/")
@@ -268,6 +270,10 @@ class ReliableLink(Generic[E]):
         self._own_http = http is None
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._on_greeting = on_greeting
+        # Called from the reader as a sequenced message is accepted (exactly once, in order),
+        # before the consumer sees it; and once when the link fails for good.
+        self._on_delivery = on_delivery
+        self._on_failure = on_failure
         self.stats = ClientStats()
 
         # From `open`.
@@ -638,6 +644,8 @@ class ReliableLink(Generic[E]):
             self._ws.transport.abort()
             self._ws = None
         self._push_end()
+        if self._on_failure is not None and self._error is not None:
+            self._on_failure(self._error)
 
     async def _resume(self) -> None:
         """Reconnect within the resume window, or raise the RelayError that says why not.
@@ -698,6 +706,8 @@ class ReliableLink(Generic[E]):
                         self.stats.out_of_order += 1
                         raise _Lost(f"got seq {seq} after {self._last_seq}")
                     self._last_seq = seq
+                    if self._on_delivery is not None:
+                        self._on_delivery(event)
                     await self._put(event)
                     if self._last_seq - self._acked >= self._ack_every:
                         await self._send_ack(ws)
