@@ -44,6 +44,8 @@ def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
         # and a begun message must complete in time (app.api.websocket).
         ws=RelayWebSocketProtocol,
         ws_max_size=settings.max_message_bytes,
+        # permessage-deflate only when RELAY_COMPRESSION asks for it (bench/README.md).
+        ws_per_message_deflate=settings.relay_compression,
         # Logging is ours (app.logs: JSON lines); uvicorn's loggers propagate to it.
         log_config=None,
     )

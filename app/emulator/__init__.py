@@ -15,9 +15,11 @@ from app.emulator.wire import (
     ANIMATION_UNDECLARED_FIELD,
     CLOSE_REASONS,
     FRAME_MS,
+    SEND_TIME_FIELD,
     animation_message,
     frame_marker,
     frame_payload,
+    send_time_ns,
 )
 
 __all__ = [
@@ -31,10 +33,12 @@ __all__ = [
     "FRAME_MS",
     "OPUS_SAMPLE_RATES",
     "PCM_SAMPLE_RATES",
+    "SEND_TIME_FIELD",
     "Emulator",
     "EmulatorStats",
     "Faults",
     "animation_message",
     "frame_marker",
     "frame_payload",
+    "send_time_ns",
 ]

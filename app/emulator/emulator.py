@@ -114,6 +114,7 @@ class Emulator:
         playback_control: bool = False,
         pause_timeout: float | None = None,
         capabilities: Iterable[str] = (),
+        stamp_frames: bool = False,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -132,6 +133,8 @@ class Emulator:
         self.idle_timeout = idle_timeout
         self.frame_bytes = frame_bytes
         self.record = record
+        # Each animation message ends with its send time (wire.SEND_TIME_FIELD), for benchmarks.
+        self.stamp_frames = stamp_frames
         # Playback control (pause / resume / playback states) is an October 2026 capability;
         # off, the emulator is a server without it and ignores pause and resume.
         self.playback_control = playback_control

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -475,6 +476,8 @@ class IngressSession:
                 self._emu.frame_bytes,
                 avatar_id=self._avatar_id,
             )
+            if self._emu.stamp_frames:
+                data += wire.send_time_field(time.time_ns())
             if not await self._send_binary(data):
                 return
             request.frames_sent += 1
