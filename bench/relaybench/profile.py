@@ -31,7 +31,8 @@ def py_spy() -> list[str]:
 
 def profile(kind: str, sessions: int, out: Path, native: bool = False) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix="relay-profile-"))
-    duration = int(len(chunks()) * CHUNK_SECONDS) + 2
+    # Session set-up, then the playback: the recording covers both.
+    duration = int(len(chunks()) * CHUNK_SECONDS) + 2 + sessions // 20
     port = free_port()
     with (
         logged_process([*roles.ME, "emulator", str(port)], port, logs / "emulator.log") as emu,
@@ -61,6 +62,7 @@ def profile(kind: str, sessions: int, out: Path, native: bool = False) -> dict[s
                 "metrics_urls": [base + "/metrics"],
             },
             until_real_time=False,
+            attempts=1,
         )
         _, err = spy.communicate(timeout=duration + 60)
         if spy.returncode != 0:
