@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -56,6 +57,39 @@ def server_settings(
     )
 
 
+def trace_gc() -> None:
+    """Record every garbage collection's pause (per generation: count, total, max) and print
+    them when the process exits: a full collection stops the loop for every session at once."""
+    import atexit
+    import gc
+    import json
+    import sys
+
+    clock = time.perf_counter
+    started = [0.0]
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = clock()
+        else:
+            pauses[info["generation"]].append(clock() - started[0])
+
+    def report() -> None:
+        summary = {
+            f"gen{g}": {
+                "count": len(p),
+                "total_ms": round(sum(p) * 1000, 1),
+                "max_ms": round(max(p, default=0.0) * 1000, 2),
+            }
+            for g, p in pauses.items()
+        }
+        print("gc pauses: " + json.dumps(summary), file=sys.stderr, flush=True)
+
+    gc.callbacks.append(callback)
+    atexit.register(report)
+
+
 def run_server(kind: str, settings: Any) -> None:
     """The relay runs exactly as `avatar-relay serve` runs it (app.server.run: JSON logging,
     uvicorn settings from app.server, heap frozen after startup, uvloop + httptools, imported
@@ -67,6 +101,8 @@ def run_server(kind: str, settings: Any) -> None:
     from app.logs import configure_logging
     from app.server import DrainingServer, run, uvicorn_config
 
+    if os.environ.get("BENCH_GC_TRACE"):
+        trace_gc()
     if kind == "relay":
         run(settings)
         return
