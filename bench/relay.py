@@ -73,17 +73,24 @@ def _target(kind: str, port: int, pid: int, emulator_pid: int, sessions: int) ->
 
 
 def run_steps(
-    emulator_url: str, emulator_pid: int, steps: tuple[int, ...], rounds: int, logs: Path
+    emulator_url: str,
+    emulator_pid: int,
+    steps: tuple[int, ...],
+    rounds: int,
+    logs: Path,
+    baseline: Path | None = None,
+    chosen: tuple[str, ...] = VARIANTS,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
     """All servers stay up; rounds and steps interleave them, so they meet about the same
     background load. A server stops at its first N that is not real time twice."""
     results: dict[str, list[dict[str, Any]]] = {"floor": [], "relay": []}
-    cpu_runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    variants = (*chosen, "relay@baseline") if baseline else chosen
+    cpu_runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with contextlib.ExitStack() as stack:
         up: dict[str, tuple[int, int]] = {}
-        for variant in VARIANTS:
+        for variant in variants:
             port = free_port()
-            kind = variant.split("+")[0]
+            kind = variant.split("+")[0].split("@")[0]
             proc = stack.enter_context(
                 roles.server(
                     kind,
@@ -91,13 +98,14 @@ def run_steps(
                     port,
                     logs / f"{variant}.log",
                     compression=variant.endswith("+deflate"),
+                    checkout=baseline if variant.endswith("@baseline") else None,
                 )
             )
             up[variant] = (port, proc.pid)
         for round_ in range(rounds):
-            for variant in VARIANTS:
+            for variant in variants:
                 port, pid = up[variant]
-                kind = variant.split("+")[0]
+                kind = variant.split("+")[0].split("@")[0]
                 target = _target(kind, port, pid, emulator_pid, CPU_SESSIONS)
                 step = roles.load_step(target, until_real_time=False)
                 print(f"{variant} cpu round {round_}: {_brief(step)}", file=sys.stderr)
@@ -145,10 +153,12 @@ def orchestrate(args: argparse.Namespace) -> None:
         ttff_results = (
             {} if args.skip_ttff else {k: run_ttff(k, url, logs) for k in ("floor", "relay")}
         )
-        stepped, cpu_runs = run_steps(url, emu.pid, steps, args.cpu_rounds, logs)
+        baseline = Path(args.baseline) if args.baseline else None
+        chosen = tuple(args.fixed_variants.split(","))
+        stepped, cpu_runs = run_steps(url, emu.pid, steps, args.cpu_rounds, logs, baseline, chosen)
         scaled = run_scale(url, emu.pid, scale_steps, logs, INSTANCES) if scale_steps else {}
     micro = deflate.measure()
-    cpu = {v: report.fixed_load(cpu_runs[v], CPU_SESSIONS) for v in VARIANTS}
+    cpu = {v: report.fixed_load(cpu_runs.get(v, []), CPU_SESSIONS) for v in VARIANTS}
     floor = report.kind_result(ttff_results.get("floor", {}), stepped["floor"], cpu["floor"])
     relay = report.kind_result(ttff_results.get("relay", {}), stepped["relay"], cpu["relay"])
     result = {
@@ -157,7 +167,7 @@ def orchestrate(args: argparse.Namespace) -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "shared": "the 2 cores are shared with other engineers' work (tests, builds);"
-            " each step waits (up to 30 s) for the machine to be nearly idle and records the"
+            " each step waits (up to 15 s) for the machine to be nearly idle and records the"
             " background load before it and the CPU nobody here used during it"
             " (unaccounted_cpu_share)",
         },
@@ -197,12 +207,25 @@ def orchestrate(args: argparse.Namespace) -> None:
         "compression": report.compression_summary(cpu["relay"], cpu["relay+deflate"], micro),
         "instances": report.scale_summary(scaled),
     }
+    if args.baseline:
+        before = report.fixed_load(cpu_runs["relay@baseline"], CPU_SESSIONS)
+        result["baseline"] = {
+            "checkout": args.baseline,
+            "relay_cpu_us_per_message": {
+                "baseline": before["server_cpu_us_per_message_median"],
+                "now": cpu["relay"]["server_cpu_us_per_message_median"],
+                "floor": cpu["floor"]["server_cpu_us_per_message_median"],
+            },
+            "cpu_at_fixed_load": before,
+        }
     result["setup"]["wall_seconds"] = round(time.time() - started)
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=2) + "\n")
     brief = {k: result[k] for k in ("summary",)}
     brief["compression"] = {k: v for k, v in result["compression"].items() if k != "runs_on"}
     brief["instances"] = {k: v for k, v in result["instances"].items() if k != "steps"}
+    if "baseline" in result:
+        brief["baseline"] = result["baseline"]["relay_cpu_us_per_message"]
     print(json.dumps(brief, indent=2))
 
 
@@ -214,6 +237,17 @@ def main() -> None:
     parser.add_argument("--scale-steps", default=",".join(map(str, SCALE_STEPS)))
     parser.add_argument("--cpu-rounds", type=int, default=CPU_ROUNDS)
     parser.add_argument("--skip-ttff", action="store_true")
+    parser.add_argument(
+        "--fixed-variants",
+        default=",".join(VARIANTS),
+        help="servers in the fixed-load rounds (floor and relay at least)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="a copy of an earlier tree (git archive REV | tar -x -C DIR): its relay joins the"
+        " fixed-load rounds, for a before/after figure in one run",
+    )
     parser.add_argument(
         "--nice",
         type=int,

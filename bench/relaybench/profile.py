@@ -67,4 +67,4 @@ def profile(kind: str, sessions: int, out: Path, native: bool = False) -> dict[s
         _, err = spy.communicate(timeout=duration + 60)
         if spy.returncode != 0:
             print(err.decode(errors="replace")[-2000:], file=sys.stderr)
-    return {"profile": str(out), "step": step}
+    return {"profile": str(out), "logs": str(logs), "step": step}

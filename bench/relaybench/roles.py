@@ -19,7 +19,7 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 SCRIPT: Final = ROOT / "bench" / "relay.py"
 ME: Final = [sys.executable, str(SCRIPT)]
 QUIET_THRESHOLD: Final = 0.3  # cores busy elsewhere before a step may start
-QUIET_MAX_WAIT: Final = 30.0
+QUIET_MAX_WAIT: Final = 15.0
 # CPU used during a step by nothing this run started (other engineers' work on the shared
 # machine): above this the step is marked contended and run once more.
 CONTENDED: Final = 0.5
@@ -46,7 +46,10 @@ def server(
     pool: int = 0,
     compression: bool = False,
     redis_url: str = "",
+    checkout: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process; `checkout`: another copy of the tree (its bench/relay.py, its app/),
+    e.g. `git archive` of an earlier commit, for a before/after comparison in one run."""
     spec = {
         "kind": kind,
         "emulator_url": emulator_url,
@@ -55,7 +58,8 @@ def server(
         "compression": compression,
         "redis_url": redis_url,
     }
-    with logged_process([*ME, "server", json.dumps(spec)], port, log) as proc:
+    me = ME if checkout is None else [sys.executable, str(checkout / "bench" / "relay.py")]
+    with logged_process([*me, "server", json.dumps(spec)], port, log) as proc:
         yield proc
 
 

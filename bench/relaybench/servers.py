@@ -73,7 +73,15 @@ def trace_gc() -> None:
         if phase == "start":
             started[0] = clock()
         else:
-            pauses[info["generation"]].append(clock() - started[0])
+            pause = clock() - started[0]
+            pauses[info["generation"]].append(pause)
+            if pause > 0.005:  # the exit report may never come (a killed server): say it now
+                print(
+                    f"gc pause gen{info['generation']} {pause * 1000:.1f} ms"
+                    f" collected={info['collected']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def report() -> None:
         summary = {
