@@ -75,6 +75,8 @@ def trace_gc() -> None:
         else:
             pause = clock() - started[0]
             pauses[info["generation"]].append(pause)
+            if info["generation"] == 2 or sum(len(p) for p in pauses.values()) % 500 == 0:
+                report()
             if pause > 0.005:  # the exit report may never come (a killed server): say it now
                 print(
                     f"gc pause gen{info['generation']} {pause * 1000:.1f} ms"
@@ -111,6 +113,10 @@ def run_server(kind: str, settings: Any) -> None:
 
     if os.environ.get("BENCH_GC_TRACE"):
         trace_gc()
+    if os.environ.get("BENCH_GC_THRESHOLD"):  # an experiment: the collector's thresholds
+        import gc
+
+        gc.set_threshold(*(int(x) for x in os.environ["BENCH_GC_THRESHOLD"].split(",")))
     if kind == "relay":
         run(settings)
         return
