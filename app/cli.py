@@ -41,6 +41,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
             speed=args.speed,
             playback_control=args.playback_control,
             multi_use_tokens=args.multi_use_tokens,
+            stamp_frames=args.stamp_frames,
         )
         async with emulator:
             print(f"console URL: {emulator.console_url}", flush=True)
@@ -165,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--multi-use-tokens",
         action="store_true",
         help="let a session token open many sessions until it expires (spatius prewarm)",
+    )
+    emulator.add_argument(
+        "--stamp-frames",
+        action="store_true",
+        help="end each animation message with its send time (an undeclared fixed64 field, ns"
+        " since the epoch) so a client can measure transit; see docs/emulator.md",
     )
     emulator.set_defaults(func=_cmd_emulator)
 

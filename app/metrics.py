@@ -17,6 +17,8 @@ Series (all prefixed `avatar_relay_`; before this naming the relay's own series 
   upstream) / down, kind audio / frame / control
 - bytes_total (counter; direction, kind): payload bytes relayed, same labels
 - hop_seconds (histogram): upstream message received -> written to the browser socket
+- event_loop_lag_seconds (histogram): how late the event loop ran a timer that was due (every
+  50 ms, app.loop_lag): what every message of every session waits on a busy loop
 - resumes_total (counter; outcome): reconnects in the resume window: resumed / failed
 - tickets_issued_total (counter): relay WebSocket tickets issued (sessions and reconnects)
 - upstream_connections_active (gauge): open ingress WebSocket connections, pooled ones included
@@ -97,6 +99,8 @@ HOP_BUCKETS: Final = (
     0.1,
     0.25,
 )
+# Event-loop lag: ~1 ms on an idle loop (timer resolution); 200 ms is a frame missing its slot.
+LOOP_LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
 HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 # Every series name (without the `_total`/`_bucket` suffixes Prometheus adds), for docs and tests.
@@ -106,6 +110,7 @@ SERIES: Final[tuple[str, ...]] = (
     f"{PREFIX}_messages_total",
     f"{PREFIX}_bytes_total",
     f"{PREFIX}_hop_seconds",
+    f"{PREFIX}_event_loop_lag_seconds",
     f"{PREFIX}_resumes_total",
     f"{PREFIX}_tickets_issued_total",
     f"{PREFIX}_upstream_connections_active",
@@ -214,6 +219,12 @@ class Metrics:
         # relay_messages_total, relay_bytes_total, relay_hop_seconds (see RelayTraffic).
         self.traffic = RelayTraffic()
         r.register(self.traffic)
+        self.event_loop_lag_seconds = Histogram(
+            _name("event_loop_lag_seconds"),
+            "How late the event loop ran a timer that was due (sampled every 50 ms).",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
         self.resumes_total = Counter(
             _name("resumes_total"),
             "Reconnects within the resume window, by outcome (resumed, failed).",
@@ -307,6 +318,9 @@ class Metrics:
         # Prometheus buckets are upper-inclusive (le): the first bound >= seconds.
         traffic.hop_counts[bisect_left(HOP_BUCKETS, seconds)] += 1
         traffic.hop_sum += seconds
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        self.event_loop_lag_seconds.observe(seconds)
 
     def conversation_ended(self, outcome: ConversationOutcome) -> None:
         self.conversations_total.labels(outcome).inc()

@@ -202,6 +202,10 @@ class Settings(BaseSettings):
     replay_buffer_messages: int = Field(default=4096, ge=16)
     replay_buffer_bytes: int = Field(default=16 * 1024 * 1024, ge=65_536)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    # permessage-deflate on the server's WebSockets (every browser offers it). Off: PCM and
+    # animation bytes barely compress and zlib costs more CPU per message than relaying it
+    # (figures in bench/README.md).
+    relay_compression: bool = False
     idle_timeout_seconds: float = Field(default=120.0, gt=0)
     max_session_seconds: float = Field(default=3600.0, gt=0)
     max_sessions_per_principal: int = Field(default=20, ge=1)

@@ -42,17 +42,41 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT: Final = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-import relay as base  # bench/relay.py, beside this script
-from harness import free_port, logged_process
+from bench.harness import free_port, logged_process, machine_busy  # noqa: E402
+from bench.relaybench import loadclient, roles, stats  # noqa: E402
+from bench.relaybench.load import HOP_METRIC, SETUP_CONCURRENCY  # noqa: E402
+from bench.relaybench.verdicts import TOLERANCE  # noqa: E402
 
 ME = [sys.executable, str(Path(__file__).resolve())]
-RESULTS = base.ROOT / "bench" / "results" / "producers.json"
+RESULTS = ROOT / "bench" / "results" / "producers.json"
 CPU_SESSIONS: Final = 50
 CPU_ROUNDS: Final = 3
 REALTIME_STEPS: Final = (100, 200, 300)
 KINDS: Final = ("browser", "producer")
+
+
+async def scrape_hops(base_url: str) -> stats.Histogram:
+    """The relay's hop histogram from its /metrics."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        text = (await http.get(base_url + "/metrics")).text
+    return stats.parse_histogram(text, HOP_METRIC)
+
+
+def hop_figures(before: stats.Histogram, after: stats.Histogram) -> dict[str, Any]:
+    delta = stats.histogram_delta(before, after)
+    return {
+        "source": "server /metrics histogram (bucket-interpolated)",
+        "count": int(delta[1][-1]) if delta[1] else 0,
+        "p50_ms": stats.ms(stats.bucket_percentile(delta, 0.50)),
+        "p99_ms": stats.ms(stats.bucket_percentile(delta, 0.99)),
+    }
+
 
 PRODUCER_SEQUENCED: Final = frozenset(range(0x92, 0x9A))
 
@@ -79,19 +103,19 @@ class Page:
 
     async def send_audio(self, pcm: bytes, end: bool) -> None:
         self.seq += 1
-        await self.ws.send(base.LEAN_HEAD.pack(0x02, 1 if end else 0, self.seq) + pcm)
+        await self.ws.send(loadclient.LEAN_HEAD.pack(0x02, 1 if end else 0, self.seq) + pcm)
 
     async def receive(self) -> tuple[int, bool]:
         ws = self.ws
         while True:
             data = await ws.recv()
             kind = data[0]
-            if kind in base.LEAN_SEQUENCED:
-                seq = base.LEAN_SEQ.unpack_from(data, 2)[0]
+            if kind in loadclient.LEAN_SEQUENCED:
+                seq = loadclient.LEAN_SEQ.unpack_from(data, 2)[0]
                 if seq != self.last_seq + 1:
                     raise RuntimeError(f"page seq {seq} after {self.last_seq}")
                 self.last_seq = seq
-                if seq - self.acked >= base.LeanRelay.ACK_EVERY:
+                if seq - self.acked >= loadclient.LeanRelay.ACK_EVERY:
                     await self._ack()
                 return kind, bool(data[1] & 1)
             if kind == 0x87:
@@ -101,12 +125,12 @@ class Page:
 
     async def _ack(self) -> None:
         seq = self.last_seq
-        await self.ws.send(base.LEAN_HEAD.pack(0x04, 0, seq))
+        await self.ws.send(loadclient.LEAN_HEAD.pack(0x04, 0, seq))
         self.acked = max(self.acked, seq)
 
     async def _ack_timer(self) -> None:
         while True:
-            await asyncio.sleep(base.LeanRelay.ACK_INTERVAL)
+            await asyncio.sleep(loadclient.LeanRelay.ACK_INTERVAL)
             if self.last_seq > self.acked:
                 await self._ack()
 
@@ -142,7 +166,7 @@ class LeanProducer:
 
     async def send_audio(self, pcm: bytes, end: bool) -> None:
         self.seq += 1
-        await self.ws.send(base.LEAN_HEAD.pack(0x12, 1 if end else 0, self.seq) + pcm)
+        await self.ws.send(loadclient.LEAN_HEAD.pack(0x12, 1 if end else 0, self.seq) + pcm)
 
     async def _read(self) -> None:
         ws = self.ws
@@ -151,21 +175,21 @@ class LeanProducer:
                 data = await ws.recv()
                 kind = data[0]
                 if kind in PRODUCER_SEQUENCED:
-                    self.last_seq = base.LEAN_SEQ.unpack_from(data, 2)[0]
+                    self.last_seq = loadclient.LEAN_SEQ.unpack_from(data, 2)[0]
                     self.events += 1
-                    if self.last_seq - self.acked >= base.LeanRelay.ACK_EVERY:
+                    if self.last_seq - self.acked >= loadclient.LeanRelay.ACK_EVERY:
                         await self._ack()
                 elif kind == 0x9B:  # PING
                     await ws.send(b"\x16\x00" + data[2:6])
 
     async def _ack(self) -> None:
         seq = self.last_seq
-        await self.ws.send(base.LEAN_HEAD.pack(0x14, 0, seq))
+        await self.ws.send(loadclient.LEAN_HEAD.pack(0x14, 0, seq))
         self.acked = max(self.acked, seq)
 
     async def _ack_timer(self) -> None:
         while True:
-            await asyncio.sleep(base.LeanRelay.ACK_INTERVAL)
+            await asyncio.sleep(loadclient.LeanRelay.ACK_INTERVAL)
             if self.last_seq > self.acked:
                 await self._ack()
 
@@ -235,7 +259,7 @@ class Session:
         last = len(pcm) - 1
         sender = self.producer if self.producer is not None else self.page
         for index, chunk in enumerate(pcm):
-            delay = start + index * base.CHUNK_SECONDS - time.monotonic()
+            delay = start + index * loadclient.CHUNK_SECONDS - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             self.sent_at.append(time.perf_counter())
@@ -253,8 +277,8 @@ class Session:
                 if echoes < len(self.sent_at):
                     self.audio_hops.append(now - self.sent_at[echoes])
                 echoes += 1
-            elif kind == base.LEAN_FRAME_TYPE:
-                due = start + min(frames + 1, last) * base.CHUNK_SECONDS
+            elif kind == loadclient.LEAN_FRAME_TYPE:
+                due = start + min(frames + 1, last) * loadclient.CHUNK_SECONDS
                 self.lateness.append(time.monotonic() - due)
                 frames += 1
                 if end:
@@ -271,7 +295,7 @@ class Session:
     @property
     def ok(self) -> bool:
         late = max(self.lateness, default=1e9)
-        return self.finished and not self.error and late <= base.TOLERANCE
+        return self.finished and not self.error and late <= TOLERANCE
 
 
 async def load(
@@ -279,12 +303,12 @@ async def load(
 ) -> dict[str, Any]:
     import httpx
 
-    pcm = base.chunks()
-    playback = len(pcm) * base.CHUNK_SECONDS
-    limits = httpx.Limits(max_connections=base.SETUP_CONCURRENCY)
+    pcm = loadclient.chunks()
+    playback = len(pcm) * loadclient.CHUNK_SECONDS
+    limits = httpx.Limits(max_connections=SETUP_CONCURRENCY)
     http = httpx.AsyncClient(timeout=30, limits=limits)
     everyone = [Session(kind, base_url, http) for _ in range(sessions)]
-    gate = asyncio.Semaphore(base.SETUP_CONCURRENCY)
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
 
     async def open_one(session: Session) -> None:
         async with gate:
@@ -296,31 +320,31 @@ async def load(
 
     await asyncio.gather(*(open_one(s) for s in everyone))
     live = [s for s in everyone if not s.error]
-    before = await base.scrape("relay", base_url)
+    before = await scrape_hops(base_url)
     cpu0, emu0, me0 = (
-        base.cpu_seconds(server_pid),
-        base.cpu_seconds(emulator_pid),
+        stats.cpu_seconds(server_pid),
+        stats.cpu_seconds(emulator_pid),
         time.process_time(),
     )
-    busy0, total0 = base.machine_busy()
+    busy0, total0 = machine_busy()
     start = time.monotonic() + 0.5
     await asyncio.gather(
         *(
-            s.play(pcm, start + (i / max(1, len(live))) * base.CHUNK_SECONDS, playback + 30)
+            s.play(pcm, start + (i / max(1, len(live))) * loadclient.CHUNK_SECONDS, playback + 30)
             for i, s in enumerate(live)
         )
     )
     wall = time.monotonic() - start
     cpu1, emu1, me1 = (
-        base.cpu_seconds(server_pid),
-        base.cpu_seconds(emulator_pid),
+        stats.cpu_seconds(server_pid),
+        stats.cpu_seconds(emulator_pid),
         time.process_time(),
     )
-    busy1, total1 = base.machine_busy()
+    busy1, total1 = machine_busy()
     cores = os.cpu_count() or 1
     machine_share = (busy1 - busy0) / (total1 - total0) * cores if total1 > total0 else 0.0
-    after = await base.scrape("relay", base_url)
-    rss = base.rss_mib(server_pid)
+    after = await scrape_hops(base_url)
+    rss = stats.rss_mib(server_pid)
     await asyncio.gather(*(s.close() for s in everyone))
     await http.aclose()
     messages = sum(s.up + s.down for s in live)
@@ -342,16 +366,16 @@ async def load(
         "emulator_cpu_share": round((emu1 - emu0) / wall, 3),
         "loadgen_cpu_share": round((me1 - me0) / wall, 3),
         "machine_cpu_share": round(machine_share, 3),
-        "relay_hop": base.hop_figures("relay", before, after),
+        "relay_hop": hop_figures(before, after),
         "audio_hop_ms": {
             "count": len(hops),
-            "p50": base.ms(base.percentile(hops, 0.50)),
-            "p99": base.ms(base.percentile(hops, 0.99)),
+            "p50": stats.ms(stats.percentile(hops, 0.50)),
+            "p99": stats.ms(stats.percentile(hops, 0.99)),
         },
         "frame_lateness_ms": {
-            "p50": base.ms(base.percentile(lateness, 0.50)),
-            "p99": base.ms(base.percentile(lateness, 0.99)),
-            "max": base.ms(max(lateness, default=0.0)),
+            "p50": stats.ms(stats.percentile(lateness, 0.50)),
+            "p99": stats.ms(stats.percentile(lateness, 0.99)),
+            "max": stats.ms(max(lateness, default=0.0)),
         },
         "errors": sorted({s.error for s in everyone if s.error})[:5],
     }
@@ -361,7 +385,7 @@ def child(args: list[str], timeout: float) -> dict[str, Any]:
     import subprocess
 
     out = subprocess.run(
-        [*ME, *args], capture_output=True, timeout=timeout, check=False, cwd=base.ROOT, text=True
+        [*ME, *args], capture_output=True, timeout=timeout, check=False, cwd=ROOT, text=True
     )
     if out.returncode != 0:
         raise RuntimeError(f"{args[0]} failed: {out.stderr[-2000:]}")
@@ -385,8 +409,16 @@ def orchestrate(cpu_sessions: int, rounds: int, realtime_steps: tuple[int, ...])
     print(f"server logs: {logs}", file=sys.stderr)
     emulator_port, server_port = free_port(), free_port()
     emulator_url = f"http://127.0.0.1:{emulator_port}"
-    emulator_args = [*base.ME, "emulator", str(emulator_port)]
-    server_args = [*base.ME, "server", "relay", emulator_url, str(server_port), "0"]
+    emulator_args = [*roles.ME, "emulator", str(emulator_port)]
+    spec = {
+        "kind": "relay",
+        "emulator_url": emulator_url,
+        "port": server_port,
+        "pool": 0,
+        "compression": False,
+        "redis_url": None,
+    }
+    server_args = [*roles.ME, "server", json.dumps(spec)]
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     realtime: list[dict[str, Any]] = []
     with (
@@ -396,7 +428,7 @@ def orchestrate(cpu_sessions: int, rounds: int, realtime_steps: tuple[int, ...])
         url = f"http://127.0.0.1:{server_port}"
         for round_ in range(rounds):
             for kind in KINDS if round_ % 2 == 0 else tuple(reversed(KINDS)):
-                background = base.wait_quiet()
+                background = roles.wait_quiet()
                 args = ["load", kind, url, str(cpu_sessions), str(server.pid), str(emulator.pid)]
                 run = child(args, 300)
                 run["background_cpu_before"] = background
@@ -405,7 +437,7 @@ def orchestrate(cpu_sessions: int, rounds: int, realtime_steps: tuple[int, ...])
                 time.sleep(2.0)
         for n in realtime_steps:
             for attempt in (1, 2):  # other work on the shared machine can starve one run
-                background = base.wait_quiet()
+                background = roles.wait_quiet()
                 args = ["load", "producer", url, str(n), str(server.pid), str(emulator.pid)]
                 step = child(args, 600)
                 step["attempt"] = attempt
@@ -470,7 +502,7 @@ def orchestrate(cpu_sessions: int, rounds: int, realtime_steps: tuple[int, ...])
             "relay_hop": "upstream message received -> written to the browser socket (/metrics)",
             "cpu_per_message": "server utime+stime over the playback / (audio up + echo down +"
             " frames down), the same set for both kinds",
-            "sustained_rule": f"every frame within {base.TOLERANCE * 1000:.0f} ms of the audio"
+            "sustained_rule": f"every frame within {TOLERANCE * 1000:.0f} ms of the audio"
             " that allows it, every session finished",
             "cores_shared": "emulator, server and load generator share the machine's cores",
         },

@@ -22,9 +22,11 @@ from app.emulator.wire import (
     ANIMATION_UNDECLARED_FIELD,
     CLOSE_REASONS,
     FRAME_MS,
+    SEND_TIME_FIELD,
     animation_message,
     frame_marker,
     frame_payload,
+    send_time_ns,
 )
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "FRAME_MS",
     "OPUS_SAMPLE_RATES",
     "PCM_SAMPLE_RATES",
+    "SEND_TIME_FIELD",
     "Emulator",
     "EmulatorStats",
     "FakeRoom",
@@ -50,4 +53,5 @@ __all__ = [
     "animation_message",
     "frame_marker",
     "frame_payload",
+    "send_time_ns",
 ]

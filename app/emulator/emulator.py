@@ -125,6 +125,7 @@ class Emulator:
         livekit_api_key: str = DEFAULT_LIVEKIT_API_KEY,
         livekit_api_secret: str = DEFAULT_LIVEKIT_API_SECRET,
         egress_end_repeats: int = 2,
+        stamp_frames: bool = False,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -145,6 +146,8 @@ class Emulator:
         self.idle_timeout = idle_timeout
         self.frame_bytes = frame_bytes
         self.record = record
+        # Each animation message ends with its send time (wire.SEND_TIME_FIELD), for benchmarks.
+        self.stamp_frames = stamp_frames
         # Playback control (pause / resume / playback states) is an October 2026 capability;
         # off, the emulator is a server without it and ignores pause and resume.
         self.playback_control = playback_control

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -431,6 +432,8 @@ class IngressSession(Pacing):
                 self._emu.frame_bytes,
                 avatar_id=self._avatar_id,
             )
+            if self._emu.stamp_frames:
+                data += wire.send_time_field(time.time_ns())
             return await self._send_binary(data)
         for signal in self._egress.frame(request.req_id, index, end):
             self._emu.stats.egress_signals_sent += 1

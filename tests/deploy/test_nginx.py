@@ -8,7 +8,6 @@ instances that say who they are, and check the routing an operator relies on.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import socket
 import subprocess
@@ -31,7 +30,7 @@ from avatar_relay_client.browser_protocol import (
     decode_server,
     encode_client,
 )
-from tests.deploy.files import DEPLOY
+from bench.harness import shipped_nginx_config
 from tests.support.relay import relay_test_settings
 from tests.support.servers import free_port, running_app
 
@@ -62,20 +61,9 @@ def instance(name: str) -> FastAPI:
 
 
 def local_config(tmp: Path, port: int, instances: list[str]) -> Path:
-    conf = (DEPLOY / "nginx.conf").read_text()
-    servers = "".join(f"server {address};\n        " for address in instances)
-    conf, count = re.subn(r"server app:8080;\n\s*", servers, conf)
-    assert count == 2  # both upstreams
-    conf = conf.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    conf = conf.replace("pid /tmp/avatar-relay-nginx.pid;", f"pid {tmp}/nginx.pid;")
-    writable = "".join(
-        f"    {name}_temp_path {tmp}/{name};\n"
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = conf.replace("http {\n", "http {\n" + writable, 1)
-    path = tmp / "nginx.conf"
-    path.write_text(conf)
-    return path
+    # The committed file with only addresses, ports and writable paths changed (the benchmark
+    # runs it the same way).
+    return shipped_nginx_config(tmp, port, instances)
 
 
 @contextlib.contextmanager
