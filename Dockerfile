@@ -54,7 +54,8 @@ EXPOSE 8080
 # The slim image has no curl, so Python does the request.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=4)"]
-# SIGTERM starts a graceful drain: readiness 503, relay clients told to reconnect elsewhere,
-# then up to 30 s for connections to finish (app/server.py).
+# SIGTERM starts a graceful drain: readiness 503, relay conversations in flight finish
+# (DRAIN_TIMEOUT_SECONDS, 30 s), sessions handed over (<= 5 s), then up to 15 s for the rest
+# (app/server.py): give the container a grace period above 50 s.
 STOPSIGNAL SIGTERM
 CMD ["avatar-relay", "serve"]

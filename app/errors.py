@@ -134,6 +134,11 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.PRODUCER_NOT_ALLOWED: ErrorSpec(
         409, 4403, False, "the session was not created to accept a producer"
     ),
+    # A draining instance hands its sessions over (1012 "service restart"): clients reconnect with
+    # a fresh ticket and resume wherever the session continues.
+    ErrorCode.SESSION_MOVED: ErrorSpec(
+        503, 1012, False, "the session moves to another instance; reconnect and resume"
+    ),
 }
 
 

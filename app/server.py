@@ -16,6 +16,7 @@ from app.api.ops import drain
 from app.api.websocket import RelayWebSocketProtocol
 from app.emulator import Emulator
 from app.logs import configure_logging
+from app.sessions import HANDOVER_SECONDS
 from app.settings import Settings
 
 
@@ -51,17 +52,31 @@ def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
     )
 
 
-# Kubernetes: terminationGracePeriodSeconds must exceed preStop + drain + this (deploy/k8s).
-GRACEFUL_SHUTDOWN_SECONDS = 30
+# Shutdown, from SIGTERM to exit: the drain (readiness 503 at once; conversations in flight get
+# up to DRAIN_TIMEOUT_SECONDS to finish), the handover (sessions told to reconnect elsewhere,
+# HANDOVER_SECONDS at most), then uvicorn's graceful shutdown of whatever is still open. The
+# grace period (Kubernetes: terminationGracePeriodSeconds after preStop; compose:
+# stop_grace_period) must exceed `shutdown_budget` (deploy/README.md).
+GRACEFUL_SHUTDOWN_SECONDS = 15
 # (young generation, middle, old): net container allocations before a young collection, and
 # collections of each generation before the next one up. CPython's default is (700, 10, 10).
 GC_THRESHOLDS = (20_000, 10, 10)
-DRAIN_SECONDS = 10.0
+
+
+def drain_budget(settings: Settings) -> float:
+    """How long the drain hooks may run: conversations finishing, then the handover."""
+    return settings.drain_timeout_seconds + HANDOVER_SECONDS
+
+
+def shutdown_budget(settings: Settings) -> float:
+    """The longest a SIGTERM'd server takes to exit."""
+    return drain_budget(settings) + GRACEFUL_SHUTDOWN_SECONDS
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn, but shutdown first drains the app (readiness 503, drain hooks such as telling
-    relay clients "going away") before uvicorn closes the listening sockets and connections.
+    """uvicorn, but shutdown first drains the app (readiness 503, drain hooks: relay
+    conversations in flight finish, then their sessions are moved or ended) before uvicorn
+    closes the listening sockets and connections.
 
     With `freeze_heap`, everything alive once the app has started (modules, routes, schemas,
     services: ~100k objects) is moved out of the garbage collector's sight (`gc.freeze`). Those
@@ -102,7 +117,7 @@ class DrainingServer(uvicorn.Server):
             gc.set_threshold(*GC_THRESHOLDS)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        await drain(self._app, DRAIN_SECONDS)
+        await drain(self._app, drain_budget(self._app.state.settings))
         await super().shutdown(sockets)
 
 

@@ -51,6 +51,8 @@ SESSION_ID_BYTES: Final = 18
 # Ended sessions remembered in-process, so a late socket hears "closed" even before the store's
 # tombstone is written.
 RECENTLY_ENDED: Final = 4096
+# Shutdown: after the drain, how long sessions get to be handed over (their clients told).
+HANDOVER_SECONDS: Final = 5.0
 
 State = Literal["new", "live", "closed"]
 
@@ -314,19 +316,30 @@ class SessionService:
 
     # --- shutdown ---
 
-    async def shutdown(self, within: float = 10.0) -> None:
-        """Drain: every live session's client gets ERROR{goingAway} and close 1001."""
+    async def shutdown(
+        self, within: float = 0.0, *, close_within: float = HANDOVER_SECONDS
+    ) -> None:
+        """Drain: no new sessions or conversations from now on; conversations in flight get up
+        to `within` seconds to finish; then every live session's client gets ERROR{goingAway}
+        and close 1001, with up to `close_within` seconds for the closes to go out."""
         self.draining = True
         runners = list(self._live.values())
         for runner in runners:
+            runner.drain()
+        if runners and within > 0:
+            await _wait_all([runner.wait_drained() for runner in runners], within)
+        runners = list(self._live.values())  # and those a reconnect made live meanwhile
+        for runner in runners:
             runner.shutdown()
         if runners:
-            waits = [asyncio.ensure_future(runner.wait_closed()) for runner in runners]
-            _, pending = await asyncio.wait(waits, timeout=within)
-            for task in pending:
-                task.cancel()
+            await _wait_all([runner.wait_closed() for runner in runners], close_within)
         if self._background:
-            await asyncio.wait(list(self._background), timeout=within)
+            await asyncio.wait(list(self._background), timeout=close_within)
+
+    def refuses(self, session_id: str) -> bool:
+        """True while draining for a session this instance does not run: its socket should be
+        turned away before its ticket is spent, so that it can be tried elsewhere."""
+        return self.draining and session_id not in self._live
 
     async def aclose(self) -> None:
         await self.shutdown()
@@ -408,6 +421,13 @@ class SessionService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+
+
+async def _wait_all(waits: list[Coroutine[Any, Any, None]], within: float) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    _, pending = await asyncio.wait(tasks, timeout=within)
+    for task in pending:
+        task.cancel()
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

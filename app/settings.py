@@ -212,6 +212,11 @@ class Settings(BaseSettings):
     max_sessions_global: int = Field(default=1000, ge=1)
     upstream_pool_size: int = Field(default=0, ge=0)
     default_sample_rate: int = 16000
+    # This instance's name in relay leases (Kubernetes: the pod name); default: host-pid-random.
+    instance_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^\S+$")
+    # Shutdown: how long conversations in flight may take to finish before the sessions are
+    # moved (or, without Redis, ended). Fit it to the grace period (deploy/README.md).
+    drain_timeout_seconds: float = Field(default=30.0, ge=0, le=600)
 
     # --- RTC mode (LiveKit): all three or none (none: the /v1/rtc routes say rtcNotConfigured) ---
     # Where browsers and the avatar publisher join (wss://...); the server API is the same host.

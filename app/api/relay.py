@@ -34,7 +34,7 @@ from app.api.security import SECURITY_REQUIREMENT, no_store
 from app.errors import AppError, ErrorCode, spec
 from app.logs import bind
 from app.relay.conversations import Role
-from app.sessions import audio_routing
+from app.sessions import HANDOVER_SECONDS, audio_routing
 from app.settings import PCM_SAMPLE_RATES
 from avatar_relay_client import browser_protocol, producer_protocol
 
@@ -52,8 +52,6 @@ SOCKET_PATH: Final = "/v1/relay"
 PRODUCER_SOCKET_PATH: Final = "/v1/relay/producer"
 _SOCKET_PATHS: Final[dict[Role, str]] = {"browser": SOCKET_PATH, "producer": PRODUCER_SOCKET_PATH}
 _WS_SCHEMES: Final = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
-# Shutdown: how long sessions get to send their "going away" closes.
-DRAIN_SECONDS: Final = 10.0
 
 
 # Checked by the session service (with a message listing the rates); the schema says the same.
@@ -363,6 +361,11 @@ async def _serve_socket(websocket: WebSocket, role: Role) -> None:
     session_id = websocket.query_params.get("session", "")
     ticket = websocket.query_params.get("ticket", "")
     with bind(session_id=session_id[:64] or None):
+        if services.sessions.refuses(session_id):
+            # Draining, and the session is not here: HTTP 503 before the ticket is spent, so the
+            # proxy (proxy_next_upstream http_503) or the client tries another instance with it.
+            await _deny(websocket, ErrorCode.GOING_AWAY, "this instance is shutting down")
+            return
         try:
             await services.limiter.check_ip(connection_ip(websocket, services))
             runner = await services.sessions.attach(session_id, ticket, role)
@@ -385,6 +388,8 @@ def install_relay(app: FastAPI) -> None:
     async def drain_sessions() -> None:
         services: Services | None = getattr(app.state, "services", None)
         if services is not None:
-            await services.sessions.shutdown(DRAIN_SECONDS)
+            await services.sessions.shutdown(
+                services.settings.drain_timeout_seconds, close_within=HANDOVER_SECONDS
+            )
 
     add_drain_hook(app, drain_sessions)

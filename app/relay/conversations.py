@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from app.errors import ErrorCode
 from app.relay.effects import ConversationEnded, InterruptUpstream, Outcome
@@ -107,6 +107,7 @@ class Conversations:
         "_queue",
         "held_bytes",
         "held_messages",
+        "version",
     )
 
     def __init__(self, new_id: Callable[[], str]) -> None:
@@ -119,11 +120,18 @@ class Conversations:
         # Held messages count against the replay buffer's bounds (the session checks them).
         self.held_messages = 0
         self.held_bytes = 0
+        # Grows with every change a snapshot would show (not with released messages' counts).
+        self.version = 0
 
     @property
     def live(self) -> Conversation | None:
         """The conversation being delivered (the head of the queue), if any."""
         return self._queue[0] if self._queue else None
+
+    def would_start(self, source: Role = "browser") -> bool:
+        """A speaker's next chunk would start a new conversation (none of its own is taking
+        input and no ended utterance of its is being discarded)."""
+        return source not in self._input and source not in self._discarding
 
     def expecting(self, req_id: str) -> Conversation | None:
         """The conversation still waiting for this upstream request's output; None once it
@@ -140,9 +148,12 @@ class Conversations:
         if source in self._discarding:
             if end:
                 self._discarding.discard(source)
+                self.version += 1
             return None
         conversation = self._input.get(source)
         first = conversation is None
+        if first or end:
+            self.version += 1
         if conversation is None:
             req_id = self._new_id()
             conversation = Conversation(req_id, p.conversation_tag(req_id), source)
@@ -158,6 +169,7 @@ class Conversations:
         if self._queue[0] is conversation:
             return False
         conversation.held.append(item)
+        self.version += 1
         self.held_messages += 1
         self.held_bytes += len(item[2])
         return True
@@ -169,6 +181,7 @@ class Conversations:
         If it was live, the queue moves on; consume the result at once (see `_retire_head`)."""
         conversation.outcome = outcome
         conversation.code = code
+        self.version += 1
         del self._by_id[conversation.id]
         source = conversation.source
         if self._input.get(source) is conversation:
@@ -219,7 +232,59 @@ class Conversations:
             queue.popleft()
             yield head.ended(head.outcome, head.code)
 
+    # --- continuing elsewhere ---
+
+    def snapshot(self) -> dict[str, Any]:
+        """The queue as plain data (held messages' payloads as bytes), for `restore`."""
+        return {
+            "queue": [
+                {
+                    "id": c.id,
+                    "source": c.source,
+                    "expecting": c.id in self._by_id,
+                    "outcome": c.outcome,
+                    "code": c.code.value if c.code is not None else None,
+                    "message": c.message,
+                    "audio_bytes": c.audio_bytes,
+                    "frames": c.frames,
+                    "held": [list(item[1:]) for item in c.held],
+                }
+                for c in self._queue
+            ],
+            "input": {role: c.id for role, c in self._input.items()},
+            "discarding": sorted(self._discarding),
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take the state `snapshot` saved (into a fresh queue)."""
+        self._clear()
+        by_id: dict[str, Conversation] = {}
+        for entry in data["queue"]:
+            code = entry["code"]
+            conversation = Conversation(
+                entry["id"],
+                p.conversation_tag(entry["id"]),
+                entry["source"],
+                outcome=entry["outcome"],
+                code=ErrorCode(code) if code is not None else None,
+                message=entry["message"],
+                audio_bytes=entry["audio_bytes"],
+                frames=entry["frames"],
+            )
+            for kind, payload, flags, item_code, text in entry["held"]:
+                conversation.held.append((conversation, kind, payload, flags, item_code, text))
+                self.held_messages += 1
+                self.held_bytes += len(payload)
+            self._queue.append(conversation)
+            by_id[conversation.id] = conversation
+            if entry["expecting"]:
+                self._by_id[conversation.id] = conversation
+        self._input = {role: by_id[cid] for role, cid in data["input"].items() if cid in by_id}
+        self._discarding = set(data["discarding"])
+        self.version += 1
+
     def _clear(self) -> None:
+        self.version += 1
         self._queue.clear()
         self._by_id.clear()
         self.held_messages = 0

@@ -75,6 +75,22 @@ class ConversationEnded:
     message: str = field(default="", compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class InputRefused:
+    """The instance is draining and the client's message `seq` would start a new conversation:
+    neither it nor anything after it is accepted (or acknowledged) here, so the client keeps it
+    and sends it again wherever the session continues. Told once per drain, for logs."""
+
+    seq: int
+    code: ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """The instance is draining and no conversation is in flight any more (or the client's
+    refused input includes an interrupt): the session can be handed over now."""
+
+
 Effect = (
     SendToClient
     | CloseClient
@@ -83,4 +99,6 @@ Effect = (
     | ReleaseUpstream
     | SessionEnded
     | ConversationEnded
+    | InputRefused
+    | Drained
 )

@@ -58,6 +58,18 @@ class ReplayBuffer:
             if index >= skip:
                 yield data
 
+    def restore(self, acked: int, items: list[bytes]) -> None:
+        """Take a saved buffer: `items` carry seq `acked + 1` onwards."""
+        self._acked = acked
+        self._items = deque(items)
+        self._bytes = sum(map(len, items))
+
+    def skip_to(self, seq: int) -> None:
+        """The client already has everything up to `seq`, beyond `last_seq` (sent by an instance
+        that died before saving it): numbering goes on after it."""
+        self.clear()
+        self._acked = max(self._acked, seq)
+
     def clear(self) -> None:
         """Drop every message without acknowledging it (the session can no longer resume)."""
         # Numbering continues: the dropped numbers are gone, not reusable.

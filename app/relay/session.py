@@ -21,14 +21,16 @@ messages too). See docs/protocol.md for the rules.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
 from app.errors import ErrorCode, RelayError, spec
 from app.relay.conversations import AudioRouting, Conversation, Conversations, Item, Role
 from app.relay.effects import (
     CloseClient,
     ConversationEnded,
+    Drained,
     Effect,
+    InputRefused,
     Outcome,
     ReleaseUpstream,
     SendToClient,
@@ -94,6 +96,15 @@ class RelaySession:
         else:
             self._endpoints = (self._browser,)
         self._conversations = Conversations(new_conversation_id)
+
+        # draining (on_drain): no new conversations; Drained once nothing is in flight
+        self._draining = False
+        self._refused_from: dict[Role, int] = {}  # per endpoint, the first seq not accepted
+        self._drain_now = False  # refused input holds an interrupt: hand over at once
+        self._drained = False
+        # Restored from another instance's saved state: the conversations it had in flight
+        # are aborted when the browser is back (`restore`).
+        self._restored = False
 
     # --- read-only views for the shell ---
 
@@ -161,6 +172,57 @@ class RelaySession:
                     if ep.ack_due is not None:
                         times.append(ep.ack_due)
         return min(times)
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        return tuple(ep.role for ep in self._endpoints)
+
+    @property
+    def shape_version(self) -> int:
+        """Grows whenever `snapshot` would say something new (conversations started, ended,
+        held, an endpoint's standing); not with released messages or acknowledgements."""
+        return self._conversations.version + sum(ep.hellos + ep.required for ep in self._endpoints)
+
+    # --- continuing on another instance ---
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """What another instance needs, besides each endpoint's seqs and replay buffer (saved
+        as they change), to continue this session: plain data for `restore`."""
+        return {
+            "age": now - self._created,
+            "idle": now - self._last_activity,
+            "broken": self._broken.value if self._broken is not None else None,
+            "endpoints": {
+                ep.role: {"required": ep.required, "hellos": ep.hellos} for ep in self._endpoints
+            },
+            "conversations": self._conversations.snapshot(),
+        }
+
+    def restore(
+        self,
+        snapshot: dict[str, Any],
+        endpoints: dict[str, tuple[int, int, list[bytes]]],
+        now: float,
+    ) -> None:
+        """Continue a session another instance ran (a fresh core, created with the same id,
+        rate, limits and routing). `endpoints`: per role, (seq accepted from it, seq it
+        acknowledged, the messages sent to it after that). The upstream connection died with
+        that instance: the conversations in flight are aborted (`connectionClosed`) when the
+        browser is back, after its replay, numbered after what it says it has."""
+        self._created = now - float(snapshot["age"])
+        self._last_activity = now - float(snapshot["idle"])
+        broken = snapshot["broken"]
+        self._broken = ErrorCode(broken) if broken is not None else None
+        for ep in self._endpoints:
+            standing = snapshot["endpoints"].get(ep.role, {})
+            ep.required = bool(standing.get("required", ep.required))
+            ep.hellos = int(standing.get("hellos", 0))
+            client_seq, acked, messages = endpoints.get(ep.role, (0, 0, []))
+            ep.client_seq = client_seq
+            ep.replay.restore(acked, messages)
+            ep.disconnected_at = now if ep.required else None
+        self._conversations.restore(snapshot["conversations"])
+        self._restored = True
 
     # --- events: an endpoint's connection ---
 
@@ -351,6 +413,31 @@ class RelaySession:
             self._fatal(fatal)
         return self._take()
 
+    def on_drain(self, now: float) -> list[Effect]:
+        """The instance is draining: conversations in flight go on to their end, a message that
+        would start a new one is not accepted (`InputRefused`, once per endpoint), and `Drained`
+        follows as soon as nothing is in flight (at once when idle). The shell then hands the
+        session over (`on_handover`) or ends it (`on_shutdown`)."""
+        if self._ended:
+            return []
+        self._begin(now)
+        self._draining = True
+        return self._take()
+
+    def on_handover(self, now: float) -> list[Effect]:
+        """The session continues on another instance: the endpoints are told to reconnect and
+        resume (close 1012 `sessionMoved`) and the session ends here. The shell has saved what
+        the next instance needs before this."""
+        if self._ended:
+            return []
+        self._begin(now)
+        code = ErrorCode.SESSION_MOVED
+        for ep in self._endpoints:
+            if ep.conn is not None:
+                self._out.append(CloseClient(ep.conn, spec(code).close_code, code.value))
+        self._end(code)
+        return self._take()
+
     def on_shutdown(self, now: float) -> list[Effect]:
         """The server is draining: tell the endpoints to go elsewhere, end the session."""
         if self._ended:
@@ -381,10 +468,15 @@ class RelaySession:
             return
         match message:
             case p.ClientAudio(seq, pcm, end) | pp.Audio(seq, pcm, end):
+                if self._draining and self._refused(ep, seq, self._starts(ep.role)):
+                    return
                 if self._accept(ep, seq):
                     self._input_audio(ep.role, seq, pcm, end)
                     self._count_input(ep, urgent=end)
             case p.ClientInterrupt(seq) | pp.Interrupt(seq):
+                if self._draining and self._refused(ep, seq, False):
+                    self._drain_now = True
+                    return
                 if self._accept(ep, seq):
                     self._interrupt(ep.role)
                     self._count_input(ep, urgent=True)
@@ -408,6 +500,10 @@ class RelaySession:
         replay = ep.replay
         conn = ep.conn
         assert conn is not None
+        restored = self._restored and ep is self._browser
+        if restored and last_seq > replay.last_seq:
+            # The instance that died sent these before it saved them: the browser has them.
+            replay.skip_to(last_seq)
         if last_seq > replay.last_seq:
             raise Fatal(ErrorCode.BAD_ACK, f"resume from {last_seq}, never sent")
         lost = self._broken
@@ -435,6 +531,14 @@ class RelaySession:
         for data in replay.after(last_seq):
             self.stats.replayed_messages += 1
             self._out.append(SendToClient(conn, data))
+        if restored:
+            self._restored = False
+            for conversation in self._conversations.expecting_upstream():
+                self._abort(
+                    conversation,
+                    ErrorCode.CONNECTION_CLOSED,
+                    "the instance running this conversation went away",
+                )
         if ep is self._browser and self._events is not None:
             self._events.browser(_BROWSER_STATES[resumed])
 
@@ -451,6 +555,23 @@ class RelaySession:
         ep.detach(self._now)
         if welcomed and ep is self._browser and self._events is not None:
             self._events.browser(pp.BrowserState.DISCONNECTED)
+
+    def _starts(self, role: Role) -> bool:
+        """The endpoint's next AUDIO would start a conversation."""
+        return self.routing.speaks(role) and self._conversations.would_start(role)
+
+    def _refused(self, ep: Endpoint, seq: int, starts: bool) -> bool:
+        """While draining: not accepting `seq` (neither processed nor acknowledged) because it,
+        or a message before it, would start a new conversation. Resends of accepted numbers
+        and sequence gaps take their usual paths."""
+        if seq <= ep.client_seq:
+            return False
+        if ep.role not in self._refused_from:
+            if not starts or seq != ep.client_seq + 1:
+                return False
+            self._refused_from[ep.role] = seq
+            self._out.append(InputRefused(seq, ErrorCode.GOING_AWAY))
+        return True
 
     def _accept(self, ep: Endpoint, seq: int) -> bool:
         """Exactly-once on the way in: old numbers are resends (re-ACK them), gaps are bugs."""
@@ -597,6 +718,14 @@ class RelaySession:
         self._out = []
 
     def _take(self) -> list[Effect]:
+        if (
+            self._draining
+            and not self._drained
+            and not self._ended
+            and (self._drain_now or self._conversations.live is None)
+        ):
+            self._drained = True
+            self._out.append(Drained())
         out = self._out
         self._out = []
         return out

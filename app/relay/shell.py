@@ -40,7 +40,9 @@ from app.relay.conversations import AudioRouting, Role
 from app.relay.effects import (
     CloseClient,
     ConversationEnded,
+    Drained,
     Effect,
+    InputRefused,
     InterruptUpstream,
     ReleaseUpstream,
     SendToClient,
@@ -303,6 +305,7 @@ class RelayRunner:
         self._timer_at = 0.0
         self._background: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
+        self._drained = asyncio.Event()
         self.end_code: ErrorCode | None = None
         self.ended = False
 
@@ -315,8 +318,18 @@ class RelayRunner:
             self.upstream.start(connect_now=connect_upstream)
         self._schedule()
 
+    def drain(self) -> None:
+        """The server is draining: conversations in flight go on, new ones are not accepted
+        (`wait_drained` returns once nothing is in flight)."""
+        with bind(session_id=self.session_id):
+            self._perform(self.core.on_drain(self._loop.time()))
+
+    async def wait_drained(self) -> None:
+        """Until no conversation is in flight (after `drain`) or the session ended."""
+        await self._drained.wait()
+
     def shutdown(self) -> None:
-        """The server is draining: the endpoints get ERROR{goingAway} and close 1001."""
+        """The server is going away: the endpoints get ERROR{goingAway} and close 1001."""
         self._perform(self.core.on_shutdown(self._loop.time()))
 
     async def wait_closed(self) -> None:
@@ -497,6 +510,13 @@ class RelayRunner:
                 self._spawn(self.upstream.aclose())
             elif type(effect) is SessionEnded:
                 self._finish(effect.code)
+            elif type(effect) is Drained:
+                self._drained.set()
+            elif type(effect) is InputRefused:
+                log.info(
+                    "draining: a new conversation waits for the session's next instance",
+                    extra={"error_code": effect.code.value, "client_seq": effect.seq},
+                )
         for conn in stuck:
             self._on_client_stuck(conn)
         if reschedule:
@@ -524,6 +544,7 @@ class RelayRunner:
         )
         if self._on_end is not None:
             self._on_end(self, code)
+        self._drained.set()
         self._closed.set()
 
     # --- timers ---

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from app.api.app import create_app
-from app.server import DRAIN_SECONDS, GRACEFUL_SHUTDOWN_SECONDS
+from app.server import shutdown_budget
 from app.settings import ConfigError, Settings, load_settings
 from tests.deploy.files import (
     DEPLOY,
@@ -56,6 +56,7 @@ IMPORTANT_CONFIG = {
     "RATE_LIMIT_PRINCIPAL_PER_MINUTE",
     "RATE_LIMIT_IP_PER_MINUTE",
     "RESUME_WINDOW_SECONDS",
+    "DRAIN_TIMEOUT_SECONDS",
 }
 
 
@@ -214,10 +215,11 @@ def test_compose_runs_the_app_with_a_healthy_redis_first() -> None:
     assert env["HOST"] == "0.0.0.0"
     assert int(env["PORT"]) == PORT
     assert app["ports"] == [f"{PORT}:{PORT}"]
-    # Longer than the server's own drain + graceful shutdown, so SIGKILL never cuts it short.
-    assert int(app["stop_grace_period"].removesuffix("s")) > (
-        DRAIN_SECONDS + GRACEFUL_SHUTDOWN_SECONDS
-    )
+    # Longer than the server's own drain + handover + graceful shutdown (with the drain timeout
+    # the compose file leaves at its default), so SIGKILL never cuts it short.
+    assert "DRAIN_TIMEOUT_SECONDS" not in env
+    default = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert int(app["stop_grace_period"].removesuffix("s")) > shutdown_budget(default)
 
 
 def test_compose_without_env_file_is_a_valid_emulator_configuration(
@@ -295,9 +297,9 @@ def test_deployment_drains_sessions_before_it_is_killed() -> None:
     assert command[0] == "sleep"
     pre_stop = int(command[1])
     assert spec["terminationGracePeriodSeconds"] >= 60
-    assert spec["terminationGracePeriodSeconds"] > (
-        pre_stop + DRAIN_SECONDS + GRACEFUL_SHUTDOWN_SECONDS
-    )
+    drain = float(configmap()["data"]["DRAIN_TIMEOUT_SECONDS"])
+    settings = Settings(_env_file=None, drain_timeout_seconds=drain)  # type: ignore[call-arg]
+    assert spec["terminationGracePeriodSeconds"] > pre_stop + shutdown_budget(settings)
     assert deployment()["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
@@ -336,6 +338,7 @@ def test_service_pdb_and_ingress_select_the_deployments_pods() -> None:
     annotations = sockets["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$arg_session"
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
+    assert "http_503" in annotations["nginx.ingress.kubernetes.io/proxy-next-upstream"]
 
 
 def env_names() -> dict[str, set[str]]:
@@ -423,6 +426,8 @@ def test_nginx_upgrades_relay_sockets_sticks_sessions_and_hides_metrics() -> Non
     assert timeout is not None
     assert int(timeout.group(1)) >= 600
     assert "proxy_buffering off;" in relay
+    # A draining instance's 503 sends the socket on to the next instance.
+    assert re.search(r"proxy_next_upstream [^;]*\bhttp_503\b", relay)
     # A producer's socket belongs to the same session: same instance, same socket settings.
     assert location(conf, "= /v1/relay/producer") == relay
     assert "deny all;" in location(conf, "= /metrics")

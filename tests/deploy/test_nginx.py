@@ -8,17 +8,14 @@ instances that say who they are, and check the routing an operator relies on.
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
 import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Response, WebSocket
 from websockets import Subprotocol
 
 from app.api.app import create_app
@@ -30,21 +27,16 @@ from avatar_relay_client.browser_protocol import (
     decode_server,
     encode_client,
 )
-from bench.harness import shipped_nginx_config
+from tests.support.nginx import find_nginx, local_config, running_nginx
 from tests.support.relay import relay_test_settings
 from tests.support.servers import free_port, running_app
 
 CALLER = "nginx-caller-key-0123456789abcdef"
 
 
-def find_nginx() -> str | None:
-    return shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
-    )
-
-
-def instance(name: str) -> FastAPI:
-    """Answers every request with its name (and the headers nginx passed on)."""
+def instance(name: str, draining: bool = False) -> FastAPI:
+    """Answers every request with its name (and the headers nginx passed on); `draining`: its
+    sockets are refused with HTTP 503, as a draining relay refuses sessions it does not run."""
     app = FastAPI()
 
     @app.api_route("/{path:path}", methods=["GET", "POST"])
@@ -53,6 +45,9 @@ def instance(name: str) -> FastAPI:
 
     @app.websocket("/v1/relay")
     async def relay(socket: WebSocket) -> None:
+        if draining:
+            await socket.send_denial_response(Response(status_code=503))
+            return
         await socket.accept()
         await socket.send_text(name)
         await socket.close()
@@ -60,52 +55,12 @@ def instance(name: str) -> FastAPI:
     return app
 
 
-def local_config(tmp: Path, port: int, instances: list[str]) -> Path:
-    # The committed file with only addresses, ports and writable paths changed (the benchmark
-    # runs it the same way).
-    return shipped_nginx_config(tmp, port, instances)
-
-
-@contextlib.contextmanager
-def running_nginx(nginx: str, conf: Path, port: int) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [
-            nginx,
-            "-c",
-            str(conf),
-            "-p",
-            str(conf.parent),
-            "-e",
-            str(conf.parent / "error.log"),
-            "-g",
-            "daemon off;",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"nginx did not start: {proc.stderr.read() if proc.stderr else ''}"
-                )
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-async def proxy(tmp_path: Path) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def nginx_over(tmp_path: Path, first: FastAPI, second: FastAPI) -> AsyncIterator[str]:
     nginx = find_nginx()
     # scripts/ensure-system-deps installs nginx; a missing binary is a broken setup, not a pass.
     assert nginx is not None, "nginx not found: run the tests through scripts/test"
-    async with running_app(instance("a")) as a, running_app(instance("b")) as b:
+    async with running_app(first) as a, running_app(second) as b:
         port = free_port()
         conf = local_config(tmp_path, port, [a.removeprefix("http://"), b.removeprefix("http://")])
         check = subprocess.run(
@@ -117,6 +72,20 @@ async def proxy(tmp_path: Path) -> AsyncIterator[str]:
         assert check.returncode == 0, check.stderr
         with running_nginx(nginx, conf, port) as address:
             yield address
+
+
+@pytest.fixture
+async def proxy(tmp_path: Path) -> AsyncIterator[str]:
+    async with nginx_over(tmp_path, instance("a"), instance("b")) as address:
+        yield address
+
+
+async def test_a_draining_instances_503_sends_sockets_to_the_next_one(tmp_path: Path) -> None:
+    async with nginx_over(tmp_path, instance("a", draining=True), instance("b")) as address:
+        for n in range(12):
+            url = f"ws://{address}/v1/relay?session=s-{n}&ticket=x"
+            async with websockets.connect(url) as ws:
+                assert await ws.recv() == "b"
 
 
 async def test_sessions_stick_to_one_instance_and_sockets_upgrade(proxy: str) -> None:

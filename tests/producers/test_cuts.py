@@ -30,6 +30,7 @@ from avatar_relay_client import (
     Frame,
     Interrupted,
     RelayClient,
+    SessionLost,
     StateChange,
 )
 from avatar_relay_client.producer import (
@@ -83,7 +84,7 @@ async def _consume_page(page: RelayClient, run: SessionRun, cut_after: set[int])
     async with asyncio.timeout(WAIT):
         while True:
             event = await page.next_event()
-            if isinstance(event, StateChange):
+            if isinstance(event, StateChange | SessionLost):
                 continue
             run.page.append(event)
             if position in cut_after:

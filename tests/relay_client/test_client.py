@@ -14,6 +14,7 @@ from avatar_relay_client import (
     Interrupted,
     RelayClient,
     RelayError,
+    SessionLost,
     StateChange,
 )
 from avatar_relay_client.link import ws_url
@@ -31,7 +32,7 @@ Media = Audio | Frame | ConversationAborted | Interrupted
 async def _next_media(client: RelayClient) -> Media:
     while True:
         event = await client.next_event()
-        if not isinstance(event, StateChange):
+        if not isinstance(event, StateChange | SessionLost):
             return event
 
 
@@ -115,6 +116,29 @@ async def test_reconnecting_after_the_resume_window_surfaces_the_servers_refusal
                 await _next_media(client)
         # The server's verdict, not a client-side guess: the session is gone.
         assert caught.value.code in (ErrorCode.SESSION_NOT_FOUND, ErrorCode.SESSION_CLOSED)
+
+
+async def test_a_lost_session_is_announced_once_with_what_to_do() -> None:
+    async with (
+        running_relay(resume_window_seconds=1) as relay,
+        RelayClient(relay.url, headers=AUTH) as client,
+    ):
+        await client.send_audio(CHUNKS[0], end=True)
+        await _until(client, Frame)
+        assert client.drop_connection(offline_for=1.5)
+        seen: list[object] = []
+
+        async def take_all() -> None:
+            async with asyncio.timeout(20):
+                while True:
+                    seen.append(await client.next_event())
+
+        with pytest.raises(RelayError) as caught:
+            await take_all()
+        lost = [event for event in seen if isinstance(event, SessionLost)]
+        assert lost == [SessionLost(caught.value.code, caught.value.message)]
+        assert lost[0].action == "newSession"
+        assert seen[-1] is lost[0]
 
 
 async def test_without_reconnect_a_drop_ends_the_stream_with_connection_closed() -> None:

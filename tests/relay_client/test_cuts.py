@@ -28,6 +28,7 @@ from avatar_relay_client import (
     Frame,
     Interrupted,
     RelayClient,
+    SessionLost,
     StateChange,
 )
 from tests.relay_client.conftest import AUTH, Relay, running_relay
@@ -77,7 +78,7 @@ async def _consume(
     async with asyncio.timeout(timeout):
         while True:
             event = await client.next_event()
-            if isinstance(event, StateChange):
+            if isinstance(event, StateChange | SessionLost):
                 continue
             run.events.append(event)
             if position in cut_after:

@@ -345,6 +345,31 @@ test('client: answers pings, and RESUME_FAILED ends the session with its code', 
   assert.throws(() => client.sendAudio(Int16Array.of(1)), { code: 'sessionClosed' });
 });
 
+test('client: a handover (1012) reconnects and resumes; a lost session says to make a new one', async () => {
+  const server = new FakeServer();
+  const client = new AvatarRelayClient({ baseUrl: 'http://relay.test', fetch: server.fetch, WebSocket: server.WebSocket, pingIntervalMs: 0 });
+  const lost = [];
+  const order = [];
+  client.on('sessionlost', (e) => { lost.push(e); order.push('sessionlost'); });
+  client.on('error', (e) => { if (e.fatal) order.push('error'); });
+  client.on('close', () => order.push('close'));
+  const connecting = client.connect();
+  await until(() => helloCount(server) === 1);
+  server.socket.deliver({ type: 'WELCOME', sessionId: 'rs_1', clientAck: 0, serverSeq: 0, sampleRate: 16000, resumeWindowMs: 30000 });
+  await connecting;
+  server.socket.onclose({ code: 1012, reason: 'sessionMoved' });
+  await until(() => helloCount(server) === 2);
+  assert.equal(server.tickets, 1);
+  assert.equal(lost.length, 0);
+  server.socket.deliver({ type: 'WELCOME', sessionId: 'rs_1', clientAck: 0, serverSeq: 0, sampleRate: 16000, resumeWindowMs: 30000, resumed: true });
+  assert.equal(client.state, 'open');
+  // The next instance does not have the session: one event says what to do.
+  server.socket.onclose({ code: 4404, reason: 'sessionNotFound' });
+  assert.equal(client.state, 'failed');
+  assert.deepEqual(lost.map((e) => [e.code, e.action]), [['sessionNotFound', 'newSession']]);
+  assert.deepEqual(order, ['error', 'sessionlost', 'close']);
+});
+
 test('client: a sequence gap is never delivered; the client reconnects instead', async () => {
   const server = new FakeServer();
   const controller = new FakeController();

@@ -9,6 +9,8 @@ export type RelayErrorCode =
   | 'invalidRequest' | 'unknownMessageType' | 'badAudio' | 'badSequence' | 'badAck'
   | 'messageTooLarge' | 'resumeFailed' | 'slowConsumer' | 'idleTimeout'
   | 'sessionDurationExceeded' | 'connectionReplaced' | 'sessionClosed' | 'goingAway'
+  /** A draining server handed the session over (close 1012): the client reconnects and resumes. */
+  | 'sessionMoved'
   | 'ticketInvalid' | 'originNotAllowed' | 'sessionNotFound' | 'sessionLimit' | 'internalError'
   | 'unauthorized' | 'forbidden' | 'notFound' | 'rateLimited' | 'serverError' | 'upstreamError'
   | 'upstreamUnavailable' | 'connectionClosed' | 'connectionFailed' | 'protocolError'
@@ -204,6 +206,14 @@ export interface RelayEvents {
   ack: EventBase<'ack'> & { seq: number };
   error: EventBase<'error'> & { code: RelayErrorCode; message: string; fatal: boolean; error?: RelayError };
   close: EventBase<'close'> & { code: RelayErrorCode | null };
+  /**
+   * The session is over and cannot be resumed (`sessionNotFound`: its instance died and its
+   * state was not kept, or it expired; `goingAway`: the server shut down without handing it
+   * over; `resumeFailed`, `sessionClosed`, `idleTimeout`, `sessionDurationExceeded`), but nothing
+   * is wrong with the setup. `action` is what to do: `'newSession'`, call connect() again for a
+   * new session. Emitted once, after the fatal `error` and before `close`.
+   */
+  sessionlost: EventBase<'sessionlost'> & { code: RelayErrorCode; message: string; action: 'newSession' };
 }
 
 export declare class AvatarRelayClient {

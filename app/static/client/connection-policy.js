@@ -15,6 +15,13 @@ export const FATAL_CLOSE = new Map([
   [4410, 'sessionClosed'], [4429, 'sessionLimit'],
 ]);
 
+// Endings after which this session cannot continue but a new one would work: the connection emits
+// one `sessionlost` event for them (docs/protocol.md §9), with what the application should do.
+export const SESSION_LOST = new Set([
+  'sessionNotFound', 'goingAway', 'resumeFailed', 'sessionClosed', 'idleTimeout',
+  'sessionDurationExceeded',
+]);
+
 export const DEFAULTS = Object.freeze({
   ackEvery: 10,
   ackDelayMs: 250,

@@ -6,7 +6,7 @@ import { Emitter, now } from './emitter.js';
 import { RelayError, asRelayError } from './errors.js';
 import { createRelaySession, postJson, trimSlash, withTicket } from './rest.js';
 import {
-  DEFAULTS, FATAL_CLOSE, MAX_UNWELCOMED_ATTEMPTS, States, codeFromReason, socketUrl,
+  DEFAULTS, FATAL_CLOSE, MAX_UNWELCOMED_ATTEMPTS, SESSION_LOST, States, codeFromReason, socketUrl,
 } from './connection-policy.js';
 
 export { States };
@@ -269,6 +269,9 @@ export class RelayConnection extends Emitter {
     if (this._ws) this._abandonSocket(1000, 'client gave up');
     if (this.state === States.CLOSED || this.state === States.FAILED) return;
     this.emit('error', { code: error.code, message: error.message, fatal: true, error });
+    if (SESSION_LOST.has(error.code)) {
+      this.emit('sessionlost', { code: error.code, message: error.message, action: 'newSession' });
+    }
     this._settle?.reject(error);
     this._finish(States.FAILED, error);
   }

@@ -15,7 +15,7 @@ from avatar_relay_client.browser import (
     RelayClient,
 )
 from avatar_relay_client.errors import ErrorCode, RelayError
-from avatar_relay_client.link import Backoff, ClientStats, StateChange
+from avatar_relay_client.link import Backoff, ClientStats, SessionLost, StateChange
 from avatar_relay_client.producer import (
     BargeIn,
     Browser,
@@ -54,6 +54,7 @@ __all__ = [
     "ProducerSession",
     "RelayClient",
     "RelayError",
+    "SessionLost",
     "StateChange",
     "Utterance",
     "__version__",

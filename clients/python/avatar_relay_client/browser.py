@@ -20,7 +20,11 @@ consumer every sequenced server message exactly once and in order.
 
 `events()` raises `RelayError` when the session is over for good (the server refused a resume,
 the session is gone, a protocol error ended it, or no reconnect succeeded within the resume
-window); it simply ends after `close()`.
+window); it simply ends after `close()`. When a new session would work (the session is not
+found, the server went away without handing it over, it expired, its gap cannot be replayed),
+the last event before the error is `SessionLost(code, message, action="newSession")`: create a
+new session. A server handing the session over (close 1012 `sessionMoved`, a drain) is followed
+on its own: new ticket, reconnect, resume.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from avatar_relay_client.link import (
     Ponged,
     Refused,
     ReliableLink,
+    SessionLost,
     StateChange,
     error_code,
 )
@@ -57,7 +62,7 @@ ConversationAborted = p.ConversationAborted
 Interrupted = p.Interrupted
 
 ServerEvent = p.ServerAudio | p.ServerFrame | p.ConversationAborted | p.Interrupted
-Event = ServerEvent | StateChange
+Event = ServerEvent | StateChange | SessionLost
 
 
 class BrowserWire:

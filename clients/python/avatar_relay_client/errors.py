@@ -74,6 +74,7 @@ class ErrorCode(StrEnum):
     PLAYBACK_CONTROL_UNAVAILABLE = "playbackControlUnavailable"
     MICROPHONE_DISABLED = "microphoneDisabled"
     PRODUCER_NOT_ALLOWED = "producerNotAllowed"
+    SESSION_MOVED = "sessionMoved"
 
 
 class RelayError(Exception):

@@ -55,6 +55,32 @@ class StateChange:
     reconnects: int
 
 
+# Endings after which this session cannot continue but a new one would work: the link puts one
+# `SessionLost` event in the stream for them, right before the stream ends with the error.
+SESSION_LOST: Final = frozenset(
+    {
+        ErrorCode.SESSION_NOT_FOUND,
+        ErrorCode.GOING_AWAY,
+        ErrorCode.RESUME_FAILED,
+        ErrorCode.SESSION_CLOSED,
+        ErrorCode.IDLE_TIMEOUT,
+        ErrorCode.SESSION_DURATION_EXCEEDED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLost:
+    """The session is over and cannot be resumed, but nothing is wrong with the setup (its
+    instance died and its state was not kept, it expired, the server shut down without handing
+    it over, ...). `action` says what to do: "newSession", create a new session. The last event
+    of the stream, which then raises the RelayError with the same code."""
+
+    code: ErrorCode
+    message: str
+    action: Literal["newSession"] = "newSession"
+
+
 # --- what a server message means to the link ---
 
 
@@ -440,7 +466,7 @@ class ReliableLink(Generic[E]):
 
     # --- receiving ---
 
-    async def events(self) -> AsyncIterator[E | StateChange]:
+    async def events(self) -> AsyncIterator[E | StateChange | SessionLost]:
         """Every sequenced server message exactly once, in order, plus state changes."""
         while True:
             item = await self._take()
@@ -451,13 +477,13 @@ class ReliableLink(Generic[E]):
                 return
             yield item
 
-    async def next_event(self) -> E | StateChange:
+    async def next_event(self) -> E | StateChange | SessionLost:
         """The next event; raises RelayError when the stream is over."""
         item = await self._take()
         if item is _END:
             self._push_end()
             raise self._error or RelayError(ErrorCode.SESSION_CLOSED, "the relay client is closed")
-        event: E | StateChange = item
+        event: E | StateChange | SessionLost = item
         return event
 
     async def _take(self) -> Any:
@@ -637,6 +663,8 @@ class ReliableLink(Generic[E]):
     def _fail(self, error: RelayError) -> None:
         if self._error is None and not self._closing:
             self._error = error
+            if error.code in SESSION_LOST:
+                self._events.put_nowait(SessionLost(error.code, error.message))
         self._closing = True
         self._acked_changed.set()
         self._connected.set()  # wake wait_connected(), which then raises

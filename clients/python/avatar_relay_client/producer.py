@@ -43,6 +43,7 @@ from avatar_relay_client.link import (
     Ponged,
     Refused,
     ReliableLink,
+    SessionLost,
     StateChange,
     error_code,
 )
@@ -60,7 +61,7 @@ BargeIn = pp.BargeIn
 Microphone = pp.Microphone
 
 ServerEvent = pp.Event
-Event = ServerEvent | StateChange
+Event = ServerEvent | StateChange | SessionLost
 Outcome = ConversationCompleted | ConversationInterrupted | ConversationAborted
 
 

@@ -1,0 +1,175 @@
+"""A live relay session's durable half: what its shell saves so that another instance can
+continue the session (`app/store/relay_state.py` keeps it in Redis).
+
+Per endpoint, the core's delivery state is saved as it changes: the seq accepted from the
+endpoint, the seq it acknowledged, and the messages sent to it and not acknowledged (appended as
+they are sent, trimmed as they are acknowledged). The core's own state (its conversations,
+the endpoints' standing) is saved as a snapshot (`RelaySession.snapshot`) whenever it changes
+shape: a conversation started or ended, messages held behind the live one, a connection.
+
+Saves are write-behind (batched by the store, one script call per flush), so the hot path, a
+frame of a conversation already saved, is written to its socket at once. What a successor could
+not make sense of without a save waits for it, in order with everything after it (the gate):
+
+- a message that acknowledges client input (ACK, WELCOME's clientAck): once that client seq is
+  saved, so no acknowledged input can be missing after a crash;
+- the output of an event that changed the core's shape (a conversation's first message, its
+  end, an interrupt): once the snapshot is saved, so a successor knows of every conversation the
+  client has seen begin, and of none it has seen end.
+
+After a crash, what was sent but not saved yet is at most plain frames of conversations the
+successor knows: it takes the client's `HELLO{lastSeq}` as the truth for those (see
+`RelaySession.restore`) and aborts the conversations in flight explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from app.relay.conversations import Role
+from app.relay.session import RelaySession
+from app.store.relay_state import EndpointDelta, RelayStateStore, Saved, SessionDelta
+
+
+def encode_snapshot(snapshot: dict[str, Any]) -> bytes:
+    """The core's snapshot as the store keeps it: JSON, bytes as {"b": base64}."""
+    return json.dumps(snapshot, default=_bytes_out, separators=(",", ":")).encode()
+
+
+def decode_snapshot(raw: bytes) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(raw, object_hook=_bytes_in)
+    return data
+
+
+def _bytes_out(value: object) -> object:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"b": base64.b64encode(bytes(value)).decode()}
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _bytes_in(value: dict[str, Any]) -> object:
+    if value.keys() == {"b"} and isinstance(value["b"], str):
+        return base64.b64decode(value["b"])
+    return value
+
+
+# An output action held by the gate (a socket write or close), run once released.
+Action = Callable[[], None]
+
+
+class DurableSession:
+    """The `Saving` source of one live session, and its output gate."""
+
+    def __init__(
+        self,
+        core: RelaySession,
+        store: RelayStateStore,
+        *,
+        on_lost: Callable[[], None],
+        clock: Callable[[], float],
+        saved_seqs: dict[Role, int] | None = None,
+    ) -> None:
+        self._core = core
+        self._clock = clock
+        self._store = store
+        self._on_lost = on_lost
+        self.session_id = core.session_id
+        self._roles: tuple[Role, ...] = core.roles
+        # Per endpoint, the highest seq handed to a delta (a restored session starts from what
+        # was loaded).
+        self._saved_upto: dict[Role, int] = dict(saved_seqs or {})
+        self._saved_client: dict[Role, int] = {
+            role: self._endpoint_client_seq(role) if saved_seqs else 0 for role in self._roles
+        }
+        self._full = saved_seqs is None
+        self._shape_dirty = True
+        self._held: deque[Action] = deque()
+        self._covered = 0  # held actions the delta in flight covers
+        self._pending_client: dict[Role, int] = {}
+        self.lost = False
+        self.closed = False
+
+    @property
+    def endpoint_names(self) -> Sequence[str]:
+        return self._roles
+
+    def _endpoint_client_seq(self, role: Role) -> int:
+        endpoint = self._core.endpoint(role)
+        return 0 if endpoint is None else endpoint.client_seq
+
+    # --- what the shell tells it ---
+
+    def changed(self, *, shape: bool) -> None:
+        """The core changed (`shape`: more than its counters and replay buffers)."""
+        if self.closed:
+            return
+        if shape:
+            self._shape_dirty = True
+        self._store.mark(self, urgent=shape)
+
+    def needs_gate(self, *, shape: bool, acknowledges: bool) -> bool:
+        """Whether this event's output must wait for a save."""
+        if self._held or shape:
+            return True
+        if acknowledges:
+            return any(
+                self._endpoint_client_seq(role) > self._saved_client[role] for role in self._roles
+            )
+        return False
+
+    def hold(self, action: Action) -> None:
+        self._held.append(action)
+
+    def close(self) -> None:
+        """The session is over here: nothing more is saved or held."""
+        self.closed = True
+        self._held.clear()
+
+    # --- Saving ---
+
+    def delta(self) -> SessionDelta:
+        core = self._core
+        endpoints = []
+        for role in self._roles:
+            endpoint = core.endpoint(role)
+            assert endpoint is not None
+            replay = endpoint.replay
+            start = replay.acked if self._full else max(replay.acked, self._saved_upto.get(role, 0))
+            entries = list(replay.after(start))
+            endpoints.append(
+                EndpointDelta(role, endpoint.client_seq, replay.acked, start + 1, entries)
+            )
+            self._saved_upto[role] = replay.last_seq
+            self._pending_client[role] = endpoint.client_seq
+        snapshot = None
+        if self._shape_dirty or self._full:
+            snapshot = encode_snapshot(core.snapshot(self._clock()))
+        self._shape_dirty = False
+        self._full = False
+        self._covered = len(self._held)
+        return SessionDelta(endpoints, snapshot)
+
+    def saved(self, delta: SessionDelta, outcome: Saved) -> None:
+        if self.closed:
+            return
+        if outcome is Saved.LOST:
+            self.lost = True
+            self.close()
+            self._on_lost()
+            return
+        if outcome is Saved.RESYNC:
+            self._full = True
+            self._shape_dirty = True
+            return
+        self._saved_client.update(self._pending_client)
+        covered, self._covered = self._covered, 0
+        for _ in range(covered):
+            if not self._held:
+                break
+            self._held.popleft()()
+        if self._held:
+            self._store.mark(self, urgent=True)
