@@ -110,14 +110,15 @@ async def test_a_slow_but_moving_message_within_the_bound_is_accepted(
 CHROMIUM_OFFER = [ClientPerMessageDeflateFactory(client_max_window_bits=True)]
 
 
+def browser_connect(url: str) -> connect:
+    return connect(
+        url, subprotocols=[Subprotocol(p.SUBPROTOCOL)], extensions=CHROMIUM_OFFER, compression=None
+    )
+
+
 async def test_compression_is_off_by_default_whatever_the_browser_offers(relay: Relay) -> None:
     body = await relay.create()
-    async with connect(
-        body["url"],
-        subprotocols=[Subprotocol(p.SUBPROTOCOL)],
-        extensions=CHROMIUM_OFFER,
-        compression=None,
-    ) as ws:
+    async with browser_connect(body["url"]) as ws:
         assert ws.response is not None
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
         await ws.send(p.encode_client(p.Hello(0)))
@@ -127,12 +128,7 @@ async def test_compression_is_off_by_default_whatever_the_browser_offers(relay: 
 async def test_relay_compression_negotiates_permessage_deflate(emu: Emulator) -> None:
     async with running_relay(relay_settings(emu, relay_compression=True)) as relay:
         body = await relay.create()
-        async with connect(
-            body["url"],
-            subprotocols=[Subprotocol(p.SUBPROTOCOL)],
-            extensions=CHROMIUM_OFFER,
-            compression=None,
-        ) as ws:
+        async with browser_connect(body["url"]) as ws:
             assert ws.response is not None
             assert ws.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
             peer = Peer(ws)
