@@ -41,6 +41,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
             speed=args.speed,
             playback_control=args.playback_control,
             multi_use_tokens=args.multi_use_tokens,
+            stamp_frames=args.stamp_frames,
         )
         async with emulator:
             print(f"console URL: {emulator.console_url}", flush=True)
@@ -48,6 +49,12 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
             print(f"API key: {emulator.api_keys[0]}   app id: {emulator.app_id}", flush=True)
             print(f"avatars: {', '.join(emulator.avatars)}", flush=True)
             print(f"API root (POST /v1/auth/session-token): {emulator.api_url}", flush=True)
+            livekit = emulator.livekit
+            print(
+                f"LiveKit stand-in: LIVEKIT_URL={emulator.livekit_url}"
+                f" LIVEKIT_API_KEY={livekit.api_key} LIVEKIT_API_SECRET={livekit.api_secret}",
+                flush=True,
+            )
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -159,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--multi-use-tokens",
         action="store_true",
         help="let a session token open many sessions until it expires (spatius prewarm)",
+    )
+    emulator.add_argument(
+        "--stamp-frames",
+        action="store_true",
+        help="end each animation message with its send time (an undeclared fixed64 field, ns"
+        " since the epoch) so a client can measure transit; see docs/emulator.md",
     )
     emulator.set_defaults(func=_cmd_emulator)
 

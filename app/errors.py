@@ -111,6 +111,19 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.SPEECH_UNAVAILABLE: ErrorSpec(
         503, 1011, False, "the demo agent's text-to-speech engine is unavailable"
     ),
+    # The operator's to fix: LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET are not set.
+    ErrorCode.RTC_NOT_CONFIGURED: ErrorSpec(
+        501, 4501, False, "RTC mode is not configured on this server (no LiveKit settings)"
+    ),
+    ErrorCode.RTC_UNAVAILABLE: ErrorSpec(
+        503, 4503, True, "the LiveKit server could not be reached or failed"
+    ),
+    ErrorCode.RTC_CREDENTIALS_REJECTED: ErrorSpec(
+        502, 4502, True, "the LiveKit server rejected this server's API key or secret"
+    ),
+    ErrorCode.PLAYBACK_CONTROL_UNAVAILABLE: ErrorSpec(
+        409, 4409, False, "the avatar service does not offer pause and resume"
+    ),
     # A producer feeds this session's speech and the browser's audio is not forwarded to it.
     ErrorCode.MICROPHONE_DISABLED: ErrorSpec(
         403,

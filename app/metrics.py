@@ -17,6 +17,8 @@ Series (all prefixed `avatar_relay_`; before this naming the relay's own series 
   upstream) / down, kind audio / frame / control
 - bytes_total (counter; direction, kind): payload bytes relayed, same labels
 - hop_seconds (histogram): upstream message received -> written to the browser socket
+- event_loop_lag_seconds (histogram): how late the event loop ran a timer that was due (every
+  50 ms, app.loop_lag): what every message of every session waits on a busy loop
 - resumes_total (counter; outcome): reconnects in the resume window: resumed / failed
 - tickets_issued_total (counter): relay WebSocket tickets issued (sessions and reconnects)
 - upstream_connections_active (gauge): open ingress WebSocket connections, pooled ones included
@@ -25,6 +27,9 @@ Series (all prefixed `avatar_relay_`; before this naming the relay's own series 
 - rate_limit_rejections_total (counter; scope): requests refused by a rate limit: principal / ip
 - http_requests_total (counter; method, route, status): HTTP requests by route template
 - http_request_duration_seconds (histogram; method, route): HTTP latency (WebSockets excluded)
+- rtc_sessions_active (gauge): RTC (LiveKit) sessions held by this instance
+- rtc_requests_total (counter; outcome): RTC requests ended: ended / interrupted / aborted
+- rtc_duplicate_signals_total (counter): egress playback signals dropped as repeats
 
 Plus prometheus_client's standard collectors, unprefixed as everywhere: `process_*` (CPU, memory,
 open file descriptors, start time) and `python_*` (version info, garbage collector).
@@ -66,6 +71,7 @@ ConversationOutcome = Literal["completed", "interrupted", "aborted"]
 MintOutcome = Literal["success", "failure"]
 ResumeOutcome = Literal["resumed", "failed"]
 RateLimitScope = Literal["principal", "ip"]
+RtcOutcome = Literal["ended", "interrupted", "aborted"]
 
 DIRECTIONS: Final[tuple[Direction, ...]] = ("up", "down")
 KINDS: Final[tuple[Kind, ...]] = ("audio", "frame", "control")
@@ -77,6 +83,7 @@ CONVERSATION_OUTCOMES: Final[tuple[ConversationOutcome, ...]] = (
 MINT_OUTCOMES: Final[tuple[MintOutcome, ...]] = ("success", "failure")
 RESUME_OUTCOMES: Final[tuple[ResumeOutcome, ...]] = ("resumed", "failed")
 RATE_LIMIT_SCOPES: Final[tuple[RateLimitScope, ...]] = ("principal", "ip")
+RTC_OUTCOMES: Final[tuple[RtcOutcome, ...]] = ("ended", "interrupted", "aborted")
 
 # A relay hop is in-process work: sub-millisecond when healthy, tens of ms when the loop is busy.
 HOP_BUCKETS: Final = (
@@ -92,6 +99,8 @@ HOP_BUCKETS: Final = (
     0.1,
     0.25,
 )
+# Event-loop lag: ~1 ms on an idle loop (timer resolution); 200 ms is a frame missing its slot.
+LOOP_LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
 HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 # Every series name (without the `_total`/`_bucket` suffixes Prometheus adds), for docs and tests.
@@ -101,6 +110,7 @@ SERIES: Final[tuple[str, ...]] = (
     f"{PREFIX}_messages_total",
     f"{PREFIX}_bytes_total",
     f"{PREFIX}_hop_seconds",
+    f"{PREFIX}_event_loop_lag_seconds",
     f"{PREFIX}_resumes_total",
     f"{PREFIX}_tickets_issued_total",
     f"{PREFIX}_upstream_connections_active",
@@ -109,6 +119,9 @@ SERIES: Final[tuple[str, ...]] = (
     f"{PREFIX}_rate_limit_rejections_total",
     f"{PREFIX}_http_requests_total",
     f"{PREFIX}_http_request_duration_seconds",
+    f"{PREFIX}_rtc_sessions_active",
+    f"{PREFIX}_rtc_requests_total",
+    f"{PREFIX}_rtc_duplicate_signals_total",
 )
 
 
@@ -206,6 +219,12 @@ class Metrics:
         # relay_messages_total, relay_bytes_total, relay_hop_seconds (see RelayTraffic).
         self.traffic = RelayTraffic()
         r.register(self.traffic)
+        self.event_loop_lag_seconds = Histogram(
+            _name("event_loop_lag_seconds"),
+            "How late the event loop ran a timer that was due (sampled every 50 ms).",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
         self.resumes_total = Counter(
             _name("resumes_total"),
             "Reconnects within the resume window, by outcome (resumed, failed).",
@@ -251,6 +270,22 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        self.rtc_sessions_active = Gauge(
+            _name("rtc_sessions_active"),
+            "RTC (LiveKit) sessions held by this instance.",
+            registry=r,
+        )
+        self.rtc_requests_total = Counter(
+            _name("rtc_requests_total"),
+            "RTC requests ended, by outcome (ended, interrupted, aborted).",
+            ["outcome"],
+            registry=r,
+        )
+        self.rtc_duplicate_signals_total = Counter(
+            _name("rtc_duplicate_signals_total"),
+            "Egress playback signals dropped as repeats (an end that came again).",
+            registry=r,
+        )
         self._precreate()
 
     def _precreate(self) -> None:
@@ -266,6 +301,8 @@ class Metrics:
                 self.upstream_errors_total.labels(code.value)
         for scope in RATE_LIMIT_SCOPES:
             self.rate_limit_rejections_total.labels(scope)
+        for rtc_outcome in RTC_OUTCOMES:
+            self.rtc_requests_total.labels(rtc_outcome)
 
     # --- helpers for the common cases (the attributes above can be used directly too) ---
 
@@ -282,8 +319,14 @@ class Metrics:
         traffic.hop_counts[bisect_left(HOP_BUCKETS, seconds)] += 1
         traffic.hop_sum += seconds
 
+    def observe_loop_lag(self, seconds: float) -> None:
+        self.event_loop_lag_seconds.observe(seconds)
+
     def conversation_ended(self, outcome: ConversationOutcome) -> None:
         self.conversations_total.labels(outcome).inc()
+
+    def rtc_request_ended(self, outcome: str) -> None:
+        self.rtc_requests_total.labels(outcome).inc()
 
     def token_minted(self, region: str, outcome: MintOutcome) -> None:
         self.tokens_minted_total.labels(region, outcome).inc()

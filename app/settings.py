@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -91,6 +92,8 @@ PROVIDERS: dict[Provider, ProviderPreset] = {
         cn_domain="spatialwalk.top",
     ),
 }
+
+LIVEKIT_URL_SCHEMES: tuple[str, ...] = ("wss", "ws", "https", "http")
 
 PCM_SAMPLE_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 
@@ -199,6 +202,10 @@ class Settings(BaseSettings):
     replay_buffer_messages: int = Field(default=4096, ge=16)
     replay_buffer_bytes: int = Field(default=16 * 1024 * 1024, ge=65_536)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    # permessage-deflate on the server's WebSockets (every browser offers it). Off: PCM and
+    # animation bytes barely compress and zlib costs more CPU per message than relaying it
+    # (figures in bench/README.md).
+    relay_compression: bool = False
     idle_timeout_seconds: float = Field(default=120.0, gt=0)
     max_session_seconds: float = Field(default=3600.0, gt=0)
     max_sessions_per_principal: int = Field(default=20, ge=1)
@@ -210,6 +217,24 @@ class Settings(BaseSettings):
     # Shutdown: how long conversations in flight may take to finish before the sessions are
     # moved (or, without Redis, ended). Fit it to the grace period (deploy/README.md).
     drain_timeout_seconds: float = Field(default=30.0, ge=0, le=600)
+
+    # --- RTC mode (LiveKit): all three or none (none: the /v1/rtc routes say rtcNotConfigured) ---
+    # Where browsers and the avatar publisher join (wss://...); the server API is the same host.
+    livekit_url: str | None = None
+    # The key is no secret (every token names it as its issuer); the secret signs the tokens.
+    livekit_api_key: str | None = None
+    livekit_api_secret: SecretStr | None = None
+    # The browser's access token: only joining needs it valid (LiveKit refreshes a joined one).
+    rtc_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
+    # The avatar publisher's token: it rejoins the room with it for the whole session.
+    rtc_publisher_token_ttl_seconds: int = Field(default=86_400, ge=60)
+    rtc_idle_timeout_seconds: float = Field(default=120.0, gt=0)
+    rtc_max_session_seconds: float = Field(default=3600.0, gt=0)
+    # The avatar's participant identity in the room, and whom it publishes on behalf of.
+    rtc_avatar_identity: str = Field(default="spatialreal-avatar", min_length=1, max_length=128)
+    rtc_agent_identity: str = Field(default="avatar-relay-agent", min_length=1, max_length=128)
+    # A room this server created closes this long after its last participant left.
+    rtc_room_empty_timeout_seconds: int = Field(default=300, ge=0)
 
     @field_validator(
         "spatialreal_fallback_regions",
@@ -270,6 +295,7 @@ class Settings(BaseSettings):
                 " TOKEN_TTL_MAX_SECONDS"
             )
         problems.extend(self._region_problems())
+        problems.extend(self._livekit_problems())
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -301,7 +327,36 @@ class Settings(BaseSettings):
             )
         return problems
 
+    def _livekit_problems(self) -> list[str]:
+        given = {
+            "LIVEKIT_URL": bool(self.livekit_url),
+            "LIVEKIT_API_KEY": bool(self.livekit_api_key),
+            "LIVEKIT_API_SECRET": self.livekit_api_secret is not None
+            and bool(self.livekit_api_secret.get_secret_value()),
+        }
+        if not any(given.values()):
+            return []
+        problems = [
+            f"{name}: required with the other LiveKit settings (RTC mode needs all three)"
+            for name, present in given.items()
+            if not present
+        ]
+        url = self.livekit_url or ""
+        if url and urlsplit(url).scheme.lower() not in LIVEKIT_URL_SCHEMES:
+            problems.append("LIVEKIT_URL: must start with wss://, ws://, https:// or http://")
+        if self.rtc_publisher_token_ttl_seconds < self.rtc_max_session_seconds:
+            problems.append(
+                "RTC_PUBLISHER_TOKEN_TTL_SECONDS: must be at least RTC_MAX_SESSION_SECONDS (the"
+                " avatar publisher rejoins the room with its token for the whole session)"
+            )
+        return problems
+
     # --- derived views ---
+
+    @property
+    def rtc_configured(self) -> bool:
+        """True when LiveKit is configured: RTC sessions can be created."""
+        return bool(self.livekit_url and self.livekit_api_key and self.livekit_api_secret)
 
     @property
     def provider_preset(self) -> ProviderPreset:

@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness import free_port, process  # noqa: E402 - beside this script
 from redis import asyncio as aioredis  # noqa: E402
 
 from app.store.relay_state import (  # noqa: E402
@@ -49,6 +48,7 @@ from app.store.relay_state import (  # noqa: E402
     Saved,
     SessionDelta,
 )
+from bench.harness import free_port, process  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "relay_state.json"
 MESSAGE_BYTES: Final = 1024

@@ -37,9 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from harness import free_port, process  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.harness import free_port, process  # noqa: E402
+
 ME = [sys.executable, str(Path(__file__).resolve())]
 RESULTS = ROOT / "bench" / "results" / "tokens.json"
 CALLER_KEY = "bench-caller-key-0123456789abcdef"

@@ -166,6 +166,12 @@ def test_emulator_command_prints_its_urls_and_token_command_mints(tmp_path: Path
         second = emulator.stdout.readline().strip()
         assert first == f"console URL: http://127.0.0.1:{port}/v1/console"
         assert second == f"ingress URL: http://127.0.0.1:{port}/v2/driveningress"
+        rest = [emulator.stdout.readline().strip() for _ in range(4)]
+        assert rest[-1] == (
+            f"LiveKit stand-in: LIVEKIT_URL=ws://127.0.0.1:{port}"
+            " LIVEKIT_API_KEY=emulator-livekit-key"
+            " LIVEKIT_API_SECRET=emulator-livekit-secret-0123456789abcdef"
+        )
 
         env = _clean_env(
             tmp_path,

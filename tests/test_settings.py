@@ -231,3 +231,39 @@ def test_env_example_documents_every_variable() -> None:
     assert documented - expected == set(), ".env.example names unknown variables"
     missing = {name for name in expected if f"`{name}`" not in readme}
     assert missing == set(), "variables missing from the README"
+
+
+def test_livekit_is_optional_and_all_or_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not load_settings().rtc_configured
+    monkeypatch.setenv("LIVEKIT_URL", "wss://lk.example.com")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert sorted(line.split(":")[0] for line in caught.value.problems) == [
+        "LIVEKIT_API_KEY",
+        "LIVEKIT_API_SECRET",
+    ]
+    monkeypatch.setenv("LIVEKIT_API_KEY", "APIkey")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "a-secret-of-thirty-two-characters!")
+    settings = load_settings()
+    assert settings.rtc_configured
+    assert isinstance(settings.livekit_api_secret, SecretStr)
+    assert "thirty-two" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"livekit_url": "lk.example.com"}, "LIVEKIT_URL"),
+        ({"rtc_max_session_seconds": 90_000.0}, "RTC_PUBLISHER_TOKEN_TTL_SECONDS"),
+    ],
+)
+def test_livekit_settings_are_checked(overrides: dict[str, object], variable: str) -> None:
+    values: dict[str, object] = {
+        "livekit_url": "wss://lk.example.com",
+        "livekit_api_key": "APIkey",
+        "livekit_api_secret": "a-secret-of-thirty-two-characters!",
+        **overrides,
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**values)
+    assert [line.split(":")[0] for line in caught.value.problems] == [variable]

@@ -14,7 +14,9 @@ from app.api.errors import install_error_handlers
 from app.api.openapi import new_app, refine_openapi
 from app.api.ops import install_ops, start_draining
 from app.api.relay import install_relay
+from app.api.rtc import install_rtc
 from app.api.security import add_security_schemes, install_security
+from app.loop_lag import LoopLagMonitor
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -25,6 +27,9 @@ def create_app(settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             # Services are built here, not at import, so each app (and test) gets its own.
             app.state.services = await build_services(settings, stack, app.state.metrics)
+            lag = LoopLagMonitor(app.state.metrics.observe_loop_lag)
+            lag.start()
+            stack.callback(lag.stop)
             yield
             # Drain while the services are still up; the stack closes them afterwards.
             start_draining(app)
@@ -44,5 +49,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(web.router)
     install_ops(app)
     install_relay(app)
+    install_rtc(app)
     refine_openapi(app, add_security_schemes, tokens.document_ttl_policy(settings))
     return app

@@ -21,6 +21,7 @@ from app.metrics import Metrics
 from app.ratelimit import Network, RateLimiter, client_ip, parse_networks
 from app.relay.pool import UpstreamPool
 from app.relay.reconnect import ReconnectPolicy
+from app.rtc.service import RtcService
 from app.sessions import SessionService
 from app.settings import Settings
 from app.spatialreal.client import IngressClient
@@ -49,6 +50,8 @@ class Services:
     # Host Mode relay: WebSocket tickets and the live relay sessions of this instance.
     tickets: TicketService
     sessions: SessionService
+    # RTC mode: LiveKit rooms with the avatar published into them.
+    rtc: RtcService
 
 
 async def build_services(
@@ -92,6 +95,8 @@ async def build_services(
         settings, store, tickets, pool, metrics=metrics, state_store=state_store
     )
     stack.push_async_callback(sessions.aclose)
+    rtc = RtcService(settings, IngressClient.from_settings(settings, console), metrics=metrics)
+    stack.push_async_callback(rtc.aclose)
     return Services(
         settings=settings,
         store=store,
@@ -103,6 +108,7 @@ async def build_services(
         tokens=tokens,
         tickets=tickets,
         sessions=sessions,
+        rtc=rtc,
     )
 
 

@@ -37,6 +37,11 @@ TAGS: Final[list[dict[str, str]]] = [
         " producer's `GET /v1/relay/producer`, subprotocol `avatar-relay.producer.v1`) are"
         " described in docs/protocol.md.",
     },
+    {
+        "name": "rtc",
+        "description": "RTC mode: LiveKit rooms with the avatar published into them, and the"
+        " browser's access token (docs/rtc.md). 501 rtcNotConfigured without LiveKit settings.",
+    },
     {"name": "health", "description": "Liveness: the process runs; which upstream it uses."},
     {"name": "operations", "description": "Readiness for load balancers and orchestrators."},
 ]

@@ -30,7 +30,7 @@ from starlette.websockets import WebSocket
 from app.api.deps import PrincipalDep, Services, ServicesDep, connection_ip
 from app.api.errors import error_response, error_responses, request_id
 from app.api.ops import add_drain_hook
-from app.api.security import SECURITY_REQUIREMENT
+from app.api.security import SECURITY_REQUIREMENT, no_store
 from app.errors import AppError, ErrorCode, spec
 from app.logs import bind
 from app.relay.conversations import Role
@@ -168,12 +168,6 @@ def socket_url(
     return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
-def _no_store(response: Response) -> None:
-    # The answer holds a credential.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-
-
 @router.post(
     "/relay/sessions",
     status_code=201,
@@ -220,7 +214,7 @@ async def create_relay_session(
     created = await services.sessions.create(
         principal.id, request_body.avatarId, request_body.sampleRate, routing
     )
-    _no_store(response)
+    no_store(response)
     producer = None
     if created.producer_ticket is not None:
         producer = ProducerCredential(
@@ -269,7 +263,7 @@ async def create_relay_ticket(
     session_id: Annotated[str, Path(max_length=64)],
 ) -> RelayTicket:
     ticket = await services.sessions.issue_ticket(session_id, principal.id)
-    _no_store(response)
+    no_store(response)
     return RelayTicket(
         sessionId=session_id,
         ticket=ticket,
@@ -300,7 +294,7 @@ async def create_producer_ticket(
     session_id: Annotated[str, Path(max_length=64)],
 ) -> RelayTicket:
     ticket = await services.sessions.issue_ticket(session_id, principal.id, "producer")
-    _no_store(response)
+    no_store(response)
     return RelayTicket(
         sessionId=session_id,
         ticket=ticket,

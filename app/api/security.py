@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,6 +37,14 @@ _API_HEADERS: list[tuple[bytes, bytes]] = [
     (b"cache-control", b"no-store"),
 ]
 _PAGE_CSP = (b"content-security-policy", b"frame-ancestors 'none'")
+
+
+def no_store(response: Response) -> None:
+    """The answer holds a credential: no cache may keep it (HTTP/1.0 caches included)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+
+
 _HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 _WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="avatar-relay"')
 

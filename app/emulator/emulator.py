@@ -26,12 +26,20 @@ from app.emulator.asgi import (
     read_body,
     send_http,
 )
-from app.emulator.defaults import DEFAULT_API_KEY, DEFAULT_APP_ID, DEFAULT_AVATAR_ID
+from app.emulator.defaults import (
+    DEFAULT_API_KEY,
+    DEFAULT_APP_ID,
+    DEFAULT_AVATAR_ID,
+    DEFAULT_LIVEKIT_API_KEY,
+    DEFAULT_LIVEKIT_API_SECRET,
+)
 from app.emulator.faults import Faults
 from app.emulator.ingress import IngressSession
+from app.emulator.livekit import TWIRP_PREFIX, LiveKitStandIn
 from app.emulator.playback import PLAYBACK_CAPABILITIES
 from app.emulator.state import MAX_TOKEN_LIFETIME_SECONDS, EmulatorStats, TokenStore
 from app.emulator.upgrade import check_upgrade, session_token
+from app.proto import message_pb2
 
 CONSOLE_PATH = "/v1/console"
 INGRESS_PATH = "/v2/driveningress"
@@ -114,6 +122,10 @@ class Emulator:
         playback_control: bool = False,
         pause_timeout: float | None = None,
         capabilities: Iterable[str] = (),
+        livekit_api_key: str = DEFAULT_LIVEKIT_API_KEY,
+        livekit_api_secret: str = DEFAULT_LIVEKIT_API_SECRET,
+        egress_end_repeats: int = 2,
+        stamp_frames: bool = False,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
@@ -123,6 +135,8 @@ class Emulator:
             raise ValueError("frame_bytes must not be negative")
         if pause_timeout is not None and pause_timeout <= 0:
             raise ValueError("pause_timeout must be positive")
+        if egress_end_repeats < 1:
+            raise ValueError("egress_end_repeats must be at least 1")
         self.host = host
         self.port = port
         self.api_keys: tuple[str, ...] = tuple(api_keys)
@@ -132,6 +146,8 @@ class Emulator:
         self.idle_timeout = idle_timeout
         self.frame_bytes = frame_bytes
         self.record = record
+        # Each animation message ends with its send time (wire.SEND_TIME_FIELD), for benchmarks.
+        self.stamp_frames = stamp_frames
         # Playback control (pause / resume / playback states) is an October 2026 capability;
         # off, the emulator is a server without it and ignores pause and resume.
         self.playback_control = playback_control
@@ -149,9 +165,15 @@ class Emulator:
         self.tokens = TokenStore(clock, multi_use=multi_use_tokens)
         self.stats = EmulatorStats()
         self.stats.on_change(self.notify)
+        # The LiveKit stand-in (RoomService + the rooms egress sessions join), and how often an
+        # egress-mode `end` signal is sent (the real egress path may repeat it).
+        self.livekit = LiveKitStandIn(livekit_api_key, livekit_api_secret, self.notify)
+        self.egress_end_repeats = egress_end_repeats
+        self.netlocs: frozenset[str] = frozenset()
         self.sent: dict[str, list[bytes]] = {}
         self.received_audio: dict[str, bytes] = {}
         self.extra_params: dict[str, dict[str, str]] = {}
+        self.egress_configs: dict[str, message_pb2.LiveKitEgressConfig] = {}
         self.trace_contexts: dict[str, tuple[str, str]] = {}
         self._avatar_faults: dict[str, Faults] = {}
         self._sessions: set[IngressSession] = set()
@@ -194,6 +216,8 @@ class Emulator:
         port = self._server.servers[0].sockets[0].getsockname()[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
         self._base_url = f"http://{host}:{port}"
+        # The addresses an egress configuration may name as its LiveKit server: this one.
+        self.netlocs = frozenset({f"{host}:{port}", f"localhost:{port}"})
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:
@@ -238,6 +262,11 @@ class Emulator:
     @property
     def ingress_url(self) -> str:
         return self.base_url + INGRESS_PATH
+
+    @property
+    def livekit_url(self) -> str:
+        """The LiveKit stand-in's URL as LiveKit clients take it (its RoomService is there)."""
+        return "ws" + self.base_url.removeprefix("http")
 
     @property
     def websocket_url(self) -> str:
@@ -314,6 +343,9 @@ class Emulator:
             if path == AUTH_SESSION_TOKEN_PATH:
                 self.stats.auth_route_requests += 1
             await self._console(scope, receive, send, answer_key)
+        elif path.startswith(TWIRP_PREFIX):
+            self.stats.livekit_requests += 1
+            await self.livekit.serve(scope, receive, send, path.removeprefix(TWIRP_PREFIX))
         elif path == "/healthz":
             await send_http(send, 200, b'{"status":"ok","emulator":true}')
         elif path == WEBSOCKET_PATH:

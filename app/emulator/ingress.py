@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -13,52 +14,41 @@ from google.protobuf.message import DecodeError
 
 from app.emulator import wire
 from app.emulator.asgi import Receive, Send
+from app.emulator.configure import (
+    CODE_IDLE,
+    CODE_INVALID_ARGUMENT,
+    CODE_PROTOCOL,
+    CODE_UNAVAILABLE,
+    OPUS_SAMPLE_RATES,
+    PCM_SAMPLE_RATES,
+    audio_settings,
+    configure_message,
+)
+from app.emulator.egress import EgressOutput, bind_egress
 from app.emulator.faults import Faults
-from app.emulator.ogg import OPUS_GRANULES_PER_FRAME, OggGranules
-from app.emulator.playback import PAUSE_TIMEOUT_REASON, Control, Request
+from app.emulator.ogg import OggGranules
+from app.emulator.pacing import Pacing
+from app.emulator.playback import EXPLICIT_REASON, Control, Request
 from app.proto import message_pb2
+
+__all__ = ["OPUS_SAMPLE_RATES", "PCM_SAMPLE_RATES", "IngressSession"]
 
 if TYPE_CHECKING:
     from app.emulator.emulator import Emulator
 
 logger = logging.getLogger(__name__)
 
-PCM_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
-OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
-
-# SERVER_ERROR codes. The real service does not publish its numbers; these avoid 3, 14, 16, 4001
-# and 4002, which the official SDK maps by value, so its text classification applies.
-CODE_PROTOCOL = 9
-CODE_INVALID_ARGUMENT = 3
-CODE_UNAVAILABLE = 14
-CODE_IDLE = 4
-
 CLOSE_NORMAL = 1000
 
 # Playback states of finished requests kept per connection, to answer a late pause or resume.
 _FINISHED_MEMORY = 64
+# Request ids interrupted in egress mode, remembered so their late audio is dropped.
+_INTERRUPTED_MEMORY = 64
 
 _PLAYBACK = message_pb2.ServerPlaybackState
 
 
-def _configure_message(
-    event: dict[str, Any],
-) -> message_pb2.ClientConfigureSession | tuple[int, str]:
-    """The first message's CLIENT_CONFIGURE_SESSION, or the SERVER_ERROR (code, text) for it."""
-    data = event.get("bytes")
-    if data is None:
-        return CODE_PROTOCOL, "unexpected message type: text frames are not supported"
-    message = message_pb2.Message()
-    try:
-        message.ParseFromString(data)
-    except DecodeError:
-        return CODE_PROTOCOL, "failed to unmarshal initial message"
-    if message.type != message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION:
-        return CODE_PROTOCOL, "expected clientconfiguresession message"
-    return message.client_configure_session
-
-
-class IngressSession:
+class IngressSession(Pacing):
     """One accepted ingress WebSocket, from the configure message to the close."""
 
     def __init__(
@@ -85,6 +75,11 @@ class IngressSession:
         self._producing = False
         self._frames_on_connection = 0
         self._error_fired = False
+        # LiveKit egress mode: output goes to a room; the socket carries playback signals only.
+        self._egress: EgressOutput | None = None
+        self._interrupted: dict[str, None] = {}
+        self._idle_timeout = emu.idle_timeout
+        self._idle_text = f"no audio input for {emu.idle_timeout:g}s"
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._last_activity = loop.time()
@@ -98,11 +93,15 @@ class IngressSession:
     async def run(self) -> None:
         if not await self._handshake():
             return
+        if self._egress is not None:
+            self._egress.join()
         sender = asyncio.create_task(self._sender())
         sender.add_done_callback(self._sender_done)
         try:
             await self._receiver()
         finally:
+            if self._egress is not None:
+                self._egress.leave()
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
@@ -174,7 +173,7 @@ class IngressSession:
         self.connection_id = self._emu.new_connection_id()
         if self._emu.record:
             self._emu.sent.setdefault(self.connection_id, [])
-        config = _configure_message(event)
+        config = configure_message(event)
         if isinstance(config, tuple):
             self._emu.stats.handshakes_failed += 1
             await self._fail(*config)
@@ -194,7 +193,13 @@ class IngressSession:
             return False
         if self._emu.record:
             self._emu.extra_params[self.connection_id] = dict(config.extra_params)
+            if self._egress is not None:
+                kept = message_pb2.LiveKitEgressConfig()
+                kept.CopyFrom(config.livekit_egress)
+                self._emu.egress_configs[self.connection_id] = kept
         self._emu.stats.handshakes_completed += 1
+        if self._egress is not None:
+            self._emu.stats.egress_sessions += 1
         self._emu.register_session(self)
         await self._send_binary(wire.confirm_message(self.connection_id, self._emu.capabilities))
         self._emu.notify()
@@ -212,24 +217,33 @@ class IngressSession:
 
     def _configure(self, config: message_pb2.ClientConfigureSession) -> tuple[int, str] | None:
         """Apply the configure message; the SERVER_ERROR (code, text) if it must be refused."""
-        if config.egress_type != message_pb2.EGRESS_TYPE_UNSPECIFIED or (
-            config.HasField("livekit_egress") or config.HasField("agora_egress")
+        audio = audio_settings(config)
+        if isinstance(audio, tuple):
+            return audio
+        self._opus = audio.opus
+        self._units_per_frame = audio.units_per_frame
+        if config.egress_type == message_pb2.EGRESS_TYPE_LIVEKIT or config.HasField(
+            "livekit_egress"
+        ):
+            emu = self._emu
+            binding = bind_egress(emu.livekit, config, emu.netlocs, self.connection_id)
+            if isinstance(binding, tuple):
+                return binding
+            self._egress = EgressOutput(
+                emu.livekit,
+                binding,
+                self.connection_id,
+                self._avatar_id,
+                bytes_per_frame=audio.bytes_per_frame,
+                end_repeats=emu.egress_end_repeats,
+            )
+            if binding.idle_timeout is not None:
+                self._idle_timeout = binding.idle_timeout
+                self._idle_text = f"livekit silence timeout after {binding.idle_timeout:g}s"
+        elif config.egress_type != message_pb2.EGRESS_TYPE_UNSPECIFIED or config.HasField(
+            "agora_egress"
         ):
             return CODE_UNAVAILABLE, "egress client is not configured on server"
-        if config.audio_format == message_pb2.AUDIO_FORMAT_OGG_OPUS:
-            rates: tuple[int, ...] = OPUS_SAMPLE_RATES
-            self._opus = True
-            self._units_per_frame = OPUS_GRANULES_PER_FRAME
-        elif config.audio_format == message_pb2.AUDIO_FORMAT_PCM_S16LE:
-            rates = PCM_SAMPLE_RATES
-            # s16le mono: two bytes per sample.
-            self._units_per_frame = round(config.sample_rate * 2 * wire.FRAME_SECONDS)
-        else:
-            return CODE_PROTOCOL, f"unsupported audio format: {config.audio_format}"
-        if config.sample_rate not in rates:
-            return CODE_PROTOCOL, f"unsupported sample rate: {config.sample_rate}"
-        if config.transport_compression != message_pb2.TRANSPORT_COMPRESSION_NONE:
-            return CODE_PROTOCOL, "unsupported transport compression"
         return None
 
     # --- receiving ---
@@ -237,18 +251,18 @@ class IngressSession:
     def _idle_wait(self) -> float:
         """Seconds the receiver may wait before re-checking the idle timeout."""
         if self._producing:
-            return self._emu.idle_timeout
-        return max(0.0, self._last_activity + self._emu.idle_timeout - self._loop.time())
+            return self._idle_timeout
+        return max(0.0, self._last_activity + self._idle_timeout - self._loop.time())
 
     async def _receiver(self) -> None:
         while not self._closed:
             event = await self._next_event(self._idle_wait())
             if event is None:
-                idle_at = self._last_activity + self._emu.idle_timeout
+                idle_at = self._last_activity + self._idle_timeout
                 if self._producing or self._loop.time() < idle_at:
                     continue
                 self._emu.stats.idle_timeouts += 1
-                await self._fail(CODE_IDLE, f"no audio input for {self._emu.idle_timeout:g}s")
+                await self._fail(CODE_IDLE, self._idle_text)
                 return
             if event["type"] == "websocket.disconnect":
                 self._closed = True
@@ -266,9 +280,11 @@ class IngressSession:
             if message.type == message_pb2.MESSAGE_CLIENT_AUDIO_INPUT:
                 await self._on_audio(message.client_audio_input)
             elif message.type == message_pb2.MESSAGE_CLIENT_INTERRUPT:
-                # Host Mode: the docs say interrupt only has effect with LiveKit egress.
+                # The docs say interrupt only has effect with LiveKit egress; Host Mode counts it.
                 self._emu.stats.interrupts_received += 1
                 self._emu.notify()
+                if self._egress is not None:
+                    self._on_interrupt(message.client_interrupt.req_id)
             elif message.type == message_pb2.MESSAGE_CLIENT_PAUSE:
                 self._emu.stats.pauses_received += 1
                 await self._on_control(message.client_pause.req_id, Control.PAUSE)
@@ -290,6 +306,8 @@ class IngressSession:
             return
         now = self._loop.time()
         self._last_activity = now
+        if audio.req_id in self._interrupted:
+            return  # late audio of a request interrupted in egress mode: nothing plays it
         request = self._open
         if request is None or request.req_id != audio.req_id:
             if request is not None:
@@ -310,6 +328,8 @@ class IngressSession:
             trace = audio.trace_context
             if trace.traceparent or trace.tracestate:
                 self._emu.trace_contexts[audio.req_id] = (trace.traceparent, trace.tracestate)
+        if self._egress is not None:
+            self._egress.audio(audio.req_id, audio.audio)
         if request.ogg is not None:
             request.ogg.feed(audio.audio)
             request.units = request.ogg.samples
@@ -320,6 +340,19 @@ class IngressSession:
             self._open = None
         request.update()
         self._emu.notify()
+
+    def _on_interrupt(self, req_id: str) -> None:
+        """Egress mode: stop the request's playout (the sender gives it up at its next frame)."""
+        request = self._live.get(req_id)
+        if request is None or request.interrupted:
+            return
+        request.interrupted = True
+        if self._open is request:
+            self._open = None
+        self._interrupted[req_id] = None
+        if len(self._interrupted) > _INTERRUPTED_MEMORY:
+            del self._interrupted[next(iter(self._interrupted))]
+        request.update()
 
     async def _on_control(self, req_id: str, kind: Control) -> None:
         """CLIENT_PAUSE / CLIENT_RESUME: ignored unless playback control is declared."""
@@ -349,27 +382,18 @@ class IngressSession:
             wire.playback_state_message(self.connection_id, req_id, state, played_ms, reason)
         )
 
+    async def _report_interrupted(self, request: Request) -> None:
+        assert self._egress is not None
+        self._egress.interrupted(request.req_id)
+        self._emu.stats.requests_interrupted += 1
+        if self._playback_control:
+            await self._send_state(
+                request.req_id, _PLAYBACK.INTERRUPTED, request.played_ms, EXPLICIT_REASON
+            )
+
     def _total_frames(self, request: Request) -> int:
         """Frames of an ended request: one per 40 ms, a remainder counts, never fewer than one."""
         return max(1, math.ceil(request.units / self._units_per_frame))
-
-    def _set_producing(self, producing: bool) -> None:
-        if self._producing and not producing:
-            # The end of output counts as activity: the idle clock starts now at the earliest.
-            self._last_activity = max(self._last_activity, self._loop.time())
-        self._producing = producing
-
-    def _sendable(self, request: Request, index: int) -> bool:
-        # Frame `index` goes out once audio beyond it exists (so it is surely not the last) or the
-        # request has ended (so whether it is the last is known).
-        return request.ended or (index + 1) * self._units_per_frame < request.units
-
-    async def _wait_sendable(self, request: Request, index: int) -> None:
-        while not self._sendable(request, index):
-            self._set_producing(False)
-            request.changed.clear()
-            await request.changed.wait()
-        self._set_producing(True)
 
     async def _sender(self) -> None:
         while not self._closed:
@@ -377,6 +401,8 @@ class IngressSession:
             request = await self._queue.get()
             self._set_producing(True)
             await self._stream(request)
+            if request.interrupted:
+                await self._report_interrupted(request)
             self._live.pop(request.req_id, None)
             self._finished[request.req_id] = request.played_ms
             if len(self._finished) > _FINISHED_MEMORY:
@@ -394,54 +420,26 @@ class IngressSession:
             return True
         return False
 
-    async def _until_due(self, request: Request, index: int) -> bool:
-        """Wait until frame `index` may go out; False when the request was given up."""
-        if self._playback_control:
-            return await self._until_due_with_controls(request, index)
-        await self._wait_sendable(request, index)
-        delay = request.due(index, self._emu.speed) - self._loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return True
-
-    async def _until_due_with_controls(self, request: Request, index: int) -> bool:
-        """`_until_due`, applying pause and resume on the way (one wait wakes on all three:
-        audio, controls and the frame's due time)."""
-        while True:
-            request.changed.clear()
-            now = self._loop.time()
-            if request.controls:
-                kind = request.controls.popleft()
-                request.apply(kind, now)
-                state = _PLAYBACK.PAUSED if kind is Control.PAUSE else _PLAYBACK.PLAYING
-                request.announced = True
-                await self._send_state(request.req_id, state, request.played_ms)
-                continue
-            limit = self._emu.pause_timeout
-            wait: float | None
-            if request.paused_since is not None:
-                # Frames are pending: the idle timeout does not run, the pause timeout does.
-                self._set_producing(True)
-                wait = None if limit is None else request.paused_since + limit - now
-                if wait is not None and wait <= 0:
-                    await self._send_state(
-                        request.req_id,
-                        _PLAYBACK.INTERRUPTED,
-                        request.played_ms,
-                        PAUSE_TIMEOUT_REASON,
-                    )
-                    return False
-            elif not self._sendable(request, index):
-                self._set_producing(False)
-                wait = None
-            else:
-                self._set_producing(True)
-                wait = request.due(index, self._emu.speed) - now
-                if wait <= 0:
-                    return True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await request.changed.wait()
+    async def _emit_frame(self, request: Request, index: int, end: bool) -> bool:
+        """Frame `index` out: an animation message, or in egress mode playout into the room
+        and its playback signals. False once the connection is closed."""
+        if self._egress is None:
+            data = wire.animation_message(
+                self.connection_id,
+                request.req_id,
+                index,
+                end,
+                self._emu.frame_bytes,
+                avatar_id=self._avatar_id,
+            )
+            if self._emu.stamp_frames:
+                data += wire.send_time_field(time.time_ns())
+            return await self._send_binary(data)
+        for signal in self._egress.frame(request.req_id, index, end):
+            self._emu.stats.egress_signals_sent += 1
+            if not await self._send_binary(signal):
+                return False
+        return not self._closed
 
     async def _stream(self, request: Request) -> None:
         index = 0
@@ -467,15 +465,7 @@ class IngressSession:
                 request.announced = True
                 await self._send_state(request.req_id, _PLAYBACK.PLAYING, 0)
             end = request.ended and index >= self._total_frames(request) - 1
-            data = wire.animation_message(
-                self.connection_id,
-                request.req_id,
-                index,
-                end,
-                self._emu.frame_bytes,
-                avatar_id=self._avatar_id,
-            )
-            if not await self._send_binary(data):
+            if not await self._emit_frame(request, index, end):
                 return
             request.frames_sent += 1
             self._frames_on_connection += 1

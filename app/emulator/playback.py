@@ -22,6 +22,8 @@ PLAYBACK_CAPABILITIES = ("playback_control", "playback_state")
 
 # `reason` of an INTERRUPTED state when a pause was held past the limit.
 PAUSE_TIMEOUT_REASON = "pause_timeout"
+# `reason` of an INTERRUPTED state after a CLIENT_INTERRUPT (egress mode).
+EXPLICIT_REASON = "explicit"
 
 
 class Control(Enum):
@@ -44,6 +46,8 @@ class Request:
     paused_since: float | None = None
     announced: bool = False
     """Whether a playback state has been sent for it yet."""
+    interrupted: bool = False
+    """Egress mode: a CLIENT_INTERRUPT stopped its playout."""
 
     def update(self) -> None:
         self.changed.set()

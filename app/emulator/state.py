@@ -39,6 +39,10 @@ class EmulatorStats:
     connections_dropped: int = 0
     closes_sent: int = 0
     idle_timeouts: int = 0
+    egress_sessions: int = 0
+    livekit_requests: int = 0
+    egress_signals_sent: int = 0
+    requests_interrupted: int = 0
 
     def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from http import HTTPStatus
+from typing import Final
 
 from app.emulator.defaults import DEFAULT_AVATAR_ID
 from app.proto import message_pb2
@@ -27,8 +28,13 @@ ANIMATION_AVATAR_FIELD = 5
 # It exists so that forwarding the bytes verbatim stays testable: a parse-and-reserialize relay
 # keeps it only as an unknown field, and moves it.
 ANIMATION_UNDECLARED_FIELD = 15
+# Opt-in (`Emulator(stamp_frames=True)`): a field of the outer Message no schema declares, fixed64
+# little-endian, the send time in nanoseconds since the Unix epoch. It is the message's last 9
+# bytes, so a benchmark client finds it without parsing: transit = receive time - this.
+SEND_TIME_FIELD = 15
 
 _VARINT = 0
+_FIXED64 = 1
 _LENGTH_DELIMITED = 2
 
 # One animation frame per 40 ms of audio: the client SDK animates at 25 frames per second.
@@ -60,6 +66,21 @@ def _varint_field(field: int, value: int) -> bytes:
 
 def _bytes_field(field: int, value: bytes) -> bytes:
     return _key(field, _LENGTH_DELIMITED) + _varint(len(value)) + value
+
+
+SEND_TIME_KEY: Final = _key(SEND_TIME_FIELD, _FIXED64)
+
+
+def send_time_field(sent_at_ns: int) -> bytes:
+    """The bytes appended to a stamped frame: SEND_TIME_FIELD, fixed64 little-endian."""
+    return SEND_TIME_KEY + sent_at_ns.to_bytes(8, "little")
+
+
+def send_time_ns(message: bytes) -> int | None:
+    """The send time a stamped frame ends with, or None when it carries none."""
+    if len(message) < 9 or message[-9:-8] != SEND_TIME_KEY:
+        return None
+    return int.from_bytes(message[-8:], "little")
 
 
 def frame_payload(req_id: str, index: int, frame_bytes: int) -> bytes:
@@ -104,6 +125,17 @@ def animation_message(
     return _bytes_field(_MESSAGE_ANIMATION, inner) + _varint_field(
         _MESSAGE_TYPE, message_pb2.MESSAGE_SERVER_RESPONSE_ANIMATION
     )
+
+
+def egress_signal_message(connection_id: str, req_id: str, end: bool, avatar_id: str) -> bytes:
+    """An egress-mode playback signal: an animation message without animation data."""
+    message = message_pb2.Message(type=message_pb2.MESSAGE_SERVER_RESPONSE_ANIMATION)
+    animation = message.server_response_animation
+    animation.connection_id = connection_id
+    animation.req_id = req_id
+    animation.end = end
+    animation.avatar_id = avatar_id
+    return message.SerializeToString()
 
 
 def confirm_message(connection_id: str, capabilities: Iterable[str] = ()) -> bytes:

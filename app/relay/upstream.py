@@ -17,11 +17,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from app.errors import AppError, ErrorCode
 from app.relay import eager
-from app.relay.pool import UpstreamPool
-from app.relay.reconnect import Action, Reconnect
+from app.relay.reconnect import Action, Reconnect, ReconnectPolicy
 from app.spatialreal.client import IngressConnection, UpstreamMessage
 
 log = logging.getLogger("avatar_relay.upstream")
@@ -41,7 +41,27 @@ class _Interrupt:
     req_id: str
 
 
-_Op = _Audio | _Interrupt
+@dataclass(frozen=True, slots=True)
+class _Playback:
+    """Pause or resume (egress mode with `playback_control`)."""
+
+    kind: Literal["pause", "resume"]
+    req_id: str
+
+
+_Op = _Audio | _Interrupt | _Playback
+
+
+class Connector(Protocol):
+    """Where a link gets its connections: the relay's warm pool, or RTC mode's egress
+    connector (each RTC session's connections are configured for its own room)."""
+
+    policy: ReconnectPolicy
+
+    async def acquire(self, avatar_id: str, sample_rate: int) -> IngressConnection: ...
+
+    async def release(self, conn: IngressConnection) -> None: ...
+
 
 OnMessage = Callable[[UpstreamMessage, float], None]
 OnLost = Callable[[AppError], bool]
@@ -70,7 +90,7 @@ class UpstreamLink:
 
     def __init__(
         self,
-        pool: UpstreamPool,
+        pool: Connector,
         avatar_id: str,
         sample_rate: int,
         *,
@@ -177,6 +197,16 @@ class UpstreamLink:
             self._ops.append(_Interrupt(req_id))
             self._wake.set()
 
+    def playback(self, kind: Literal["pause", "resume"], req_id: str) -> None:
+        """Pause or resume `req_id`, in order with its audio (nothing to do before it left)."""
+        if self._closed or (req_id not in self._sent_ids and not self._pending(req_id)):
+            return
+        self._ops.append(_Playback(kind, req_id))
+        self._wake.set()
+
+    def _pending(self, req_id: str) -> bool:
+        return any(isinstance(op, _Audio) and op.req_id == req_id for op in self._ops)
+
     def forget(self, req_id: str) -> None:
         """The request's conversation is over: no interrupt will be needed for it."""
         self._sent_ids.discard(req_id)
@@ -264,6 +294,11 @@ class UpstreamLink:
                         self._queued_bytes -= len(op.audio)
                         self._sent_ids.add(op.req_id)
                         await conn.send_audio(op.req_id, op.audio, op.end)
+                    elif isinstance(op, _Playback):
+                        if op.kind == "pause":
+                            await conn.pause(op.req_id)
+                        else:
+                            await conn.resume(op.req_id)
                     else:
                         self._sent_ids.discard(op.req_id)
                         await conn.interrupt(op.req_id)

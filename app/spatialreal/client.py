@@ -27,7 +27,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -48,13 +47,27 @@ from app.settings import Endpoint, Settings
 from app.spatialreal.classify import classify, close_code_error, contract_code
 from app.spatialreal.console import ConsoleClient, MintedToken
 from app.spatialreal.fallback import ABSTAIN, ANSWERED, Gate, try_regions, worth_another_region
+from app.spatialreal.messages import (
+    MESSAGE_SERVER_CONFIRM_SESSION,
+    MESSAGE_SERVER_ERROR,
+    PLAYBACK_CONTROL,
+    PlaybackState,
+    UpstreamMessage,
+    parse_upstream,
+    server_error,
+)
 from app.spatialreal.regions import IngressBreakers
 
-log = logging.getLogger("avatar_relay.spatialreal")
+__all__ = [
+    "IngressClient",
+    "IngressConnection",
+    "PlaybackState",
+    "UpstreamMessage",
+    "ingress_websocket_url",
+    "parse_upstream",
+]
 
-MESSAGE_SERVER_CONFIRM_SESSION = message_pb2.MESSAGE_SERVER_CONFIRM_SESSION
-MESSAGE_SERVER_ERROR = message_pb2.MESSAGE_SERVER_ERROR
-MESSAGE_SERVER_RESPONSE_ANIMATION = message_pb2.MESSAGE_SERVER_RESPONSE_ANIMATION
+log = logging.getLogger("avatar_relay.spatialreal")
 
 
 class _NoDebugLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -72,72 +85,6 @@ _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 # The size of a real animation frame is not published; stay far above anything plausible while
 # still bounding memory per connection.
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamMessage:
-    """One message from the ingress.
-
-    `raw` is the frame exactly as received: forward it, never re-serialize a parsed copy.
-    `type` is the `message.MessageType` value; `req_id` and `end` come from animation messages
-    (and `req_id` from errors). `error` is set, classified, for SERVER_ERROR messages and for
-    frames that do not decode; the connection stays usable after either.
-    """
-
-    raw: bytes
-    type: int
-    req_id: str = ""
-    end: bool = False
-    error: AppError | None = None
-
-    @property
-    def is_animation(self) -> bool:
-        return self.type == MESSAGE_SERVER_RESPONSE_ANIMATION
-
-
-def _server_error(error: message_pb2.ServerError, phase: Phase, fallback_id: str) -> AppError:
-    detail = error.message
-    code = classify(phase, server_code=error.code, text=detail)
-    where = "handshake rejected" if phase is Phase.WEBSOCKET_HANDSHAKE else "session error"
-    text = f"ingress {where}: {detail or 'no detail'}"
-    if error.code:
-        text += f" (server code {error.code})"
-    return AppError(
-        code,
-        text,
-        phase=phase,
-        server_code=str(error.code) if error.code else None,
-        connection_id=error.connection_id or fallback_id or None,
-        req_id=error.req_id or None,
-        close_code=contract_code(error.code),
-    )
-
-
-def parse_upstream(raw: bytes, connection_id: str = "") -> UpstreamMessage:
-    """Parse one frame once, keeping its bytes. Never raises: bad frames carry an error."""
-    message = message_pb2.Message()
-    try:
-        message.ParseFromString(raw)
-    except DecodeError:
-        return UpstreamMessage(
-            raw,
-            message_pb2.MESSAGE_UNSPECIFIED,
-            error=AppError(
-                ErrorCode.PROTOCOL_ERROR,
-                "ingress sent a frame that is not a protobuf Message",
-                phase=Phase.WEBSOCKET_RUNTIME,
-                connection_id=connection_id or None,
-            ),
-        )
-    kind = message.type
-    if kind == MESSAGE_SERVER_RESPONSE_ANIMATION:
-        animation = message.server_response_animation
-        return UpstreamMessage(raw, kind, animation.req_id, animation.end)
-    if kind == MESSAGE_SERVER_ERROR:
-        failure = message.server_error
-        error = _server_error(failure, Phase.WEBSOCKET_RUNTIME, connection_id)
-        return UpstreamMessage(raw, kind, failure.req_id, False, error)
-    return UpstreamMessage(raw, kind)
 
 
 def ingress_websocket_url(
@@ -159,15 +106,21 @@ def ingress_websocket_url(
     return urlunsplit((scheme, parts.netloc, path, urlencode(query), ""))
 
 
-def _configure_session(sample_rate: int) -> bytes:
+def _configure_session(
+    sample_rate: int, egress: message_pb2.LiveKitEgressConfig | None = None
+) -> bytes:
+    config = message_pb2.ClientConfigureSession(
+        sample_rate=sample_rate,
+        bitrate=0,
+        audio_format=message_pb2.AUDIO_FORMAT_PCM_S16LE,
+        transport_compression=message_pb2.TRANSPORT_COMPRESSION_NONE,
+    )
+    if egress is not None:
+        # RTC mode: the avatar's output goes to this LiveKit room, not back over the socket.
+        config.egress_type = message_pb2.EGRESS_TYPE_LIVEKIT
+        config.livekit_egress.CopyFrom(egress)
     message = message_pb2.Message(
-        type=message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION,
-        client_configure_session=message_pb2.ClientConfigureSession(
-            sample_rate=sample_rate,
-            bitrate=0,
-            audio_format=message_pb2.AUDIO_FORMAT_PCM_S16LE,
-            transport_compression=message_pb2.TRANSPORT_COMPRESSION_NONE,
-        ),
+        type=message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION, client_configure_session=config
     )
     return message.SerializeToString()
 
@@ -237,12 +190,15 @@ class IngressConnection:
         region: str,
         avatar_id: str,
         sample_rate: int,
+        capabilities: tuple[str, ...] = (),
     ) -> None:
         self._ws = websocket
         self.connection_id = connection_id
         self.region = region
         self.avatar_id = avatar_id
         self.sample_rate = sample_rate
+        # What the server declared in SERVER_CONFIRM_SESSION (e.g. "playback_control").
+        self.capabilities = capabilities
         self._closing = False
 
     def __repr__(self) -> str:
@@ -269,6 +225,28 @@ class IngressConnection:
         message = message_pb2.Message(
             type=message_pb2.MESSAGE_CLIENT_INTERRUPT,
             client_interrupt=message_pb2.ClientInterrupt(req_id=req_id),
+        )
+        await self._send(message.SerializeToString(), req_id)
+
+    @property
+    def playback_control(self) -> bool:
+        """The server honours pause and resume (older servers ignore them)."""
+        return PLAYBACK_CONTROL in self.capabilities
+
+    async def pause(self, req_id: str) -> None:
+        """Hold the playout of `req_id` (egress mode, with `playback_control`); audio for it
+        must keep coming."""
+        message = message_pb2.Message(
+            type=message_pb2.MESSAGE_CLIENT_PAUSE,
+            client_pause=message_pb2.ClientPause(req_id=req_id),
+        )
+        await self._send(message.SerializeToString(), req_id)
+
+    async def resume(self, req_id: str) -> None:
+        """Continue the playout of `req_id` where it was paused."""
+        message = message_pb2.Message(
+            type=message_pb2.MESSAGE_CLIENT_RESUME,
+            client_resume=message_pb2.ClientResume(req_id=req_id),
         )
         await self._send(message.SerializeToString(), req_id)
 
@@ -424,18 +402,25 @@ class IngressClient:
         return f"IngressClient(app_id={self.app_id!r}, console={self._console!r})"
 
     async def connect(
-        self, avatar_id: str, sample_rate: int, *, query_auth: bool = False
+        self,
+        avatar_id: str,
+        sample_rate: int,
+        *,
+        query_auth: bool = False,
+        egress: message_pb2.LiveKitEgressConfig | None = None,
     ) -> IngressConnection:
         """Mint a token, connect to that region's ingress and complete the session handshake.
 
         `query_auth` sends the credentials as query parameters (web style) instead of headers.
+        `egress` configures LiveKit egress (RTC mode): the avatar publishes into that room and
+        the socket carries playback signals only.
         Raises AppError with phase session_token, websocket_connect or websocket_handshake.
         """
 
         async def attempt(endpoint: Endpoint) -> IngressConnection:
             expire_at = int(self._wall_clock()) + self._token_ttl
             minted = await self._console.mint(expire_at, prefer=endpoint.region)
-            return await self._open(endpoint, minted, avatar_id, sample_rate, query_auth)
+            return await self._open(endpoint, minted, avatar_id, sample_rate, query_auth, egress)
 
         breakers = self.breakers
 
@@ -465,6 +450,7 @@ class IngressClient:
         avatar_id: str,
         sample_rate: int,
         query_auth: bool,
+        egress: message_pb2.LiveKitEgressConfig | None = None,
     ) -> IngressConnection:
         token, region = minted.session_token, endpoint.region
         try:
@@ -515,7 +501,9 @@ class IngressClient:
                 phase=Phase.WEBSOCKET_CONNECT,
             ) from None
         try:
-            connection_id = await self._handshake(websocket, sample_rate, region)
+            connection_id, capabilities = await self._handshake(
+                websocket, _configure_session(sample_rate, egress), region
+            )
         except BaseException:
             await _abandon(websocket)
             raise
@@ -526,13 +514,16 @@ class IngressClient:
             region=region,
             avatar_id=avatar_id,
             sample_rate=sample_rate,
+            capabilities=capabilities,
         )
 
-    async def _handshake(self, websocket: ClientConnection, sample_rate: int, region: str) -> str:
+    async def _handshake(
+        self, websocket: ClientConnection, configure: bytes, region: str
+    ) -> tuple[str, tuple[str, ...]]:
         phase = Phase.WEBSOCKET_HANDSHAKE
         try:
             async with asyncio.timeout(self._connect_timeout):
-                await websocket.send(_configure_session(sample_rate))
+                await websocket.send(configure)
                 raw = await websocket.recv()
         except TimeoutError:
             raise AppError(
@@ -555,14 +546,14 @@ class IngressClient:
                 ErrorCode.PROTOCOL_ERROR, "handshake answer is not a protobuf Message", phase=phase
             ) from None
         if message.type == MESSAGE_SERVER_CONFIRM_SESSION:
-            connection_id = message.server_confirm_session.connection_id
-            if connection_id:
-                return connection_id
+            confirm = message.server_confirm_session
+            if confirm.connection_id:
+                return confirm.connection_id, tuple(confirm.capabilities)
             raise AppError(
                 ErrorCode.PROTOCOL_ERROR, "session confirmed without a connection id", phase=phase
             )
         if message.type == MESSAGE_SERVER_ERROR:
-            raise _server_error(message.server_error, phase, "")
+            raise server_error(message.server_error, phase, "")
         raise AppError(
             ErrorCode.PROTOCOL_ERROR,
             f"unexpected message type {message.type} during the handshake",

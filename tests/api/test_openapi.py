@@ -23,7 +23,7 @@ from schemathesis.config import SchemathesisConfig
 
 from app.api.app import create_app
 from app.api.openapi import TAGS
-from app.emulator import Emulator
+from app.emulator import DEFAULT_LIVEKIT_API_KEY, DEFAULT_LIVEKIT_API_SECRET, Emulator
 from app.settings import PCM_SAMPLE_RATES, Settings
 from tests.support.relay import relay_test_settings
 from tests.support.servers import running_app
@@ -39,11 +39,19 @@ def _schema() -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def _relay_app() -> AsyncIterator[str]:
-    async with (
-        Emulator() as emulator,
-        running_app(create_app(relay_test_settings(emulator, [CALLER_KEY]))) as url,
-    ):
-        yield url
+    async with Emulator() as emulator:
+        # RTC mode on, against the emulator's LiveKit stand-in: its routes answer for real.
+        settings = relay_test_settings(
+            emulator,
+            [CALLER_KEY],
+            livekit_url=emulator.livekit_url,
+            livekit_api_key=DEFAULT_LIVEKIT_API_KEY,
+            livekit_api_secret=DEFAULT_LIVEKIT_API_SECRET,
+            # Generated sessions end soon: their ingress connections do not pile up.
+            rtc_idle_timeout_seconds=1.0,
+        )
+        async with running_app(create_app(settings)) as url:
+            yield url
 
 
 @contextlib.contextmanager
@@ -87,6 +95,9 @@ def test_every_v1_route_declares_its_security() -> None:
         "/v1/session-tokens",
         "/v1/relay/sessions",
         "/v1/relay/sessions/{session_id}/tickets",
+        "/v1/rtc/sessions",
+        "/v1/rtc/sessions/{session_id}",
+        "/v1/rtc/sessions/{session_id}/tokens",
     }
     for path, _, operation in v1:
         assert operation.get("security") == [{"bearer": []}, {"apiKey": []}], path

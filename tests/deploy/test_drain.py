@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import httpx
 from fastapi import FastAPI
 
 from app.api.app import create_app
 from app.api.ops import add_drain_hook, drain
-from app.server import DrainingServer, uvicorn_config
+from app.server import GC_THRESHOLDS, DrainingServer, uvicorn_config
 from app.settings import Settings
 
 
@@ -64,3 +65,22 @@ async def test_server_drains_before_it_closes_its_sockets() -> None:
     server.should_exit = True
     await asyncio.wait_for(task, timeout=30)
     assert seen == [(503, "draining")]
+
+
+async def test_a_frozen_heap_server_collects_its_young_objects_less_often() -> None:
+    app = make_app()
+    before = gc.get_threshold()
+    server = DrainingServer(uvicorn_config(app.state.settings, app), app, freeze_heap=True)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done()
+            await asyncio.sleep(0.01)
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+        assert GC_THRESHOLDS[0] > before[0]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=30)
+        gc.set_threshold(*before)  # this test process must not keep the server's settings
+        gc.unfreeze()

@@ -44,6 +44,7 @@ def test_helpers_count_what_they_are_given() -> None:
     metrics.relayed("down", "frame", 200)
     metrics.relayed("up", "audio", 640)
     metrics.observe_hop(0.0007)
+    metrics.observe_loop_lag(0.03)
     metrics.conversation_ended("interrupted")
     metrics.token_minted("ap-northeast", "success")
     metrics.upstream_error(ErrorCode.CONNECTION_FAILED)
@@ -60,6 +61,8 @@ def test_helpers_count_what_they_are_given() -> None:
     assert got[("avatar_relay_hop_seconds_count", ())] == 1
     assert got[("avatar_relay_hop_seconds_bucket", (("le", "0.001"),))] == 1
     assert got[("avatar_relay_hop_seconds_bucket", (("le", "0.0005"),))] == 0
+    assert got[("avatar_relay_event_loop_lag_seconds_bucket", (("le", "0.05"),))] == 1
+    assert got[("avatar_relay_event_loop_lag_seconds_bucket", (("le", "0.025"),))] == 0
     assert got[("avatar_relay_conversations_total", (("outcome", "interrupted"),))] == 1
     key = ("avatar_relay_tokens_minted_total", (("outcome", "success"), ("region", "ap-northeast")))
     assert got[key] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from typing import Any
 
 import pytest
@@ -14,10 +15,12 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidS
 
 from app.emulator import (
     ANIMATION_UNDECLARED_FIELD,
+    SEND_TIME_FIELD,
     Emulator,
     animation_message,
     frame_marker,
     frame_payload,
+    send_time_ns,
 )
 from app.proto import message_pb2
 from tests.emulator.helpers import (
@@ -223,7 +226,18 @@ async def test_every_pcm_rate_is_accepted(emu: Emulator, rate: int) -> None:
     await ws.close()
 
 
-async def test_egress_request_is_refused(emu: Emulator) -> None:
+async def test_agora_egress_is_refused(emu: Emulator) -> None:
+    ws = await open_ws(emu, await mint(emu))
+    message = message_pb2.Message(type=message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION)
+    message.client_configure_session.sample_rate = 16000
+    message.client_configure_session.egress_type = message_pb2.EGRESS_TYPE_AGORA
+    message.client_configure_session.agora_egress.channel_name = "channel"
+    await ws.send(message.SerializeToString())
+    error = await expect_server_error(ws)
+    assert (error.code, error.message) == (14, "egress client is not configured on server")
+
+
+async def test_livekit_egress_to_another_server_is_unavailable(emu: Emulator) -> None:
     ws = await open_ws(emu, await mint(emu))
     message = message_pb2.Message(type=message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION)
     message.client_configure_session.sample_rate = 16000
@@ -231,7 +245,8 @@ async def test_egress_request_is_refused(emu: Emulator) -> None:
     message.client_configure_session.livekit_egress.url = "wss://livekit.invalid"
     await ws.send(message.SerializeToString())
     error = await expect_server_error(ws)
-    assert (error.code, error.message) == (14, "egress client is not configured on server")
+    assert error.code == 14
+    assert error.message.startswith("livekit egress unavailable: cannot connect to")
 
 
 async def test_text_frame_first_is_a_protocol_error(emu: Emulator) -> None:
@@ -386,6 +401,42 @@ async def test_animation_bytes_are_not_canonical(emu: Emulator) -> None:
         # ... but a parse-and-reserialize relay changes the bytes.
         assert message.SerializeToString() != raw
         assert len(raw) > emu.frame_bytes
+    await ws.close()
+
+
+async def test_stamped_frames_end_with_their_send_time() -> None:
+    async with Emulator(speed=100, frame_bytes=64, stamp_frames=True) as emu:
+        ws, connection_id = await session(emu)
+        before = time.time_ns()
+        await ws.send(audio("r", b"\x00" * FRAME_16K * 3, end=True))
+        frames = await frames_until_end(ws)
+        after = time.time_ns()
+        stamps = [send_time_ns(raw) for raw in frames]
+        assert all(s is not None and before <= s <= after for s in stamps), stamps
+        assert stamps == sorted(stamps)  # type: ignore[type-var]
+        for index, raw in enumerate(frames):
+            # The stamp is appended to the unstamped bytes, a field of the outer Message that
+            # parses as unknown and leaves every declared field as it was.
+            plain = animation_message(connection_id, "r", index, index == 2, emu.frame_bytes)
+            assert raw[: len(plain)] == plain
+            assert len(raw) == len(plain) + 9
+            message = parse(raw)
+            fields = UnknownFieldSet(message)
+            assert [(fields[i].field_number, fields[i].data) for i in range(len(fields))] == [
+                (SEND_TIME_FIELD, stamps[index])
+            ]
+            assert message.server_response_animation.animation == frame_payload(
+                "r", index, emu.frame_bytes
+            )
+        await ws.close()
+
+
+async def test_frames_are_unstamped_by_default(emu: Emulator) -> None:
+    ws, connection_id = await session(emu)
+    await ws.send(audio("r", b"\x00" * FRAME_16K, end=True))
+    (raw,) = await frames_until_end(ws)
+    assert raw == animation_message(connection_id, "r", 0, True, emu.frame_bytes)
+    assert send_time_ns(raw) is None
     await ws.close()
 
 

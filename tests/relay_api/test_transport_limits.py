@@ -9,10 +9,14 @@ import struct
 import time
 
 import pytest
+from websockets import Subprotocol
+from websockets.asyncio.client import connect
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 from app.api.websocket import RelayWebSocketProtocol
+from app.emulator import Emulator
 from avatar_relay_client import browser_protocol as p
-from tests.relay_api.conftest import Peer, Relay
+from tests.relay_api.conftest import SHORT_PCM, Peer, Relay, relay_settings, running_relay
 
 
 def frame_header(length: int) -> bytes:
@@ -100,3 +104,46 @@ async def test_a_slow_but_moving_message_within_the_bound_is_accepted(
         peer.ws.transport.write(masked[120:])
         ack = await peer.until(lambda m: isinstance(m, p.ServerAck), skip_control=False)
         assert ack[-1] == p.ServerAck(1)
+
+
+# What Chromium offers on every WebSocket.
+CHROMIUM_OFFER = [ClientPerMessageDeflateFactory(client_max_window_bits=True)]
+
+
+def browser_connect(url: str) -> connect:
+    return connect(
+        url, subprotocols=[Subprotocol(p.SUBPROTOCOL)], extensions=CHROMIUM_OFFER, compression=None
+    )
+
+
+async def test_compression_is_off_by_default_whatever_the_browser_offers(relay: Relay) -> None:
+    body = await relay.create()
+    async with browser_connect(body["url"]) as ws:
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        await ws.send(p.encode_client(p.Hello(0)))
+        assert isinstance(p.decode_server(bytes(await ws.recv())), p.Welcome)  # type: ignore[arg-type]
+
+
+async def test_relay_compression_negotiates_permessage_deflate(emu: Emulator) -> None:
+    async with running_relay(relay_settings(emu, relay_compression=True)) as relay:
+        body = await relay.create()
+        async with browser_connect(body["url"]) as ws:
+            assert ws.response is not None
+            assert ws.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+            peer = Peer(ws)
+            await peer.hello()
+            pcm = SHORT_PCM[:6400]
+            await peer.audio(pcm, end=True)
+            echoed = b""
+            frames = 0
+            while True:
+                message = await peer.recv()
+                if isinstance(message, p.ServerAudio):
+                    echoed += message.pcm
+                elif isinstance(message, p.ServerFrame):
+                    frames += 1
+                    if message.end:
+                        break
+            assert echoed == pcm
+            assert frames == 5

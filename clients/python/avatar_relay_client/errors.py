@@ -67,6 +67,11 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "methodNotAllowed"
     MESSAGE_INCOMPLETE = "messageIncomplete"
     SPEECH_UNAVAILABLE = "speechUnavailable"
+    # RTC mode (LiveKit)
+    RTC_NOT_CONFIGURED = "rtcNotConfigured"
+    RTC_UNAVAILABLE = "rtcUnavailable"
+    RTC_CREDENTIALS_REJECTED = "rtcCredentialsRejected"
+    PLAYBACK_CONTROL_UNAVAILABLE = "playbackControlUnavailable"
     MICROPHONE_DISABLED = "microphoneDisabled"
     PRODUCER_NOT_ALLOWED = "producerNotAllowed"
     SESSION_MOVED = "sessionMoved"
