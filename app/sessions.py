@@ -186,6 +186,7 @@ class SessionService:
         self._metrics = metrics
         self.eager = settings.redis_url is None if eager is None else eager
         self._live: dict[str, RelayRunner] = {}
+        self._taking_over: dict[str, asyncio.Future[None]] = {}
         self._ended_ids: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
         self.draining = False
@@ -312,7 +313,7 @@ class SessionService:
             raise AppError(ErrorCode.GOING_AWAY, "this instance is shutting down; retry")
         if record.state == "live":
             # Live on another instance, or on one that died or is draining.
-            return await self._take_over(record)
+            return await self._take_over(record, kind)
         await self._check_global()
         await self._charge(record.principal_id)
         existing = self._live.get(session_id)
@@ -320,7 +321,7 @@ class SessionService:
             await self._release(record.principal_id)
             return existing
         if self.state_store is not None:
-            claim = await self.state_store.claim(session_id, record.routing_roles)
+            claim = await self.state_store.claim(session_id, record.routing_roles, asking=kind)
             if not claim.claimed:
                 await self._release(record.principal_id)
                 raise _busy()
@@ -329,15 +330,33 @@ class SessionService:
         self._spawn(self._put(live, self._record_ttl))
         return runner
 
-    async def _take_over(self, record: SessionRecord) -> RelayRunner:
+    async def _take_over(self, record: SessionRecord, kind: TicketKind) -> RelayRunner:
         """Continue here a session another instance ran, from its saved state: once that
         instance is gone or draining (its lease, app/store/relay_state.py). Its principal's
         charge moves with it."""
         store = self.state_store
         if store is None:
             raise _not_found()  # its state lived in the other instance's memory
+        pending = self._taking_over.get(record.session_id)
+        if pending is not None:  # the session's other endpoint is taking it over right now
+            await asyncio.wait([pending])
+            existing = self._live.get(record.session_id)
+            if existing is None:
+                raise _busy()
+            return existing
+        done = asyncio.get_running_loop().create_future()
+        self._taking_over[record.session_id] = done
+        try:
+            return await self._restore(record, kind, store)
+        finally:
+            del self._taking_over[record.session_id]
+            done.set_result(None)
+
+    async def _restore(
+        self, record: SessionRecord, kind: TicketKind, store: RelayStateStore
+    ) -> RelayRunner:
         await self._check_global()
-        claim = await store.claim(record.session_id, record.routing_roles)
+        claim = await store.claim(record.session_id, record.routing_roles, asking=kind)
         if not claim.claimed:
             raise _busy()
         existing = self._live.get(record.session_id)

@@ -98,6 +98,9 @@ class LoadSession:
             [EndpointDelta("browser", self.client_seq, self.acked, start + 1, entries)]
         )
 
+    def lost(self) -> None:
+        pass
+
     def saved(self, delta: SessionDelta, outcome: Saved) -> None:
         if outcome is Saved.RESYNC:
             self.full = True

@@ -91,7 +91,7 @@ class DurableSession:
         self._covered = 0  # held actions the delta in flight covers
         self._pending_client: dict[Role, int] = {}
         self._acks: dict[int, tuple[Role, int, Action]] = {}
-        self.lost = False
+        self.lost_lease = False
         self.closed = False
 
     @property
@@ -163,7 +163,14 @@ class DurableSession:
             start = replay.acked if self._full else max(replay.acked, self._saved_upto.get(role, 0))
             entries = list(replay.after(start))
             endpoints.append(
-                EndpointDelta(role, endpoint.client_seq, replay.acked, start + 1, entries)
+                EndpointDelta(
+                    role,
+                    endpoint.client_seq,
+                    replay.acked,
+                    start + 1,
+                    entries,
+                    live=endpoint.conn is not None,
+                )
             )
             self._saved_upto[role] = replay.last_seq
             self._pending_client[role] = endpoint.client_seq
@@ -175,13 +182,17 @@ class DurableSession:
         self._covered = len(self._held)
         return SessionDelta(endpoints, snapshot)
 
+    def lost(self) -> None:
+        if not self.closed:
+            self.lost_lease = True
+            self.close()
+            self._on_lost()
+
     def saved(self, delta: SessionDelta, outcome: Saved) -> None:
         if self.closed:
             return
         if outcome is Saved.LOST:
-            self.lost = True
-            self.close()
-            self._on_lost()
+            self.lost()
             return
         if self._acks:
             self._store.mark(self)  # a resync or a later seq: the ACKs wait for the next save

@@ -72,7 +72,7 @@ DRAINING: Final = b"draining"
 # One call saves every dirty session of a turn. ARGV: owner, ttl ms, max messages per list, key
 # prefix, then per session: its id, its core flag ("1": the next argument is the core's state;
 # "0": unchanged, the next argument is empty), its number of endpoints, then per endpoint a header
-# "name client_seq acked first count" followed by `count` messages (seq first, first + 1, ...).
+# "name client_seq acked first count live" followed by `count` messages (seq first, first + 1, ...).
 # The reply has one character per session: "1" saved; "0" the lease belongs to another instance
 # (nothing of that session written); "r" the delta does not continue what is stored (nothing of it
 # written; send a full one: every kept message and the core's state). The session's keys are
@@ -99,8 +99,8 @@ for s = 1, tonumber(ARGV[5]) do
   local b = a
   local fresh = false
   for e = 1, eps do
-    local name, cseq, acked, first, count =
-      string.match(ARGV[b], '^(%S+) (%d+) (%d+) (%d+) (%d+)$')
+    local name, cseq, acked, first, count, live =
+      string.match(ARGV[b], '^(%S+) (%d+) (%d+) (%d+) (%d+) ([01])$')
     acked, first, count = tonumber(acked), tonumber(first), tonumber(count)
     local base, last = 0, 0
     if verdict == '1' then
@@ -109,14 +109,14 @@ for s = 1, tonumber(ARGV[5]) do
       else fresh = true end
       if math.max(last, acked) + 1 < first then verdict = 'r' end
     end
-    plan[e] = {name, cseq, acked, first, count, b + 1, base, last}
+    plan[e] = {name, cseq, acked, first, count, b + 1, base, last, live}
     b = b + 1 + count
   end
   if verdict == '1' then
     if not owner then redis.call('SET', lease, me, 'PX', ttl) end
     if core_flag == '1' then redis.call('HSET', state, 'core', core) end
     for e = 1, eps do
-      local name, cseq, acked, first, count, at, base, last = unpack(plan[e])
+      local name, cseq, acked, first, count, at, base, last, live = unpack(plan[e])
       local list = prefix .. 'relay:replay:' .. sid .. ':' .. name
       if acked > base then
         if acked >= last then redis.call('DEL', list)
@@ -135,7 +135,8 @@ for s = 1, tonumber(ARGV[5]) do
         redis.call('LTRIM', list, -cap, -1)
         base = last - cap
       end
-      redis.call('HSET', state, name .. ':in', cseq, name .. ':acked', base, name .. ':last', last)
+      redis.call('HSET', state, name .. ':in', cseq, name .. ':acked', base, name .. ':last', last,
+                 name .. ':live', live)
     end
     if fresh or core_flag == '1' then redis.call('PEXPIRE', state, ttl) end
   end
@@ -145,8 +146,12 @@ end
 return table.concat(out)
 """
 
-# KEYS: lease. ARGV: me, ttl ms, the heartbeat keys' prefix. Returns {1, previous owner or ''}
-# when the session is now ours, {0, owner} when a live, serving instance holds it.
+# KEYS: lease, state. ARGV: me, ttl ms, the heartbeat keys' prefix, the endpoint asking. Returns
+# {1, previous owner or ''} when the session is now ours, {0, owner} when a live, serving
+# instance holds it with that endpoint connected there. (An endpoint that reaches this instance
+# while its session runs elsewhere without it was routed here: the proxy's ring changed, an
+# instance came back. The session follows it, so that sessions converge on the instance their
+# sockets are routed to; the owner learns it lost the lease at its next save.)
 _CLAIM = """
 local owner = redis.call('GET', KEYS[1])
 if owner == ARGV[1] then
@@ -155,7 +160,9 @@ if owner == ARGV[1] then
 end
 if owner then
   local beat = redis.call('GET', ARGV[3] .. owner)
-  if beat == 'serving' then return {0, owner} end
+  if beat == 'serving' and redis.call('HGET', KEYS[2], ARGV[4] .. ':live') == '1' then
+    return {0, owner}
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, owner or ''}
@@ -193,6 +200,7 @@ class EndpointDelta:
     acked: int
     first: int
     entries: Sequence[bytes] = ()
+    live: bool = False  # connected to this instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +253,10 @@ class Saving(Protocol):
 
     def saved(self, delta: SessionDelta, outcome: Saved) -> None:
         """The delta's fate (RESYNC and LOST: nothing of it was written)."""
+        ...
+
+    def lost(self) -> None:
+        """Another instance holds the session's lease now (found without a save)."""
         ...
 
 
@@ -301,6 +313,7 @@ class RelayStateStore:
         # Write-behind.
         self._dirty: dict[str, Saving] = {}
         self._owned: dict[str, Sequence[str]] = {}  # session id -> endpoint names
+        self._sources: dict[str, Saving] = {}  # the live sessions that saved here
         self._scheduled = False
         self._scheduled_soon = False
         self._urgent = False
@@ -395,6 +408,10 @@ class RelayStateStore:
         for (session_id, _), result in zip(owned, results, strict=True):
             if result == 0:
                 log.info("relay lease lost", extra={"session_id": session_id})
+                self._owned.pop(session_id, None)
+                source = self._sources.pop(session_id, None)
+                if source is not None:
+                    source.lost()
 
     async def owner(self, session_id: str) -> str | None:
         raw = cast("bytes | None", await self._redis.get(self.lease_key(session_id)))
@@ -406,12 +423,19 @@ class RelayStateStore:
     # --- sessions ---
 
     @guarded
-    async def claim(self, session_id: str, endpoints: Sequence[str] = ("browser",)) -> Claim:
-        """Make the session ours if it is free, ours, or held by a dead or draining instance."""
+    async def claim(
+        self,
+        session_id: str,
+        endpoints: Sequence[str] = ("browser",),
+        *,
+        asking: str = "browser",
+    ) -> Claim:
+        """Make the session ours if it is free, ours, or held by a dead or draining instance,
+        or by one where the endpoint `asking` (whose socket reached this instance) is not
+        connected."""
         prefix = self.instance_key("")
-        reply = await self._claim(
-            keys=[self.lease_key(session_id)], args=[self._me, self._ttl_ms, prefix]
-        )
+        keys = [self.lease_key(session_id), self._state_key(session_id)]
+        reply = await self._claim(keys=keys, args=[self._me, self._ttl_ms, prefix, asking])
         claimed, previous = int(reply[0]), bytes(reply[1]).decode()
         if claimed:
             self._owned[session_id] = tuple(endpoints)
@@ -442,6 +466,7 @@ class RelayStateStore:
         """Give the session up (its state stays, for the instance that continues it)."""
         self._owned.pop(session_id, None)
         self._dirty.pop(session_id, None)
+        self._sources.pop(session_id, None)
         return bool(await self._release(keys=[self.lease_key(session_id)], args=[self._me]))
 
     @guarded
@@ -449,6 +474,7 @@ class RelayStateStore:
         """The session is over: delete its lease and state (while they are ours)."""
         self._owned.pop(session_id, None)
         self._dirty.pop(session_id, None)
+        self._sources.pop(session_id, None)
         keys = self._session_keys(session_id, endpoints)
         return bool(await self._release(keys=keys, args=[self._me]))
 
@@ -459,6 +485,7 @@ class RelayStateStore:
         event-loop turn or, unless `urgent` (output waits for the save), once the flush interval
         since the last batch has passed."""
         self._dirty[session.session_id] = session
+        self._sources[session.session_id] = session
         self._idle.clear()
         if urgent:
             self._urgent = True
@@ -521,6 +548,7 @@ class RelayStateStore:
                     if outcome is Saved.LOST:
                         self.stats.lost += 1
                         self._owned.pop(session.session_id, None)
+                        self._sources.pop(session.session_id, None)
                     elif outcome is Saved.RESYNC:
                         self.stats.resyncs += 1
                         self._dirty.setdefault(session.session_id, session)
@@ -549,7 +577,8 @@ class RelayStateStore:
             args.append(len(delta.endpoints))
             for ep in delta.endpoints:
                 entries = ep.entries
-                args.append(f"{ep.name} {ep.client_seq} {ep.acked} {ep.first} {len(entries)}")
+                header = f"{ep.name} {ep.client_seq} {ep.acked} {ep.first} {len(entries)}"
+                args.append(f"{header} {int(ep.live)}")
                 args += entries
                 stats.messages += len(entries)
                 stats.bytes += sum(map(len, entries))

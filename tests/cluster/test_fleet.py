@@ -20,10 +20,14 @@ from avatar_relay_client import (
     Backoff,
     ConversationAborted,
     Frame,
+    Producer,
     RelayClient,
     SessionLost,
     StateChange,
+    create_session,
 )
+from avatar_relay_client.producer import ConversationAborted as ProducerAborted
+from avatar_relay_client.producer import ConversationCompleted as ProducerCompleted
 from tests.support.cluster import AUTH, Cluster, Instance
 from tests.support.relay import upstream_frames
 from tests.support.servers import FIXTURES
@@ -175,6 +179,88 @@ async def test_a_session_survives_drains_and_kills(tmp_path: Path, redis_url: st
             after = [t for t in run.resumes if t > killed_at]
             assert after, "no resume after a kill"
             assert after[0] - killed_at < RESUME_BOUND
+    finally:
+        for task in replacing:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        await redis.aclose()
+
+
+async def test_a_producer_session_moves_the_same_way(tmp_path: Path, redis_url: str) -> None:
+    """A producer (a server-side voice agent) and its page through drains and kills: each
+    utterance completes (drain) or is aborted explicitly (kill) for the producer, the page gets
+    its frames byte for byte, neither stream loses or repeats anything."""
+    redis = aioredis.Redis.from_url(redis_url)
+    replacing: list[asyncio.Task[None]] = []
+    page_events: list[object] = []
+    frame_seen = asyncio.Event()
+    outcomes: list[tuple[str, object]] = []
+    try:
+        async with (
+            Emulator(speed=4, record=True, frame_bytes=128) as emulator,
+            Cluster(
+                emulator, redis_url, tmp_path, drain_timeout_seconds=10, log_level="info"
+            ).running() as cluster,
+        ):
+            session = await create_session(cluster.url, headers=AUTH)
+            backoff = Backoff(initial=0.05, maximum=0.25)
+            page = RelayClient(cluster.url, headers=AUTH, session=session.answer, backoff=backoff)
+            producer = Producer(cluster.url, session, headers=AUTH, backoff=backoff)
+            await page.start()
+            await producer.start()
+
+            async def watch_page() -> None:
+                while True:
+                    event = await page.next_event()
+                    page_events.append(event)
+                    if isinstance(event, Frame):
+                        frame_seen.set()
+
+            watcher = asyncio.create_task(watch_page())
+            chunks = [PCM[i : i + CHUNK] for i in range(0, len(PCM), CHUNK)]
+            for cycle in range(6):
+                frame_seen.clear()
+                utterance = await producer.say(chunks)
+                await asyncio.wait_for(frame_seen.wait(), 20)
+                running = await owner(cluster, redis, session.session_id)
+                kind = "drain" if cycle % 2 == 0 else "kill"
+                if kind == "drain":
+                    cluster.term(running)
+                else:
+                    cluster.kill(running)
+                outcomes.append((kind, await asyncio.wait_for(utterance.outcome(), 20)))
+                replacing.append(asyncio.create_task(replace(cluster, running)))
+            last = await producer.say(chunks)
+            final = await asyncio.wait_for(last.outcome(), 20)
+            await asyncio.gather(*replacing)
+            frames = upstream_frames(emulator)
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            assert page.stats.out_of_order == 0
+            assert producer.stats.out_of_order == 0
+            await producer.close()
+            await page.close()
+
+        assert isinstance(final, ProducerCompleted)
+        for kind, outcome in outcomes:
+            if kind == "drain":
+                assert isinstance(outcome, ProducerCompleted), outcome
+            else:
+                assert isinstance(outcome, ProducerCompleted | ProducerAborted), outcome
+                if isinstance(outcome, ProducerAborted):
+                    assert outcome.code == "connectionClosed"
+        assert any(isinstance(o, ProducerAborted) for _, o in outcomes)
+        seen: dict[str, list[bytes]] = {}
+        for event in page_events:
+            if isinstance(event, Frame):
+                seen.setdefault(event.conversation_id, []).append(event.payload)
+        for cid, payloads in seen.items():
+            assert payloads == frames[cid][: len(payloads)]
+        completed = [o for _, o in [*outcomes, ("", final)] if isinstance(o, ProducerCompleted)]
+        for outcome in completed:
+            assert seen[outcome.conversation_id] == frames[outcome.conversation_id]
     finally:
         for task in replacing:
             task.cancel()

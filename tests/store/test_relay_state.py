@@ -54,6 +54,7 @@ class Session:
         self.core = b"core-0"
         self.core_dirty = True
         self.full = False
+        self.live = True  # its endpoints are connected to the instance saving it
         self.outcomes: list[Saved] = []
 
     @property
@@ -65,12 +66,17 @@ class Session:
         for ep in self.endpoints.values():
             start = ep.acked if self.full else max(ep.acked, ep.saved_upto)
             entries = ep.kept[start - ep.acked :]
-            deltas.append(EndpointDelta(ep.name, ep.client_seq, ep.acked, start + 1, entries))
+            deltas.append(
+                EndpointDelta(ep.name, ep.client_seq, ep.acked, start + 1, entries, self.live)
+            )
             ep.saved_upto = ep.last
         core = self.core if self.core_dirty or self.full else None
         self.core_dirty = False
         self.full = False
         return SessionDelta(deltas, core)
+
+    def lost(self) -> None:
+        self.outcomes.append(Saved.LOST)
 
     def saved(self, delta: SessionDelta, outcome: Saved) -> None:
         self.outcomes.append(outcome)
@@ -140,6 +146,7 @@ async def test_a_session_is_claimed_once_while_its_owner_serves(instances: Facto
     s = sid()
     assert (await a.claim(s)).claimed
     assert await a.owner(s) == a.instance_id
+    await save(a, Session(s))  # its browser is connected there
     again = await a.claim(s)
     assert again.claimed
     assert again.previous == a.instance_id
@@ -147,6 +154,36 @@ async def test_a_session_is_claimed_once_while_its_owner_serves(instances: Facto
     assert not refused.claimed
     assert refused.previous == a.instance_id
     assert await a.owner(s) == a.instance_id
+
+
+async def test_an_endpoint_routed_elsewhere_takes_its_session_along(instances: Factory) -> None:
+    """The owner serves, but the endpoint asking is not connected there (the proxy's ring
+    changed): the session follows it, and the old owner learns at its next save."""
+    a, b = await running(instances, 2)
+    session = await claimed(a)
+    session.live = True
+    await save(a, session)
+    assert not (await b.claim(session.session_id, asking="browser")).claimed
+    session.live = False  # the browser dropped from a...
+    await save(a, session)
+    took = await b.claim(session.session_id, asking="browser")  # ...and reached b
+    assert took.claimed
+    assert took.previous == a.instance_id
+    session.endpoints["browser"].send(b"late")
+    assert await save(a, session) is Saved.LOST
+
+
+async def test_an_idle_owner_learns_it_lost_the_lease_from_its_touch(instances: Factory) -> None:
+    a = instances(ttl=0.6, heartbeat_interval=0.05)
+    b = instances()
+    await a.start()
+    await b.start()
+    session = await claimed(a)
+    session.live = False
+    await save(a, session)
+    assert (await b.claim(session.session_id)).claimed
+    await asyncio.sleep(0.5)  # a's heartbeat touches its sessions' keys
+    assert session.outcomes[-1] is Saved.LOST
 
 
 async def test_a_draining_owners_sessions_can_be_taken_over(instances: Factory) -> None:
@@ -170,6 +207,7 @@ async def test_a_dead_owners_sessions_can_be_taken_over_once_its_heartbeat_expir
     await b.start()
     s = sid()
     await a.claim(s)
+    await save(a, Session(s))  # its browser is connected there
     assert await a.instance_state(a.instance_id) == SERVING
     # SIGKILL: the heartbeat stops without a word.
     assert a._heartbeat is not None
