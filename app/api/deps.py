@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends
+from redis import asyncio as aioredis
 from starlette.requests import HTTPConnection
 
 from app.auth import Authenticator, Principal, authenticator_from_settings
@@ -80,10 +81,18 @@ async def build_services(
     )
     pool.start()
     state_store = None
-    if isinstance(store, RedisStore):
-        # Relay sessions outlive this instance: their state is kept where others find it.
+    if isinstance(store, RedisStore) and settings.redis_url:
+        # Relay sessions outlive this instance: their state is kept where others find it. Its
+        # own connections, so that heartbeats and saves never queue behind other traffic.
+        state_client = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.upstream_connect_timeout,
+            socket_connect_timeout=settings.upstream_connect_timeout,
+            health_check_interval=30,
+        )
+        stack.push_async_callback(state_client.aclose)
         state_store = RelayStateStore(
-            store.client,
+            state_client,
             prefix=store.prefix,
             instance_id=settings.instance_id,
             ttl=settings.resume_window_seconds + RESUME_MARGIN_SECONDS,

@@ -109,11 +109,6 @@ class RedisStore:
         return cls(client, prefix=prefix)
 
     @property
-    def client(self) -> aioredis.Redis:
-        """The connection pool, for state with structures of its own (relay_state.py)."""
-        return self._redis
-
-    @property
     def prefix(self) -> str:
         return self._prefix
 
