@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 from avatar_relay_client import RelayClient
+from avatar_relay_client.browser_protocol import ServerAudio, ServerFrame
 from avatar_relay_client.producer import ConversationCompleted, Producer, create_session
 
 # espeak-ng speaks at 22,050 Hz, a rate the relay accepts: no resampling needed.
@@ -42,13 +43,28 @@ def speak(text: str) -> bytes:
     return wav[data + 8 :]
 
 
+async def listen_to(page: RelayClient) -> tuple[int, int]:
+    """The audio bytes and frames the page receives for the first conversation, to its end."""
+    audio_bytes = frames = 0
+    async for event in page.events():
+        if isinstance(event, ServerAudio):
+            audio_bytes += len(event.pcm)
+        elif isinstance(event, ServerFrame):
+            frames += 1
+            if event.end:
+                break
+    return audio_bytes, frames
+
+
 async def run(text: str, server: str, api_key: str | None, listen: bool) -> dict[str, object]:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     session = await create_session(server, headers=headers, sample_rate=ESPEAK_RATE)
     print(json.dumps({"sessionId": session.session_id, "browserUrl": session.browser_url}))
     page = RelayClient(server, headers=headers, session=session.answer) if listen else None
+    heard: asyncio.Task[tuple[int, int]] | None = None
     if page is not None:
         await page.start()
+        heard = asyncio.create_task(listen_to(page))
     pcm = speak(text)
     async with Producer(server, session, headers=headers) as producer:
         async with producer.utterance() as utterance:
@@ -62,8 +78,11 @@ async def run(text: str, server: str, api_key: str | None, listen: bool) -> dict
     }
     if isinstance(outcome, ConversationCompleted):
         summary.update(deliveredAudioMs=outcome.audio_ms, deliveredFrames=outcome.frames)
-    if page is not None:
-        summary["pageConnected"] = page.connected
+    if page is not None and heard is not None:
+        # What the page itself received, not what the server says it sent: the page's link may
+        # have dropped and resumed on the way, and must still hold each byte exactly once.
+        page_bytes, page_frames = await asyncio.wait_for(heard, timeout=30)
+        summary.update(pageAudioMs=page_bytes * 1000 // (2 * ESPEAK_RATE), pageFrames=page_frames)
         await page.close()
     return summary
 
