@@ -495,6 +495,12 @@ class RelaySession:
                 self._end(None)
             case p.Hello() | pp.Hello():
                 raise Fatal(ErrorCode.INVALID_REQUEST, "HELLO sent twice")
+            case pp.Pause() | pp.Resume():
+                # Host Mode has no playout to hold: the page plays the audio itself.
+                raise Fatal(
+                    ErrorCode.PLAYBACK_CONTROL_UNAVAILABLE,
+                    "pause and resume are for RTC sessions whose WELCOME declares them",
+                )
 
     def _hello(self, ep: Endpoint, last_seq: int) -> None:
         replay = ep.replay

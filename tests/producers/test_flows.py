@@ -120,6 +120,22 @@ async def test_the_producers_interrupt_stops_the_page() -> None:
     assert page_events[-1].conversation_id == utterance.conversation_id
 
 
+async def test_pause_on_a_relay_session_is_refused_before_anything_is_sent() -> None:
+    async with running_relay() as relay, relay.pair() as (producer, _page):
+        assert not producer.playback_control
+        assert not producer.rtc
+        sent = producer.unacked
+        for control in (producer.pause, producer.resume):
+            with pytest.raises(RelayError) as refused:
+                await control()
+            assert refused.value.code is ErrorCode.PLAYBACK_CONTROL_UNAVAILABLE
+        assert producer.unacked == sent
+        # The session goes on: an utterance still completes.
+        utterance = await producer.say(CHUNKS[:3])
+        outcome = await asyncio.wait_for(utterance.outcome(), WAIT)
+        assert isinstance(outcome, ConversationCompleted)
+
+
 async def test_an_upstream_abort_reaches_the_producer_as_an_event() -> None:
     async with running_relay() as relay, relay.pair() as (producer, page):
         relay.emulator.faults.error_after_frames = (2, 4500, "driven server failed")

@@ -34,6 +34,8 @@ def _from_fields(direction: str, fields: dict[str, Any]) -> pp.ProducerMessage |
             "PING": lambda: pp.Ping(f["nonce"]),
             "PONG": lambda: pp.Pong(f["nonce"]),
             "BYE": pp.Bye,
+            "PAUSE": lambda: pp.Pause(f["seq"]),
+            "RESUME": lambda: pp.Resume(f["seq"]),
         }
         message: pp.ProducerMessage | pp.ServerMessage = producer[kind]()
         return message
@@ -47,6 +49,8 @@ def _from_fields(direction: str, fields: dict[str, Any]) -> pp.ProducerMessage |
             resumed=f["resumed"],
             microphone=f["microphone"],
             browser_speaks=f["browserSpeaks"],
+            playback_control=f.get("playbackControl", False),
+            rtc=f.get("rtc", False),
         ),
         "CONVERSATION_STARTED": lambda: pp.ConversationStarted(
             f["seq"], f["conversationId"], f["inputSeq"], f["byBrowser"]
@@ -64,6 +68,13 @@ def _from_fields(direction: str, fields: dict[str, Any]) -> pp.ProducerMessage |
         "BROWSER": lambda: pp.Browser(f["seq"], pp.BrowserState[f["state"].upper()]),
         "BARGE_IN": lambda: pp.BargeIn(f["seq"], f["conversationId"]),
         "MICROPHONE": lambda: pp.Microphone(f["seq"], raw("pcm"), f["end"]),
+        "PLAYBACK_STATE": lambda: pp.PlaybackState(
+            f["seq"],
+            f["conversationId"],
+            pp.PlaybackStateKind[f["state"].upper()],
+            f["playedMs"],
+            f["reason"],
+        ),
         "ACK": lambda: pp.ServerAck(f["seq"]),
         "PING": lambda: pp.ServerPing(f["nonce"]),
         "PONG": lambda: pp.ServerPong(f["nonce"]),
@@ -158,9 +169,23 @@ producer_messages = st.one_of(
     st.builds(pp.Ping, u32),
     st.builds(pp.Pong, u32),
     st.just(pp.Bye()),
+    st.builds(pp.Pause, seqs),
+    st.builds(pp.Resume, seqs),
 )
 server_messages = st.one_of(
-    st.builds(pp.Welcome, ids, u32, u32, u32, u32, st.booleans(), st.booleans(), st.booleans()),
+    st.builds(
+        pp.Welcome,
+        ids,
+        u32,
+        u32,
+        u32,
+        u32,
+        st.booleans(),
+        st.booleans(),
+        st.booleans(),
+        st.booleans(),
+        st.booleans(),
+    ),
     st.builds(pp.ConversationStarted, u32, ids, u32, st.booleans()),
     st.builds(pp.FirstFrame, u32, ids),
     st.builds(pp.ConversationCompleted, u32, ids, u32, u32),
@@ -175,6 +200,9 @@ server_messages = st.one_of(
     st.builds(pp.ServerPong, u32),
     st.builds(pp.ServerError, codes, st.text(max_size=40)),
     st.builds(pp.ResumeFailed, u32, u32, codes),
+    st.builds(
+        pp.PlaybackState, u32, ids, st.sampled_from(pp.PlaybackStateKind), u32, st.text(max_size=40)
+    ),
 )
 
 

@@ -232,3 +232,14 @@ def test_the_producers_buffer_is_bounded_too() -> None:
     # the producer is away and cannot resume: the connected browser hears slowConsumer
     assert isinstance(to_client(effects, B)[-1], p.ServerError)
     assert of_type(effects, SessionEnded) == [SessionEnded(ErrorCode.SLOW_CONSUMER)]
+
+
+def test_pause_on_a_relay_session_is_refused_with_its_code() -> None:
+    # Host Mode has no playout to hold (revision 2 of the protocol: PAUSE/RESUME are RTC's).
+    s = start()
+    code = ErrorCode.PLAYBACK_CONTROL_UNAVAILABLE
+    effects = s.on_message("producer", P, pp.Pause(1), 0)
+    assert events(effects)[0].code == code  # type: ignore[union-attr]
+    assert {c.close_code for c in of_type(effects, CloseClient)} == {spec(code).close_code}
+    assert of_type(effects, SessionEnded) == [SessionEnded(code)]
+    assert of_type(effects, SendUpstream) == []

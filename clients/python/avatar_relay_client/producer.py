@@ -59,6 +59,8 @@ Browser = pp.Browser
 BrowserState = pp.BrowserState
 BargeIn = pp.BargeIn
 Microphone = pp.Microphone
+PlaybackState = pp.PlaybackState
+PlaybackStateKind = pp.PlaybackStateKind
 
 ServerEvent = pp.Event
 Event = ServerEvent | StateChange | SessionLost
@@ -322,6 +324,8 @@ class Producer:
         # From the WELCOME.
         self.microphone = False  # the browser's audio is forwarded as Microphone events
         self.browser_speaks = False  # the browser's audio is avatar speech too
+        self.playback_control = False  # PAUSE and RESUME are available (RTC sessions)
+        self.rtc = False  # the session is an RTC session (the avatar is in a LiveKit room)
         self.browser_connected = False
         # Utterances by the seq of their first chunk, until their outcome.
         self._by_first_seq: dict[int, Utterance] = {}
@@ -380,6 +384,8 @@ class Producer:
                 self.sample_rate = welcome.sample_rate
             self.microphone = welcome.microphone
             self.browser_speaks = welcome.browser_speaks
+            self.playback_control = welcome.playback_control
+            self.rtc = welcome.rtc
             self._link.resume_window = welcome.resume_window_ms / 1000
 
     # --- speaking ---
@@ -422,6 +428,25 @@ class Producer:
             # (An utterance that has sent nothing yet starts afresh after the interrupt.)
             current.cancelled = True
         return await self._link.send(lambda seq: pp.encode_producer(pp.Interrupt(seq)), 0)
+
+    async def pause(self) -> int:
+        """Hold the latest request's playout (sequenced like audio). Only where the WELCOME
+        declared playback control; elsewhere refused here, before anything is sent."""
+        self._need_playback_control()
+        return await self._link.send(lambda seq: pp.encode_producer(pp.Pause(seq)), 0)
+
+    async def resume(self) -> int:
+        """Continue the latest request's held playout (see `pause`)."""
+        self._need_playback_control()
+        return await self._link.send(lambda seq: pp.encode_producer(pp.Resume(seq)), 0)
+
+    def _need_playback_control(self) -> None:
+        if not self.playback_control:
+            raise RelayError(
+                ErrorCode.PLAYBACK_CONTROL_UNAVAILABLE,
+                "the session does not offer pause and resume (RTC sessions whose avatar"
+                " service declares playback_control do)",
+            )
 
     async def send_audio(self, pcm: bytes, end: bool = False) -> int:
         """The raw protocol: one AUDIO chunk (`end` on the utterance's last); returns its seq.

@@ -47,6 +47,9 @@ class ProducerType(IntEnum):
     PING = 0x15
     PONG = 0x16
     BYE = 0x17
+    # Revision 2 (RTC sessions; docs/protocol.md section 17): additions only.
+    PAUSE = 0x18
+    RESUME = 0x19
 
 
 class EventType(IntEnum):
@@ -64,6 +67,17 @@ class EventType(IntEnum):
     PONG = 0x9C
     ERROR = 0x9D
     RESUME_FAILED = 0x9E
+    # Revision 2 (RTC sessions): sent only where the WELCOME says so.
+    PLAYBACK_STATE = 0x9F
+
+
+class PlaybackStateKind(IntEnum):
+    """SERVER_PLAYBACK_STATE's states, as the avatar service reports a request's playout."""
+
+    PLAYING = 1
+    PAUSED = 2
+    ENDED = 3
+    INTERRUPTED = 4
 
 
 class BrowserState(IntEnum):
@@ -77,15 +91,20 @@ FLAG_END: Final = 0x01  # AUDIO (up) and MICROPHONE (down): last chunk of the ut
 FLAG_RESUMED: Final = 0x01  # WELCOME: this connection continues an earlier one
 FLAG_MICROPHONE: Final = 0x02  # WELCOME: the browser's audio is forwarded as MICROPHONE
 FLAG_BROWSER_SPEAKS: Final = 0x04  # WELCOME: the browser's audio is avatar speech too
+FLAG_PLAYBACK_CONTROL: Final = 0x08  # WELCOME (revision 2): PAUSE and RESUME are available
+FLAG_RTC: Final = 0x10  # WELCOME (revision 2): an RTC session (the avatar is in a LiveKit room)
 FLAG_BY_BROWSER: Final = 0x01  # STARTED: by the browser's audio; INTERRUPTED: by its INTERRUPT
 
-_WELCOME_FLAGS: Final = FLAG_RESUMED | FLAG_MICROPHONE | FLAG_BROWSER_SPEAKS
+_WELCOME_FLAGS: Final = (
+    FLAG_RESUMED | FLAG_MICROPHONE | FLAG_BROWSER_SPEAKS | FLAG_PLAYBACK_CONTROL | FLAG_RTC
+)
 
 _HEAD = struct.Struct("<BB")
 _HEAD_U32 = struct.Struct("<BBI")
 _HEAD_U32_U32 = struct.Struct("<BBII")  # STARTED: seq, input seq; RESUME_FAILED
 _OUTCOME = struct.Struct("<BBIII")  # seq, audio ms, frames
 _WELCOME = struct.Struct("<BBIIII")  # producer ack, server seq, rate, window ms
+_PLAYBACK = struct.Struct("<BBIBI")  # seq, state, played ms
 
 
 # --- producer -> server ---
@@ -132,7 +151,19 @@ class Bye:
     pass
 
 
-ProducerMessage = Hello | Audio | Interrupt | Ack | Ping | Pong | Bye
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Hold the latest request's playout (RTC sessions whose WELCOME has PLAYBACK_CONTROL)."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    seq: int
+
+
+ProducerMessage = Hello | Audio | Interrupt | Ack | Ping | Pong | Bye | Pause | Resume
 
 
 # --- server -> producer ---
@@ -148,6 +179,8 @@ class Welcome:
     resumed: bool = False
     microphone: bool = False
     browser_speaks: bool = False
+    playback_control: bool = False
+    rtc: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +253,18 @@ class Microphone:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaybackState:
+    """SERVER_PLAYBACK_STATE of the avatar service, passed on (RTC sessions): the request's
+    playout is `state` after `played_ms` of it; `reason` e.g. `pause_timeout`."""
+
+    seq: int
+    conversation_id: str
+    state: PlaybackStateKind
+    played_ms: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ServerAck:
     seq: int
 
@@ -256,6 +301,7 @@ Event = (
     | Browser
     | BargeIn
     | Microphone
+    | PlaybackState
 )
 SEQUENCED: Final = (
     ConversationStarted,
@@ -266,6 +312,7 @@ SEQUENCED: Final = (
     Browser,
     BargeIn,
     Microphone,
+    PlaybackState,
 )
 ServerMessage = Welcome | Event | ServerAck | ServerPing | ServerPong | ServerError | ResumeFailed
 
@@ -314,6 +361,12 @@ def encode_producer(message: ProducerMessage) -> bytes:
             return _HEAD_U32.pack(ProducerType.PONG, 0, nonce)
         case Bye():
             return _HEAD.pack(ProducerType.BYE, 0)
+        case Pause(seq):
+            check_u32(seq, "seq")
+            return _HEAD_U32.pack(ProducerType.PAUSE, 0, seq)
+        case Resume(seq):
+            check_u32(seq, "seq")
+            return _HEAD_U32.pack(ProducerType.RESUME, 0, seq)
     raise TypeError(f"not a producer message: {message!r}")  # pragma: no cover
 
 
@@ -341,9 +394,9 @@ def decode_producer(data: bytes, max_bytes: int | None = None) -> ProducerMessag
         (value,) = struct.unpack_from("<I", data, 2)
         if kind == ProducerType.HELLO:
             return Hello(value)
-        if kind == ProducerType.INTERRUPT:
+        if kind in _SEQUENCED_CONTROL:
             check_seq(value)
-            return Interrupt(value)
+            return _SEQUENCED_CONTROL[kind](value)
         if kind == ProducerType.ACK:
             return Ack(value)
         return Ping(value) if kind == ProducerType.PING else Pong(value)
@@ -355,13 +408,18 @@ def decode_producer(data: bytes, max_bytes: int | None = None) -> ProducerMessag
     raise RelayError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown producer message type 0x{kind:02x}")
 
 
+_SEQUENCED_CONTROL: Final[dict[int, type[Interrupt | Pause | Resume]]] = {
+    ProducerType.INTERRUPT: Interrupt,
+    ProducerType.PAUSE: Pause,
+    ProducerType.RESUME: Resume,
+}
 _U32_TYPES: Final = frozenset(
     {
         ProducerType.HELLO,
-        ProducerType.INTERRUPT,
         ProducerType.ACK,
         ProducerType.PING,
         ProducerType.PONG,
+        *_SEQUENCED_CONTROL,
     }
 )
 
@@ -381,6 +439,8 @@ def encode_welcome(message: Welcome) -> bytes:
         (FLAG_RESUMED if message.resumed else 0)
         | (FLAG_MICROPHONE if message.microphone else 0)
         | (FLAG_BROWSER_SPEAKS if message.browser_speaks else 0)
+        | (FLAG_PLAYBACK_CONTROL if message.playback_control else 0)
+        | (FLAG_RTC if message.rtc else 0)
     )
     head = _WELCOME.pack(
         EventType.WELCOME,
@@ -440,6 +500,13 @@ def encode_microphone(seq: int, pcm: bytes, *, end: bool) -> bytes:
     return _HEAD_U32.pack(EventType.MICROPHONE, FLAG_END if end else 0, seq) + pcm
 
 
+def encode_playback_state(
+    seq: int, tag: bytes, state: PlaybackStateKind, played_ms: int, reason: str
+) -> bytes:
+    head = _PLAYBACK.pack(EventType.PLAYBACK_STATE, 0, seq, state, played_ms)
+    return head + tag + reason.encode("utf-8")
+
+
 def encode_ack(seq: int) -> bytes:
     return _HEAD_U32.pack(EventType.ACK, 0, seq)
 
@@ -494,6 +561,11 @@ def encode_server(message: ServerMessage) -> bytes:
             if len(pcm) % 2:
                 raise ValueError("PCM s16le needs an even number of bytes")
             return encode_microphone(seq, pcm, end=end)
+        case PlaybackState(seq, cid, state, played_ms, reason):
+            check_u32(seq, "seq")
+            check_u32(played_ms, "played_ms")
+            tag = short_string(cid, "id")
+            return encode_playback_state(seq, tag, PlaybackStateKind(state), played_ms, reason)
         case ServerAck(seq):
             check_u32(seq, "seq")
             return encode_ack(seq)
@@ -602,7 +674,19 @@ def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
             resumed=bool(flags & FLAG_RESUMED),
             microphone=bool(flags & FLAG_MICROPHONE),
             browser_speaks=bool(flags & FLAG_BROWSER_SPEAKS),
+            playback_control=bool(flags & FLAG_PLAYBACK_CONTROL),
+            rtc=bool(flags & FLAG_RTC),
         )
+    if kind == EventType.PLAYBACK_STATE:
+        allowed_flags(flags, 0)
+        _need(data, _PLAYBACK.size, "PLAYBACK_STATE")
+        _, _, seq, state, played_ms = _PLAYBACK.unpack_from(data)
+        try:
+            kind_of_state = PlaybackStateKind(state)
+        except ValueError:
+            raise invalid(f"unknown playback state {state}") from None
+        cid, offset = read_short(data, _PLAYBACK.size, "conversation id")
+        return PlaybackState(seq, cid, kind_of_state, played_ms, read_text(data, offset))
     if kind == EventType.ERROR:
         allowed_flags(flags, 0)
         code, offset = read_short(data, 2, "code")
