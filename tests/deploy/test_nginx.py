@@ -8,7 +8,6 @@ instances that say who they are, and check the routing an operator relies on.
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from avatar_relay_client.browser_protocol import (
     encode_client,
 )
 from bench.harness import nginx_binary, shipped_nginx_config
-from tests.support.nginx import running_nginx
+from tests.support.nginx import check_config, running_nginx
 from tests.support.relay import relay_test_settings
 from tests.support.servers import free_port, running_app
 
@@ -62,13 +61,7 @@ async def nginx_over(tmp_path: Path, first: FastAPI, second: FastAPI) -> AsyncIt
         conf = shipped_nginx_config(
             tmp_path, port, [a.removeprefix("http://"), b.removeprefix("http://")]
         )
-        check = subprocess.run(
-            [nginx, "-t", "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "e.log")],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert check.returncode == 0, check.stderr
+        check_config(nginx, conf)
         with running_nginx(nginx, conf, port) as address:
             yield address
 

@@ -6,13 +6,13 @@ that drifted from what the rewrite expects is refused instead of run half-rewrit
 from __future__ import annotations
 
 import re
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from bench.harness import SHIPPED_NGINX, nginx_binary, shipped_nginx_config
+from tests.support.nginx import check_config
 
 INSTANCES = ["127.0.0.1:18081", "127.0.0.1:18082"]
 SERVER = re.compile(r"server app:8080([^;]*);")
@@ -53,13 +53,7 @@ def test_nginx_accepts_the_rewritten_config(tmp_path: Path) -> None:
     nginx = nginx_binary()
     assert nginx is not None, "nginx not found: run the tests through scripts/test"
     conf = shipped_nginx_config(tmp_path, 18080, INSTANCES)
-    check = subprocess.run(
-        [nginx, "-t", "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "e.log")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert check.returncode == 0, check.stderr
+    check_config(nginx, conf)
 
 
 @pytest.mark.parametrize(

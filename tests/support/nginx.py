@@ -18,6 +18,18 @@ from pathlib import Path
 from bench.harness import nginx_args
 
 
+def check_config(nginx: str, conf: Path) -> None:
+    """`nginx -t` on `conf`: nginx itself accepts it (paths relative to its folder)."""
+    folder = conf.parent
+    check = subprocess.run(
+        [nginx, "-t", "-c", str(conf), "-p", str(folder), "-e", str(folder / "e.log")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+
+
 @contextlib.contextmanager
 def running_nginx(nginx: str, conf: Path, port: int) -> Iterator[str]:
     proc = subprocess.Popen(
