@@ -11,9 +11,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_NGINX = ROOT / "deploy" / "nginx.conf"
 
 
 def free_port() -> int:
@@ -57,32 +58,56 @@ def logged_process(args: list[str], port: int, log: Path) -> Iterator[subprocess
         yield proc
 
 
-def find_nginx() -> str:
-    found = shutil.which("nginx") or next(
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
     )
+
+
+def find_nginx() -> str:
+    found = nginx_binary()
     if found is None:
         raise SystemExit("nginx not found (scripts/ensure-system-deps installs it)")
     return found
 
 
-def shipped_nginx_config(workdir: Path, port: int, instances: list[str]) -> Path:
+# What a local run changes in deploy/nginx.conf, each a line the shipped file must hold once.
+_UPSTREAM_SERVER = re.compile(r"server app:8080([^;]*);\n\s*")
+_LOCAL_LINES: Final = (
+    ("listen 80;", "listen 127.0.0.1:{port};"),
+    ("pid /tmp/avatar-relay-nginx.pid;", "pid {workdir}/nginx.pid;"),
+    # Logs to files: a pipe nobody reads would fill up and stall nginx.
+    ("access_log /dev/stdout;", "access_log {workdir}/access.log;"),
+    ("error_log /dev/stderr warn;", "error_log {workdir}/error.log warn;"),
+    ("http {\n", "http {{\n{temp_paths}"),
+)
+_TEMP_PATHS: Final = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def shipped_nginx_config(
+    workdir: Path, port: int, instances: list[str], *, shipped: Path = SHIPPED_NGINX
+) -> Path:
     """deploy/nginx.conf as shipped, with only what a local run must change: the instances'
-    addresses, the listening port, the pid file, writable temp paths, and the access log (one
-    line per request; sent to a file in `workdir` instead of a terminal)."""
-    conf = (ROOT / "deploy" / "nginx.conf").read_text()
-    servers = "".join(f"server {address};\n        " for address in instances)
-    conf, count = re.subn(r"server app:8080;\n\s*", servers, conf)
+    addresses (each with the parameters the shipped line gives `app:8080`), the listening port,
+    the pid file, writable temp paths, and the logs (files in `workdir`).
+
+    The one rewrite of the shipped file, for the benchmarks and the tests alike
+    (tests/deploy/test_nginx_config.py); raises RuntimeError when the file no longer has a line
+    it rewrites, so the local runs cannot drift from what is deployed."""
+    conf = shipped.read_text()
+
+    def servers(match: re.Match[str]) -> str:
+        return "".join(f"server {address}{match.group(1)};\n        " for address in instances)
+
+    conf, count = _UPSTREAM_SERVER.subn(servers, conf)
     if count != 2:
-        raise RuntimeError("deploy/nginx.conf no longer has its two upstream blocks")
-    conf = conf.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    conf = conf.replace("pid /tmp/avatar-relay-nginx.pid;", f"pid {workdir}/nginx.pid;")
-    conf = conf.replace("access_log /dev/stdout;", f"access_log {workdir}/access.log;")
-    temp = "".join(
-        f"    {name}_temp_path {workdir}/{name};\n"
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = conf.replace("http {\n", "http {\n" + temp, 1)
+        raise RuntimeError(f"{shipped} has {count} `server app:8080` lines, not 2")
+    temp_paths = "".join(f"    {name}_temp_path {workdir}/{name};\n" for name in _TEMP_PATHS)
+    for shipped_line, local in _LOCAL_LINES:
+        if conf.count(shipped_line) != 1:
+            raise RuntimeError(f"{shipped} no longer has {shipped_line.strip()!r} once")
+        local = local.format(port=port, workdir=workdir, temp_paths=temp_paths)
+        conf = conf.replace(shipped_line, local)
     path = workdir / "nginx.conf"
     path.write_text(conf)
     return path

@@ -22,7 +22,8 @@ from typing import Final
 from app.errors import AppError
 from app.metrics import Metrics
 from app.relay.reconnect import ReconnectPolicy, refuses
-from app.spatialreal.client import IngressClient, IngressConnection
+from app.spatialreal.client import IngressClient
+from app.spatialreal.connection import IngressConnection
 
 log = logging.getLogger("avatar_relay.upstream")
 

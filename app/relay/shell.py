@@ -54,7 +54,7 @@ from app.relay.effects import (
 from app.relay.pool import UpstreamPool
 from app.relay.session import RelayLimits, RelaySession
 from app.relay.upstream import UpstreamLink
-from app.spatialreal.client import UpstreamMessage
+from app.spatialreal.messages import UpstreamMessage
 from app.spatialreal.request_ids import new_request_id
 from app.store.relay_state import RelayStateStore, SavedSession
 from avatar_relay_client import browser_protocol as p

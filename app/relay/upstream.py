@@ -22,7 +22,8 @@ from typing import Literal, Protocol
 from app.errors import AppError, ErrorCode
 from app.relay import eager
 from app.relay.reconnect import Action, Reconnect, ReconnectPolicy
-from app.spatialreal.client import IngressConnection, UpstreamMessage
+from app.spatialreal.connection import IngressConnection
+from app.spatialreal.messages import UpstreamMessage
 
 log = logging.getLogger("avatar_relay.upstream")
 

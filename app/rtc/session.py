@@ -29,7 +29,9 @@ from app.proto import message_pb2
 from app.relay.reconnect import ReconnectPolicy
 from app.relay.upstream import UpstreamLink
 from app.rtc.core import Effect, Event, Kind, Limits, Op, RtcCore, Upstream
-from app.spatialreal.client import IngressClient, IngressConnection, UpstreamMessage
+from app.spatialreal.client import IngressClient
+from app.spatialreal.connection import IngressConnection
+from app.spatialreal.messages import UpstreamMessage
 from app.spatialreal.request_ids import new_request_id
 
 log = logging.getLogger("avatar_relay.rtc")

@@ -12,15 +12,12 @@ per-region circuit breakers. Every failure is an `AppError` with a stable code a
 """
 
 from app.spatialreal.classify import classify
-from app.spatialreal.client import (
-    IngressClient,
-    IngressConnection,
-    UpstreamMessage,
-    ingress_websocket_url,
-    parse_upstream,
-)
+from app.spatialreal.client import IngressClient
+from app.spatialreal.connection import IngressConnection
 from app.spatialreal.console import ConsoleClient, MintedToken
 from app.spatialreal.fallback import try_regions, worth_another_region
+from app.spatialreal.handshake import ingress_websocket_url
+from app.spatialreal.messages import UpstreamMessage, parse_upstream
 from app.spatialreal.regions import BreakerState, CircuitBreaker, RegionBreakers
 from app.spatialreal.request_ids import is_request_id, new_request_id
 

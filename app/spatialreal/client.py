@@ -12,60 +12,40 @@ Every connection gets a freshly minted token (tokens are single-use), minted in 
 then connects to when that console can (tokens are valid in every region, so another region's
 console stands in when it cannot); if the upgrade or the handshake fails with a transport
 failure, a timeout, a 5xx or a retryable close code, the next region is tried with a new token.
-Messages come back as `UpstreamMessage` values holding the original frame bytes, so animation
-data the published schema does not declare survives the trip. Every failure is an `AppError`
-with a stable code and the phase it happened in; an upstream close code (or a SERVER_ERROR code
-in 4000-4999) is kept as `AppError.close_code`, which decides `retryable` (the close-code
-contract, see app/errors.py).
+Every failure is an `AppError` with a stable code and the phase it happened in; an upstream close
+code (or a SERVER_ERROR code in 4000-4999) is kept as `AppError.close_code`, which decides
+`retryable` (the close-code contract, see app/errors.py).
+
+This module picks the region and opens the socket; `handshake` configures and confirms the
+session, and `connection` is the open session (`IngressConnection`) it hands back.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from google.protobuf.message import DecodeError
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import (
-    ConnectionClosed,
-    ConnectionClosedOK,
-    InvalidStatus,
-    WebSocketException,
-)
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from app.errors import AppError, ErrorCode, Phase
 from app.proto import message_pb2
 from app.settings import Endpoint, Settings
-from app.spatialreal.classify import classify, close_code_error, contract_code
+from app.spatialreal.classify import classify
+from app.spatialreal.connection import IngressConnection
 from app.spatialreal.console import ConsoleClient, MintedToken
 from app.spatialreal.fallback import ABSTAIN, ANSWERED, Gate, try_regions, worth_another_region
-from app.spatialreal.messages import (
-    MESSAGE_SERVER_CONFIRM_SESSION,
-    MESSAGE_SERVER_ERROR,
-    PLAYBACK_CONTROL,
-    PlaybackState,
-    UpstreamMessage,
-    parse_upstream,
-    server_error,
+from app.spatialreal.handshake import (
+    configure_session,
+    confirm_session,
+    ingress_websocket_url,
+    rejection_text,
 )
 from app.spatialreal.regions import IngressBreakers
-
-__all__ = [
-    "IngressClient",
-    "IngressConnection",
-    "PlaybackState",
-    "UpstreamMessage",
-    "ingress_websocket_url",
-    "parse_upstream",
-]
 
 log = logging.getLogger("avatar_relay.spatialreal")
 
@@ -80,250 +60,9 @@ class _NoDebugLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 _WEBSOCKETS_LOG = _NoDebugLog(logging.getLogger("websockets.client"), {})
 
-WEBSOCKET_PATH = "/websocket"
-_WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 # The size of a real animation frame is not published; stay far above anything plausible while
 # still bounding memory per connection.
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
-
-
-def ingress_websocket_url(
-    ingress_url: str,
-    avatar_id: str,
-    *,
-    app_id: str | None = None,
-    session_token: str | None = None,
-) -> str:
-    """`{ingress}/websocket?id=<avatar>` with http(s) mapped to ws(s); query auth when given."""
-    parts = urlsplit(ingress_url)
-    scheme = _WS_SCHEMES.get(parts.scheme.lower())
-    if scheme is None:
-        raise ValueError(f"unsupported ingress URL scheme {parts.scheme!r}")
-    path = parts.path.rstrip("/") + WEBSOCKET_PATH
-    query = [*parse_qsl(parts.query), ("id", avatar_id)]
-    if app_id is not None and session_token is not None:
-        query += [("appId", app_id), ("sessionKey", session_token)]
-    return urlunsplit((scheme, parts.netloc, path, urlencode(query), ""))
-
-
-def _configure_session(
-    sample_rate: int, egress: message_pb2.LiveKitEgressConfig | None = None
-) -> bytes:
-    config = message_pb2.ClientConfigureSession(
-        sample_rate=sample_rate,
-        bitrate=0,
-        audio_format=message_pb2.AUDIO_FORMAT_PCM_S16LE,
-        transport_compression=message_pb2.TRANSPORT_COMPRESSION_NONE,
-    )
-    if egress is not None:
-        # RTC mode: the avatar's output goes to this LiveKit room, not back over the socket.
-        config.egress_type = message_pb2.EGRESS_TYPE_LIVEKIT
-        config.livekit_egress.CopyFrom(egress)
-    message = message_pb2.Message(
-        type=message_pb2.MESSAGE_CLIENT_CONFIGURE_SESSION, client_configure_session=config
-    )
-    return message.SerializeToString()
-
-
-def _rejection_text(body: bytes, token: str) -> str:
-    """The human part of a rejected upgrade's body (JSON:API errors or plain text)."""
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        first = parsed.get("errors", [parsed])
-        entry = first[0] if isinstance(first, list) and first else parsed
-        if isinstance(entry, dict):
-            parts = [entry.get("title"), entry.get("detail") or entry.get("message")]
-            text = " - ".join(str(part) for part in parts if part) or text
-    return text[:300].replace(token, "***") if token else text[:300]
-
-
-def _close_description(exc: ConnectionClosed) -> str:
-    frame = exc.rcvd or exc.sent
-    if frame is None:
-        return "connection lost without a close frame"
-    return f"closed with code {frame.code}" + (f": {frame.reason}" if frame.reason else "")
-
-
-def _received_close_code(exc: ConnectionClosed) -> int | None:
-    """The close code the server sent, when it is one of the contract's (4000-4999)."""
-    frame = exc.rcvd
-    return contract_code(frame.code) if frame is not None else None
-
-
-def _closed_error(
-    exc: ConnectionClosed,
-    where: str,
-    phase: Phase,
-    *,
-    connection_id: str | None = None,
-    req_id: str | None = None,
-) -> AppError:
-    """An upstream close, classified by the close-code contract."""
-    close_code = _received_close_code(exc)
-    return AppError(
-        close_code_error(close_code),
-        f"{where} {_close_description(exc)}",
-        phase=phase,
-        connection_id=connection_id,
-        req_id=req_id,
-        close_code=close_code,
-    )
-
-
-class IngressConnection:
-    """An open, confirmed ingress session. Send audio; iterate for upstream messages.
-
-    Sending and receiving may run in different tasks; one task at a time may receive. Iteration
-    ends when the connection closes normally (or was closed by us) and raises
-    AppError(connectionClosed, phase websocket_runtime) when it is lost.
-    """
-
-    def __init__(
-        self,
-        websocket: ClientConnection,
-        *,
-        connection_id: str,
-        region: str,
-        avatar_id: str,
-        sample_rate: int,
-        capabilities: tuple[str, ...] = (),
-    ) -> None:
-        self._ws = websocket
-        self.connection_id = connection_id
-        self.region = region
-        self.avatar_id = avatar_id
-        self.sample_rate = sample_rate
-        # What the server declared in SERVER_CONFIRM_SESSION (e.g. "playback_control").
-        self.capabilities = capabilities
-        self._closing = False
-
-    def __repr__(self) -> str:
-        return (
-            f"IngressConnection(connection_id={self.connection_id!r}, region={self.region!r},"
-            f" avatar_id={self.avatar_id!r}, closed={self.closed})"
-        )
-
-    @property
-    def closed(self) -> bool:
-        """True once we closed it or it was lost (any further send raises)."""
-        return self._closing or self._ws.close_code is not None
-
-    async def send_audio(self, req_id: str, audio: bytes, end: bool = False) -> None:
-        """Send a chunk of PCM for request `req_id`; the request's last chunk has `end=True`."""
-        message = message_pb2.Message(
-            type=message_pb2.MESSAGE_CLIENT_AUDIO_INPUT,
-            client_audio_input=message_pb2.ClientAudioInput(req_id=req_id, end=end, audio=audio),
-        )
-        await self._send(message.SerializeToString(), req_id)
-
-    async def interrupt(self, req_id: str) -> None:
-        """Ask the server to stop `req_id` (per the docs it only acts in LiveKit egress mode)."""
-        message = message_pb2.Message(
-            type=message_pb2.MESSAGE_CLIENT_INTERRUPT,
-            client_interrupt=message_pb2.ClientInterrupt(req_id=req_id),
-        )
-        await self._send(message.SerializeToString(), req_id)
-
-    @property
-    def playback_control(self) -> bool:
-        """The server honours pause and resume (older servers ignore them)."""
-        return PLAYBACK_CONTROL in self.capabilities
-
-    async def pause(self, req_id: str) -> None:
-        """Hold the playout of `req_id` (egress mode, with `playback_control`); audio for it
-        must keep coming."""
-        message = message_pb2.Message(
-            type=message_pb2.MESSAGE_CLIENT_PAUSE,
-            client_pause=message_pb2.ClientPause(req_id=req_id),
-        )
-        await self._send(message.SerializeToString(), req_id)
-
-    async def resume(self, req_id: str) -> None:
-        """Continue the playout of `req_id` where it was paused."""
-        message = message_pb2.Message(
-            type=message_pb2.MESSAGE_CLIENT_RESUME,
-            client_resume=message_pb2.ClientResume(req_id=req_id),
-        )
-        await self._send(message.SerializeToString(), req_id)
-
-    async def _send(self, data: bytes, req_id: str) -> None:
-        if self._closing:
-            raise AppError(
-                ErrorCode.CONNECTION_CLOSED,
-                "ingress connection is already closed",
-                phase=Phase.WEBSOCKET_SEND,
-                connection_id=self.connection_id,
-                req_id=req_id,
-            )
-        try:
-            await self._ws.send(data)
-        except ConnectionClosed as exc:
-            raise _closed_error(
-                exc,
-                "ingress connection",
-                Phase.WEBSOCKET_SEND,
-                connection_id=self.connection_id,
-                req_id=req_id,
-            ) from None
-        except OSError as exc:
-            raise AppError(
-                ErrorCode.CONNECTION_FAILED,
-                f"ingress send failed: {exc}",
-                phase=Phase.WEBSOCKET_SEND,
-                connection_id=self.connection_id,
-                req_id=req_id,
-            ) from None
-
-    async def receive(self) -> UpstreamMessage | None:
-        """The next upstream message, or None once the connection closed normally."""
-        while True:
-            try:
-                raw = await self._ws.recv()
-            except ConnectionClosedOK:
-                return None
-            except ConnectionClosed as exc:
-                if self._closing:
-                    return None
-                raise _closed_error(
-                    exc,
-                    "ingress connection",
-                    Phase.WEBSOCKET_RUNTIME,
-                    connection_id=self.connection_id,
-                ) from None
-            if isinstance(raw, bytes):
-                return parse_upstream(raw, self.connection_id)
-            # Text frames are not part of the protocol; skip rather than kill the session.
-            log.warning("ingress sent a text frame; ignored", extra={"region": self.region})
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> UpstreamMessage:
-        message = await self.receive()
-        if message is None:
-            raise StopAsyncIteration
-        return message
-
-    async def close(self) -> None:
-        """Close normally (code 1000). Idempotent; a receiver in another task then stops."""
-        self._closing = True
-        with contextlib.suppress(Exception):
-            await self._ws.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def judge_ingress(error: AppError) -> int:
@@ -483,7 +222,7 @@ class IngressClient:
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
-            text = _rejection_text(bytes(exc.response.body or b""), token)
+            text = rejection_text(bytes(exc.response.body or b""), token)
             raise AppError(
                 classify(Phase.WEBSOCKET_CONNECT, http_status=status, text=text),
                 f"ingress in {region} rejected the connection (HTTP {status}): {text}",
@@ -501,8 +240,8 @@ class IngressClient:
                 phase=Phase.WEBSOCKET_CONNECT,
             ) from None
         try:
-            connection_id, capabilities = await self._handshake(
-                websocket, _configure_session(sample_rate, egress), region
+            connection_id, capabilities = await confirm_session(
+                websocket, configure_session(sample_rate, egress), region, self._connect_timeout
             )
         except BaseException:
             await _abandon(websocket)
@@ -515,49 +254,6 @@ class IngressClient:
             avatar_id=avatar_id,
             sample_rate=sample_rate,
             capabilities=capabilities,
-        )
-
-    async def _handshake(
-        self, websocket: ClientConnection, configure: bytes, region: str
-    ) -> tuple[str, tuple[str, ...]]:
-        phase = Phase.WEBSOCKET_HANDSHAKE
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                await websocket.send(configure)
-                raw = await websocket.recv()
-        except TimeoutError:
-            raise AppError(
-                ErrorCode.CONNECTION_FAILED,
-                f"ingress in {region} did not confirm the session within"
-                f" {self._connect_timeout:g}s",
-                phase=phase,
-            ) from None
-        except ConnectionClosed as exc:
-            raise _closed_error(exc, f"ingress in {region} during the handshake:", phase) from None
-        if not isinstance(raw, bytes):
-            raise AppError(
-                ErrorCode.PROTOCOL_ERROR, "handshake answer is a text frame", phase=phase
-            )
-        message = message_pb2.Message()
-        try:
-            message.ParseFromString(raw)
-        except DecodeError:
-            raise AppError(
-                ErrorCode.PROTOCOL_ERROR, "handshake answer is not a protobuf Message", phase=phase
-            ) from None
-        if message.type == MESSAGE_SERVER_CONFIRM_SESSION:
-            confirm = message.server_confirm_session
-            if confirm.connection_id:
-                return confirm.connection_id, tuple(confirm.capabilities)
-            raise AppError(
-                ErrorCode.PROTOCOL_ERROR, "session confirmed without a connection id", phase=phase
-            )
-        if message.type == MESSAGE_SERVER_ERROR:
-            raise server_error(message.server_error, phase, "")
-        raise AppError(
-            ErrorCode.PROTOCOL_ERROR,
-            f"unexpected message type {message.type} during the handshake",
-            phase=phase,
         )
 
 

@@ -8,7 +8,6 @@ instances that say who they are, and check the routing an operator relies on.
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from avatar_relay_client.browser_protocol import (
     decode_server,
     encode_client,
 )
-from tests.support.nginx import find_nginx, local_config, running_nginx
+from bench.harness import nginx_binary, shipped_nginx_config
+from tests.support.nginx import check_config, running_nginx
 from tests.support.relay import relay_test_settings
 from tests.support.servers import free_port, running_app
 
@@ -53,19 +53,15 @@ def instance(name: str) -> FastAPI:
 
 @contextlib.asynccontextmanager
 async def nginx_over(tmp_path: Path, first: FastAPI, second: FastAPI) -> AsyncIterator[str]:
-    nginx = find_nginx()
+    nginx = nginx_binary()
     # scripts/ensure-system-deps installs nginx; a missing binary is a broken setup, not a pass.
     assert nginx is not None, "nginx not found: run the tests through scripts/test"
     async with running_app(first) as a, running_app(second) as b:
         port = free_port()
-        conf = local_config(tmp_path, port, [a.removeprefix("http://"), b.removeprefix("http://")])
-        check = subprocess.run(
-            [nginx, "-t", "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "e.log")],
-            capture_output=True,
-            text=True,
-            check=False,
+        conf = shipped_nginx_config(
+            tmp_path, port, [a.removeprefix("http://"), b.removeprefix("http://")]
         )
-        assert check.returncode == 0, check.stderr
+        check_config(nginx, conf)
         with running_nginx(nginx, conf, port) as address:
             yield address
 
@@ -104,14 +100,14 @@ async def test_sessions_stick_to_one_instance_and_sockets_upgrade(proxy: str) ->
 async def test_socket_urls_keep_the_port_the_browser_used(tmp_path: Path) -> None:
     # The real app behind nginx on a port other than 80, no PUBLIC_URL: the socket URL it hands
     # out must point back at the proxy, port included, and work there.
-    nginx = find_nginx()
+    nginx = nginx_binary()
     assert nginx is not None, "nginx not found: run the tests through scripts/test"
     async with (
         Emulator() as emulator,
         running_app(create_app(relay_test_settings(emulator, [CALLER]))) as app_url,
     ):
         port = free_port()
-        conf = local_config(tmp_path, port, [app_url.removeprefix("http://")] * 2)
+        conf = shipped_nginx_config(tmp_path, port, [app_url.removeprefix("http://")] * 2)
         with running_nginx(nginx, conf, port) as address:
             async with httpx.AsyncClient(base_url=f"http://{address}", timeout=10) as client:
                 created = await client.post(

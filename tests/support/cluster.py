@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 
 from app.emulator import Emulator
-from tests.support.nginx import find_nginx, local_config, running_nginx
+from bench.harness import nginx_binary, shipped_nginx_config
+from tests.support.nginx import running_nginx
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -161,7 +162,7 @@ class Cluster:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Cluster]:
-        nginx = find_nginx()
+        nginx = nginx_binary()
         assert nginx is not None, "nginx not found: run the tests through scripts/test"
         self._zygote = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -176,7 +177,7 @@ class Cluster:
             await asyncio.gather(*(self.start(instance) for instance in self.instances))
             port = free_port()
             addresses = [f"127.0.0.1:{instance.port}" for instance in self.instances]
-            conf = local_config(self.workdir, port, addresses)
+            conf = shipped_nginx_config(self.workdir, port, addresses)
             with running_nginx(nginx, conf, port) as address:
                 self.url = f"http://{address}"
                 yield self

@@ -1,67 +1,39 @@
-"""nginx for tests: `deploy/nginx.conf` as committed, with only addresses, ports and writable
-paths changed, run for real (scripts/ensure-system-deps installs nginx)."""
+"""nginx for tests, run for real (scripts/ensure-system-deps installs nginx) on `deploy/nginx.conf`
+as committed, with only addresses, ports and writable paths changed.
+
+The rewrite of the shipped file lives in `bench/harness.py` (`shipped_nginx_config`), the one
+place the benchmarks and the tests both take it from: the benchmarks stay runnable without the
+test suite, and the tests already import `bench` to check it.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import re
-import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-DEPLOY = Path(__file__).resolve().parent.parent.parent / "deploy"
+from bench.harness import nginx_args
 
 
-def find_nginx() -> str | None:
-    return shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+def check_config(nginx: str, conf: Path) -> None:
+    """`nginx -t` on `conf`: nginx itself accepts it (paths relative to its folder)."""
+    folder = conf.parent
+    check = subprocess.run(
+        [nginx, "-t", "-c", str(conf), "-p", str(folder), "-e", str(folder / "e.log")],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-
-
-def local_config(tmp: Path, port: int, instances: list[str]) -> Path:
-    conf = (DEPLOY / "nginx.conf").read_text()
-
-    def servers(match: re.Match[str]) -> str:
-        # Each instance with the parameters the committed line gives `app:8080`.
-        return "".join(f"server {address}{match.group(1)};\n        " for address in instances)
-
-    conf, count = re.subn(r"server app:8080([^;]*);\n\s*", servers, conf)
-    assert count == 2  # both upstreams
-    conf = conf.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    # Logs to files: a pipe nobody reads would fill up and stall nginx.
-    conf = conf.replace("access_log /dev/stdout;", f"access_log {tmp}/access.log;")
-    conf = conf.replace("error_log /dev/stderr warn;", f"error_log {tmp}/error.log info;")
-    conf = conf.replace("pid /tmp/avatar-relay-nginx.pid;", f"pid {tmp}/nginx.pid;")
-    writable = "".join(
-        f"    {name}_temp_path {tmp}/{name};\n"
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = conf.replace("http {\n", "http {\n" + writable, 1)
-    path = tmp / "nginx.conf"
-    path.write_text(conf)
-    return path
+    assert check.returncode == 0, check.stderr
 
 
 @contextlib.contextmanager
 def running_nginx(nginx: str, conf: Path, port: int) -> Iterator[str]:
     proc = subprocess.Popen(
-        [
-            nginx,
-            "-c",
-            str(conf),
-            "-p",
-            str(conf.parent),
-            "-e",
-            str(conf.parent / "error.log"),
-            "-g",
-            "daemon off;",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        nginx_args(nginx, conf), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
         deadline = time.monotonic() + 20

@@ -91,3 +91,11 @@ class RelayError(Exception):
         self.message = message or code.value
         self.http_status = http_status
         super().__init__(f"{code}: {self.message}")
+
+
+def error_code(text: str, fallback: ErrorCode) -> ErrorCode:
+    """The stable code a server sent as text; `fallback` for one this client does not know."""
+    try:
+        return ErrorCode(text)
+    except ValueError:
+        return fallback

@@ -11,241 +11,74 @@ sockets give the same guarantees, and this module keeps them on the client side:
   the REST API, with jittered backoff, until the session's resume window runs out; the server's
   final refusals (session gone, resume impossible) end the link with their stable code.
 
-The protocol's own bytes stay out of it: a `Wire` says how to write the link's messages (HELLO,
-ACK, PING, PONG, BYE) and how to read the server's into the link's vocabulary (`Inbound`).
+The protocol's own bytes stay out of it: a `Wire` (`wire`) says how to write the link's messages
+(HELLO, ACK, PING, PONG, BYE) and how to read the server's into the link's vocabulary (`Inbound`).
+This module is the I/O shell; the decisions live beside it: `outbox` (what to write again),
+`stream` (the consumer's bounded stream), `liveness` (when a quiet socket is dead), `reconnect`
+(which endings a new socket may fix, backoff), `rest` (the REST calls and socket URLs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
-import ssl
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final, Generic, Literal, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, Generic
 
 import httpx
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-from websockets.typing import Origin, Subprotocol
+from websockets.exceptions import ConnectionClosed
 
-from avatar_relay_client.errors import ErrorCode, RelayError
-
-log = logging.getLogger("avatar_relay_client.link")
-
-MAX_NONCE: Final = 0xFFFF_FFFF
-
-E = TypeVar("E")
-E_co = TypeVar("E_co", covariant=True)
-
-State = Literal["connected", "disconnected", "resumed"]
-
-
-@dataclass(frozen=True, slots=True)
-class StateChange:
-    """The socket went down or came back. `resumed`: a reconnect continued the session."""
-
-    state: State
-    reconnects: int
-
-
-# Endings after which this session cannot continue but a new one would work: the link puts one
-# `SessionLost` event in the stream for them, right before the stream ends with the error.
-SESSION_LOST: Final = frozenset(
-    {
-        ErrorCode.SESSION_NOT_FOUND,
-        ErrorCode.GOING_AWAY,
-        ErrorCode.RESUME_FAILED,
-        ErrorCode.SESSION_CLOSED,
-        ErrorCode.IDLE_TIMEOUT,
-        ErrorCode.SESSION_DURATION_EXCEEDED,
-    }
+from avatar_relay_client.errors import ErrorCode, RelayError, error_code
+from avatar_relay_client.events import SESSION_LOST, SessionLost, StateChange
+from avatar_relay_client.liveness import Liveness
+from avatar_relay_client.outbox import Outbox
+from avatar_relay_client.reconnect import (
+    Backoff,
+    Lost,
+    closed_error,
+    open_socket,
+    retry_within,
+)
+from avatar_relay_client.rest import post_json, tls_context, ws_url
+from avatar_relay_client.stats import ClientStats
+from avatar_relay_client.stream import Ended, EventStream
+from avatar_relay_client.wire import (
+    Acked,
+    Delivery,
+    E,
+    Greeting,
+    Inbound,
+    Pinged,
+    Ponged,
+    Refused,
+    Wire,
+    expect_greeting,
 )
 
+# The link's interface for the protocol clients on top (`browser`, `producer`): the link itself,
+# the vocabulary a `Wire` speaks, and the events and errors the consumer sees.
+__all__ = [
+    "Acked",
+    "Backoff",
+    "ClientStats",
+    "Delivery",
+    "Greeting",
+    "Inbound",
+    "Pinged",
+    "Ponged",
+    "Refused",
+    "ReliableLink",
+    "SessionLost",
+    "StateChange",
+    "Wire",
+    "error_code",
+    "ws_url",
+]
 
-@dataclass(frozen=True, slots=True)
-class SessionLost:
-    """The session is over and cannot be resumed, but nothing is wrong with the setup (its
-    instance died and its state was not kept, it expired, the server shut down without handing
-    it over, ...). `action` says what to do: "newSession", create a new session. The last event
-    of the stream, which then raises the RelayError with the same code."""
-
-    code: ErrorCode
-    message: str
-    action: Literal["newSession"] = "newSession"
-
-
-# --- what a server message means to the link ---
-
-
-@dataclass(frozen=True, slots=True)
-class Greeting:
-    """The server's answer to HELLO: what it accepted from us and how far it has got.
-    `message` is the protocol's own welcome, for the client on top."""
-
-    client_ack: int
-    server_seq: int
-    message: object
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery(Generic[E_co]):
-    """A sequenced server message, for the consumer."""
-
-    seq: int
-    event: E_co
-
-
-@dataclass(frozen=True, slots=True)
-class Acked:
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class Pinged:
-    nonce: int
-
-
-@dataclass(frozen=True, slots=True)
-class Ponged:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """The server ended the session in-band (ERROR, RESUME_FAILED): the link stops with it."""
-
-    error: RelayError
-
-
-Inbound = Greeting | Delivery[E] | Acked | Pinged | Ponged | Refused
-
-
-class Wire(Protocol[E_co]):
-    """A protocol's link messages. `read` raises RelayError on bytes it cannot parse."""
-
-    @property
-    def subprotocol(self) -> str: ...
-
-    def hello(self, last_seq: int) -> bytes: ...
-
-    def ack(self, seq: int) -> bytes: ...
-
-    def ping(self, nonce: int) -> bytes: ...
-
-    def pong(self, nonce: int) -> bytes: ...
-
-    def bye(self) -> bytes: ...
-
-    def read(self, data: bytes) -> Inbound[E_co]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Delay between reconnect attempts: exponential with full jitter, capped."""
-
-    initial: float = 0.05
-    factor: float = 2.0
-    maximum: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
-        return rng.uniform(ceiling / 2, ceiling)
-
-
-@dataclass(slots=True)
-class ClientStats:
-    messages_sent: int = 0
-    bytes_sent: int = 0
-    messages_received: int = 0
-    bytes_received: int = 0
-    connections: int = 0
-    reconnects: int = 0
-    resent: int = 0  # client messages written again after a reconnect
-    missed: int = 0  # server messages sent while we were away (replayed after the greeting)
-    acks_sent: int = 0
-    pings_sent: int = 0
-    drops: int = 0  # connections killed by drop_connection()
-    out_of_order: int = 0  # sequenced messages that were not lastSeq + 1 (a server bug)
-
-
-# Close codes after which reconnecting cannot help: the server ended the session or refuses it.
-# Anything else (1006 abnormal, 1001-less transport errors, 1012/1013, 4008 slow consumer) is a
-# lost connection, and the server decides on the reconnect whether the gap can still be filled.
-_CLOSE_CODES: Final[dict[int, ErrorCode]] = {
-    1000: ErrorCode.SESSION_CLOSED,
-    1001: ErrorCode.GOING_AWAY,
-    1009: ErrorCode.MESSAGE_TOO_LARGE,
-    1011: ErrorCode.INTERNAL_ERROR,
-    4001: ErrorCode.CONNECTION_REPLACED,
-    4400: ErrorCode.INVALID_REQUEST,
-    4401: ErrorCode.TICKET_INVALID,
-    4403: ErrorCode.ORIGIN_NOT_ALLOWED,
-    4404: ErrorCode.SESSION_NOT_FOUND,
-    4408: ErrorCode.IDLE_TIMEOUT,
-    4409: ErrorCode.RESUME_FAILED,
-    4410: ErrorCode.SESSION_CLOSED,
-    4429: ErrorCode.SESSION_LIMIT,
-}
-_RETRYABLE_CLOSES: Final = frozenset({1005, 1006, 1012, 1013, 1014, 4008})
-# HTTP statuses on the upgrade (or the ticket route) that a retry may fix.
-_RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-_STATUS_CODES: Final[dict[int, ErrorCode]] = {
-    400: ErrorCode.INVALID_REQUEST,
-    401: ErrorCode.TICKET_INVALID,
-    403: ErrorCode.ORIGIN_NOT_ALLOWED,
-    404: ErrorCode.SESSION_NOT_FOUND,
-    409: ErrorCode.SESSION_CLOSED,
-    410: ErrorCode.SESSION_CLOSED,
-    429: ErrorCode.SESSION_LIMIT,
-}
-
-
-class _Lost(Exception):
-    """The current socket is gone; reconnect."""
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """httpx's default verifying context, built once: building it costs ~20 ms per client."""
-    return httpx.create_ssl_context()
-
-
-def error_code(text: str, fallback: ErrorCode) -> ErrorCode:
-    """The stable code a server sent as text; `fallback` for one this client does not know."""
-    try:
-        return ErrorCode(text)
-    except ValueError:
-        return fallback
-
-
-def ws_url(base_url: str, url: str, ticket: str) -> str:
-    """The socket URL from the server's answer (absolute or a path), carrying `ticket`."""
-    parts = urlsplit(url)
-    if not parts.scheme:
-        base = urlsplit(base_url)
-        parts = parts._replace(scheme=base.scheme, netloc=base.netloc)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "ticket"]
-    query.append(("ticket", ticket))
-    return urlunsplit(parts._replace(scheme=scheme, query=urlencode(query)))
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A client message kept until the server acknowledges its seq."""
-
-    seq: int
-    data: bytes
-
-
-_END: Final = object()  # closes the event stream
+log = logging.getLogger("avatar_relay_client.link")
 
 
 class ReliableLink(Generic[E]):
@@ -286,9 +119,7 @@ class ReliableLink(Generic[E]):
         self._origin = origin
         self._ack_every = ack_every
         self._ack_interval = ack_interval
-        self._liveness_timeout = liveness_timeout
-        self._last_rx = 0.0  # loop time of the last message from the server
-        self._ping_nonce = 0
+        self._liveness = Liveness(liveness_timeout)
         self._open_timeout = open_timeout
         self._max_unacked_bytes = max_unacked_bytes
         self._max_message_bytes = max_message_bytes
@@ -311,18 +142,10 @@ class ReliableLink(Generic[E]):
         # server -> client
         self._last_seq = 0  # highest contiguous server seq received
         self._acked = 0  # highest server seq we acknowledged
-        # Unbounded queue, bounded by the reader: it waits for room before the next message, so
-        # the end marker can always be queued.
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
-        self._max_pending_events = max_pending_events
-        self._room = asyncio.Event()
+        self._events: EventStream[E | StateChange | SessionLost] = EventStream(max_pending_events)
 
         # client -> server
-        self._next_seq = 1
-        self._pending: deque[_Pending] = deque()
-        self._pending_bytes = 0
-        self._sent_upto = 0  # highest client seq written on the current connection
-        self._written_max = 0  # highest client seq ever written
+        self._outbox = Outbox()
         self._send_lock = asyncio.Lock()
         self._acked_changed = asyncio.Event()
 
@@ -349,7 +172,7 @@ class ReliableLink(Generic[E]):
         self._name = name
         try:
             await self._connect(ticket)
-        except _Lost as exc:
+        except Lost as exc:
             await self.shutdown()
             raise RelayError(ErrorCode.CONNECTION_FAILED, f"relay socket: {exc}") from None
         except BaseException:
@@ -373,7 +196,7 @@ class ReliableLink(Generic[E]):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
         await self.shutdown()
-        self._push_end()
+        self._events.end()
 
     async def shutdown(self) -> None:
         """Stop at once: no BYE, no close handshake."""
@@ -404,15 +227,11 @@ class ReliableLink(Generic[E]):
         adds to that count). Returns the seq; raises RelayError once the link is over.
         """
         self.check_usable()
-        while self._pending_bytes + size > self._max_unacked_bytes and self._pending:
+        while self._outbox.bytes + size > self._max_unacked_bytes and self._outbox:
             self._acked_changed.clear()
             await self._acked_changed.wait()
             self.check_usable()
-        seq = self._next_seq
-        self._next_seq += 1
-        data = build(seq)
-        self._pending.append(_Pending(seq, data))
-        self._pending_bytes += len(data)
+        seq = self._outbox.add(build)
         await self._flush()
         return seq
 
@@ -427,21 +246,15 @@ class ReliableLink(Generic[E]):
         async with self._send_lock:
             while True:
                 ws = self._ws
-                if ws is None or not self._pending:
+                item = None if ws is None else self._outbox.next_unwritten()
+                if ws is None or item is None:
                     return
-                index = self._sent_upto + 1 - self._pending[0].seq
-                if index >= len(self._pending):
-                    return
-                item = self._pending[max(0, index)]
                 try:
                     await self._write(ws, item.data)
                 except (ConnectionClosed, OSError):
                     return  # the reader notices the loss and reconnects
-                if item.seq <= self._written_max:
+                if self._outbox.written(item, current=ws is self._ws):
                     self.stats.resent += 1
-                self._written_max = max(self._written_max, item.seq)
-                if ws is self._ws:
-                    self._sent_upto = item.seq
 
     async def _write(self, ws: ClientConnection, data: bytes) -> None:
         await ws.send(data)
@@ -449,15 +262,13 @@ class ReliableLink(Generic[E]):
         self.stats.bytes_sent += len(data)
 
     def _on_ack(self, seq: int) -> None:
-        while self._pending and self._pending[0].seq <= seq:
-            self._pending_bytes -= len(self._pending.popleft().data)
-        self._sent_upto = max(self._sent_upto, seq)
+        self._outbox.ack(seq)
         self._acked_changed.set()
 
     @property
     def unacked(self) -> int:
         """Client messages the server has not acknowledged yet."""
-        return len(self._pending)
+        return len(self._outbox)
 
     @property
     def last_seq(self) -> int:
@@ -469,9 +280,8 @@ class ReliableLink(Generic[E]):
     async def events(self) -> AsyncIterator[E | StateChange | SessionLost]:
         """Every sequenced server message exactly once, in order, plus state changes."""
         while True:
-            item = await self._take()
-            if item is _END:
-                self._push_end()  # let a second iterator end too
+            item = await self._events.take()
+            if isinstance(item, Ended):
                 if self._error is not None:
                     raise self._error
                 return
@@ -479,20 +289,10 @@ class ReliableLink(Generic[E]):
 
     async def next_event(self) -> E | StateChange | SessionLost:
         """The next event; raises RelayError when the stream is over."""
-        item = await self._take()
-        if item is _END:
-            self._push_end()
+        item = await self._events.take()
+        if isinstance(item, Ended):
             raise self._error or RelayError(ErrorCode.SESSION_CLOSED, "the relay client is closed")
-        event: E | StateChange | SessionLost = item
-        return event
-
-    async def _take(self) -> Any:
-        item = await self._events.get()
-        self._room.set()
         return item
-
-    def _push_end(self) -> None:
-        self._events.put_nowait(_END)
 
     @property
     def error(self) -> RelayError | None:
@@ -527,42 +327,21 @@ class ReliableLink(Generic[E]):
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON to the relay's REST API; a refusal raises RelayError with the server's code."""
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self._open_timeout, verify=_tls_context())
-        try:
-            response = await self._http.post(self.base_url + path, json=body, headers=self._headers)
-        except httpx.HTTPError as exc:
-            raise RelayError(
-                ErrorCode.CONNECTION_FAILED, f"relay server unreachable: {exc}"
-            ) from None
-        if response.status_code >= 400:
-            raise _http_error(response)
-        answer: dict[str, Any] = response.json()
-        return answer
+            self._http = httpx.AsyncClient(timeout=self._open_timeout, verify=tls_context())
+        return await post_json(self._http, self.base_url + path, body, self._headers)
 
     # --- connection management ---
 
     async def _connect(self, ticket: str) -> None:
         """Open a socket, say HELLO{lastSeq}, take the greeting, then resend what is unacked."""
         url = ws_url(self.base_url, self._url, ticket)
-        try:
-            ws = await ws_connect(
-                url,
-                subprotocols=[Subprotocol(self._wire.subprotocol)],
-                origin=None if self._origin is None else Origin(self._origin),
-                open_timeout=self._open_timeout,
-                max_size=self._max_message_bytes,
-                compression=None,
-                ping_interval=None,  # the protocol has its own PING; the server sends it
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            code = _STATUS_CODES.get(status, ErrorCode.CONNECTION_FAILED)
-            error = RelayError(code, f"relay socket refused: HTTP {status}", http_status=status)
-            if status in _RETRYABLE_STATUSES:
-                raise _Lost(str(error)) from None
-            raise error from None
-        except (OSError, WebSocketException, TimeoutError) as exc:
-            raise _Lost(f"connect failed: {exc}") from None
+        ws = await open_socket(
+            url,
+            subprotocol=self._wire.subprotocol,
+            origin=self._origin,
+            open_timeout=self._open_timeout,
+            max_size=self._max_message_bytes,
+        )
         try:
             greeting = await self._handshake(ws)
         except BaseException:
@@ -572,9 +351,8 @@ class ReliableLink(Generic[E]):
         self.stats.missed += greeting.server_seq - self._last_seq
         if self._on_greeting is not None:
             self._on_greeting(greeting)
-        self._on_ack(greeting.client_ack)
-        # What the server accepted on earlier connections is not resent; everything after it is.
-        self._sent_upto = greeting.client_ack
+        self._outbox.reconnected(greeting.client_ack)
+        self._acked_changed.set()
         self._ws = ws
         self._connected.set()
         self._acked = self._last_seq  # HELLO{lastSeq} acknowledges everything up to it
@@ -586,29 +364,13 @@ class ReliableLink(Generic[E]):
             async with asyncio.timeout(self._open_timeout):
                 raw = await ws.recv()
         except ConnectionClosed as exc:
-            raise self._closed_error(exc) from None
+            raise closed_error(exc) from None
         except (OSError, TimeoutError) as exc:
-            raise _Lost(f"no greeting: {exc}") from None
-        message = self._decode(raw)
-        match message:
-            case Greeting():
-                if message.server_seq < self._last_seq:
-                    raise RelayError(
-                        ErrorCode.RESUME_FAILED,
-                        f"server is at seq {message.server_seq}, client already has"
-                        f" {self._last_seq}",
-                    )
-                return message
-            case Refused(error):
-                raise error
-            case Delivery(_, event):
-                got = type(event).__name__
-            case _:
-                got = type(message).__name__
-        raise RelayError(ErrorCode.PROTOCOL_ERROR, f"expected the greeting, got {got}")
+            raise Lost(f"no greeting: {exc}") from None
+        return expect_greeting(self._decode(raw), self._last_seq)
 
     def _decode(self, raw: str | bytes) -> Inbound[E]:
-        self._last_rx = asyncio.get_running_loop().time()
+        self._liveness.heard(asyncio.get_running_loop().time())
         if isinstance(raw, str):
             raise RelayError(ErrorCode.PROTOCOL_ERROR, "relay server sent a text frame")
         self.stats.messages_received += 1
@@ -620,15 +382,6 @@ class ReliableLink(Generic[E]):
                 ErrorCode.PROTOCOL_ERROR, f"bad server message: {exc.message}"
             ) from None
 
-    def _closed_error(self, exc: ConnectionClosed) -> Exception:
-        """A closed socket: `_Lost` if reconnecting may help, else the RelayError that ended it."""
-        close = exc.rcvd
-        if close is None or close.code in _RETRYABLE_CLOSES:
-            return _Lost(str(exc))
-        fallback = _CLOSE_CODES.get(close.code, ErrorCode.CONNECTION_CLOSED)
-        code = error_code(close.reason, fallback) if close.reason else fallback
-        return RelayError(code, f"relay server closed the connection ({close.code} {close.reason})")
-
     async def _run(self) -> None:
         """Read until the session ends; reconnect (new ticket, HELLO{lastSeq}) after each drop."""
         try:
@@ -636,10 +389,10 @@ class ReliableLink(Generic[E]):
                 ws = self._ws
                 try:
                     if ws is None:
-                        raise _Lost("not connected")
+                        raise Lost("not connected")
                     await self._read(ws)
                     return
-                except _Lost:
+                except Lost:
                     pass
                 if self._closing:
                     return
@@ -647,11 +400,11 @@ class ReliableLink(Generic[E]):
                 self._connected.clear()
                 if ws is not None:
                     ws.transport.abort()
-                await self._put(StateChange("disconnected", self.stats.reconnects))
+                await self._events.put(StateChange("disconnected", self.stats.reconnects))
                 if not self.reconnect:
                     raise RelayError(ErrorCode.CONNECTION_CLOSED, "relay connection lost")
                 await self._resume()
-                await self._put(StateChange("resumed", self.stats.reconnects))
+                await self._events.put(StateChange("resumed", self.stats.reconnects))
         except RelayError as exc:
             self._fail(exc)
         except asyncio.CancelledError:
@@ -664,56 +417,30 @@ class ReliableLink(Generic[E]):
         if self._error is None and not self._closing:
             self._error = error
             if error.code in SESSION_LOST:
-                self._events.put_nowait(SessionLost(error.code, error.message))
+                self._events.put_now(SessionLost(error.code, error.message))
         self._closing = True
         self._acked_changed.set()
         self._connected.set()  # wake wait_connected(), which then raises
         if self._ws is not None:
             self._ws.transport.abort()
             self._ws = None
-        self._push_end()
+        self._events.end()
         if self._on_failure is not None and self._error is not None:
             self._on_failure(self._error)
 
     async def _resume(self) -> None:
-        """Reconnect within the resume window, or raise the RelayError that says why not.
-
-        At least one attempt is made even past the window, so the server's own verdict
-        (resumeFailed, sessionNotFound, ...) is what the consumer sees.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.resume_window
-        offline = self._offline_until - loop.time()
+        """Reconnect within the resume window, or raise the RelayError that says why not."""
+        offline = self._offline_until - asyncio.get_running_loop().time()
         if offline > 0:
             await asyncio.sleep(offline)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                answer = await self.post(self._ticket_path, {})
-                if answer.get("url"):
-                    self._url = str(answer["url"])
-                await self._connect(str(answer["ticket"]))
-            except _Lost as exc:
-                last = str(exc)
-            except RelayError as exc:
-                # A refused ticket can be a race with its expiry, a 5xx or 429 is transient; the
-                # server's other refusals (unknown session, resume impossible, closed) are final.
-                if exc.code not in (ErrorCode.CONNECTION_FAILED, ErrorCode.TICKET_INVALID) and (
-                    exc.http_status not in _RETRYABLE_STATUSES
-                ):
-                    raise
-                last = exc.message
-            else:
-                self.stats.reconnects += 1
-                return
-            if loop.time() >= deadline:
-                raise RelayError(
-                    ErrorCode.RESUME_FAILED,
-                    f"could not reconnect within the {self.resume_window:g}s resume window"
-                    f" ({last})",
-                )
-            await asyncio.sleep(self.backoff.delay(attempt, self._rng))
+        await retry_within(self.resume_window, self.backoff, self._rng, self._reconnect_once)
+        self.stats.reconnects += 1
+
+    async def _reconnect_once(self) -> None:
+        answer = await self.post(self._ticket_path, {})
+        if answer.get("url"):
+            self._url = str(answer["url"])
+        await self._connect(str(answer["ticket"]))
 
     async def _read(self, ws: ClientConnection) -> None:
         """Handle server messages until the socket closes; returns only on our own close."""
@@ -723,20 +450,20 @@ class ReliableLink(Generic[E]):
             except ConnectionClosed as exc:
                 if self._closing:
                     return
-                raise self._closed_error(exc) from None
+                raise closed_error(exc) from None
             except OSError as exc:
-                raise _Lost(str(exc)) from None
+                raise Lost(str(exc)) from None
             message = self._decode(raw)
             match message:
                 case Delivery(seq, event):
                     if seq != self._last_seq + 1:
                         # A correct server never does this; a fresh HELLO gets the exact gap.
                         self.stats.out_of_order += 1
-                        raise _Lost(f"got seq {seq} after {self._last_seq}")
+                        raise Lost(f"got seq {seq} after {self._last_seq}")
                     self._last_seq = seq
                     if self._on_delivery is not None:
                         self._on_delivery(event)
-                    await self._put(event)
+                    await self._events.put(event)
                     if self._last_seq - self._acked >= self._ack_every:
                         await self._send_ack(ws)
                 case Acked(seq):
@@ -751,12 +478,6 @@ class ReliableLink(Generic[E]):
                 case Greeting():
                     raise RelayError(ErrorCode.PROTOCOL_ERROR, "a second greeting")
 
-    async def _put(self, event: E | StateChange) -> None:
-        while self._events.qsize() >= self._max_pending_events:
-            self._room.clear()
-            await self._room.wait()
-        self._events.put_nowait(event)
-
     async def _send_ack(self, ws: ClientConnection) -> None:
         seq = self._last_seq
         with contextlib.suppress(ConnectionClosed, OSError):
@@ -767,9 +488,8 @@ class ReliableLink(Generic[E]):
     async def _ack_timer(self) -> None:
         """Acknowledge what arrived within `ack_interval` even when fewer than `ack_every` did;
         watch liveness: a silent socket gets a PING, and is dropped (then resumed) when nothing
-        at all arrives for `liveness_timeout` (a dead network path sends no FIN)."""
+        at all arrives for `liveness_timeout`."""
         loop = asyncio.get_running_loop()
-        pinged_at = 0.0
         while not self._closing:
             await asyncio.sleep(self._ack_interval)
             ws = self._ws
@@ -777,25 +497,13 @@ class ReliableLink(Generic[E]):
                 continue
             if self._last_seq > self._acked:
                 await self._send_ack(ws)
-            silent = loop.time() - self._last_rx
-            if silent > self._liveness_timeout:
-                log.info("relay connection silent for %.0fs; reconnecting", silent)
-                ws.transport.abort()
-            elif silent > self._liveness_timeout / 3 and pinged_at < self._last_rx:
-                pinged_at = loop.time()
-                self._ping_nonce = (self._ping_nonce + 1) & MAX_NONCE
-                with contextlib.suppress(ConnectionClosed, OSError):
-                    await self._write(ws, self._wire.ping(self._ping_nonce))
-                    self.stats.pings_sent += 1
-
-
-def _http_error(response: httpx.Response) -> RelayError:
-    status = response.status_code
-    fallback = _STATUS_CODES.get(status, ErrorCode.UNKNOWN)
-    try:
-        error = response.json()["error"]
-        code = error_code(str(error["code"]), fallback)
-        message = str(error.get("message") or "")
-    except (ValueError, KeyError, TypeError):
-        code, message = fallback, ""
-    return RelayError(code, message or f"relay server answered HTTP {status}", http_status=status)
+            now = loop.time()
+            match self._liveness.check(now):
+                case "drop":
+                    silent = now - self._liveness.last_rx
+                    log.info("relay connection silent for %.0fs; reconnecting", silent)
+                    ws.transport.abort()
+                case "ping":
+                    with contextlib.suppress(ConnectionClosed, OSError):
+                        await self._write(ws, self._wire.ping(self._liveness.next_nonce()))
+                        self.stats.pings_sent += 1
