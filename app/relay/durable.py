@@ -25,14 +25,19 @@ successor knows: it takes the client's `HELLO{lastSeq}` as the truth for those (
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
+from app.relay.client_link import ClientLink
 from app.relay.conversations import Role
+from app.relay.effects import CloseClient, Effect, SendToClient, SessionEnded
 from app.relay.session import RelaySession
 from app.store.relay_state import EndpointDelta, RelayStateStore, Saved, SessionDelta
+from avatar_relay_client import browser_protocol as p
+from avatar_relay_client import producer_protocol as pp
 
 
 def encode_snapshot(snapshot: dict[str, Any]) -> bytes:
@@ -59,6 +64,11 @@ def _bytes_in(value: dict[str, Any]) -> object:
 
 # An output action held by the gate (a socket write or close), run once released.
 Action = Callable[[], None]
+
+_BROWSER_ACK: Final = int(p.ServerType.ACK)
+_BROWSER_WELCOME: Final = int(p.ServerType.WELCOME)
+_PRODUCER_ACK: Final = int(pp.EventType.ACK)
+_RESUME_FAILED: Final = frozenset({p.ServerType.RESUME_FAILED, pp.EventType.RESUME_FAILED})
 
 
 class DurableSession:
@@ -91,6 +101,7 @@ class DurableSession:
         self._covered = 0  # held actions the delta in flight covers
         self._pending_client: dict[Role, int] = {}
         self._acks: dict[int, tuple[Role, int, Action]] = {}
+        self._shape = core.shape_version
         self.lost_lease = False
         self.closed = False
 
@@ -103,6 +114,57 @@ class DurableSession:
         return 0 if endpoint is None else endpoint.client_seq
 
     # --- what the shell tells it ---
+
+    def perform(
+        self,
+        effects: list[Effect],
+        links: Mapping[int, ClientLink],
+        received_at: float,
+        sender: Callable[[ClientLink, bytes, float], Action],
+    ) -> int:
+        """Socket output of one event, through the gate: an ACK once its client seq is saved;
+        the output of an event that changed the snapshot, a WELCOME acknowledging unsaved
+        input, and everything for a producer once saved; the rest (frames of saved
+        conversations) at once. Returns how many RESUME_FAILED messages were among it."""
+        version = self._core.shape_version
+        shape = version != self._shape
+        self._shape = version
+        gate = self.needs_gate(shape=shape)
+        resume_failed = 0
+        for effect in effects:
+            if type(effect) is SendToClient:
+                link = links.get(effect.conn)
+                if link is None:
+                    continue
+                kind = effect.data[0]
+                action = sender(link, effect.data, received_at)
+                if link.role == "browser" and kind == _BROWSER_ACK:
+                    self.hold_ack(effect.conn, "browser", action)
+                    continue
+                if link.role == "producer" and kind == _PRODUCER_ACK:
+                    self.hold_ack(effect.conn, "producer", action)
+                    continue
+                if not gate and (link.role == "producer" or kind == _BROWSER_WELCOME):
+                    gate = self.unsaved_input() or link.role == "producer"
+                if gate:
+                    self.hold(action)
+                else:
+                    action()
+                if kind in _RESUME_FAILED:
+                    resume_failed += 1
+            elif type(effect) is CloseClient:
+                link = links.get(effect.conn)
+                if link is not None:
+                    close = functools.partial(link.close, effect.close_code, effect.reason)
+                    if gate:
+                        self.hold(close)
+                    else:
+                        close()
+            elif type(effect) is SessionEnded:
+                # Over: what waits for a save goes out now (nothing more will be saved).
+                self.release_all()
+        self.changed(shape=shape or gate)
+        return resume_failed
 
     def changed(self, *, shape: bool) -> None:
         """The core changed (`shape`: more than its counters and replay buffers)."""

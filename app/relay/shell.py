@@ -21,22 +21,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
-import time
-from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
-from websockets.exceptions import WebSocketException
+from starlette.websockets import WebSocket
 
 from app.errors import AppError, ErrorCode
 from app.logs import bind
-from app.metrics import Kind, Metrics
-from app.relay import eager
+from app.metrics import Metrics
+from app.relay.client_link import (
+    CLOSE_GRACE_SECONDS,
+    CONTROL_HEADROOM_BYTES,
+    CONTROL_HEADROOM_MESSAGES,
+    DISCONNECTS,
+    WRITE_TIMEOUT_SECONDS,
+    ClientLink,
+    metric_kind,
+)
 from app.relay.conversations import AudioRouting, Role
 from app.relay.durable import DurableSession, decode_snapshot
 from app.relay.effects import (
@@ -62,203 +66,10 @@ from avatar_relay_client import producer_protocol as pp
 
 log = logging.getLogger("avatar_relay.relay")
 
-# A socket write that cannot finish within this long means the client (or its network) has
-# stopped reading.
-WRITE_TIMEOUT_SECONDS: Final = 10.0
-# After the close frame is queued, how long the writer may take to get it out before the TCP
-# connection is cut.
-CLOSE_GRACE_SECONDS: Final = 2.0
-# Room in a connection's queue beyond the replay buffer's bounds, for unsequenced control
-# messages (PONG, ACK, ERROR) that the replay buffer does not count.
-CONTROL_HEADROOM_MESSAGES: Final = 256
-CONTROL_HEADROOM_BYTES: Final = 64 * 1024
-
-_KIND_BY_TYPE: Final[dict[int, Kind]] = {
-    p.ServerType.AUDIO: "audio",
-    p.ServerType.FRAME: "frame",
-    p.ClientType.AUDIO: "audio",
-    pp.ProducerType.AUDIO: "audio",
-    pp.EventType.MICROPHONE: "audio",
-}
-_BROWSER_ACK: Final = int(p.ServerType.ACK)
-_BROWSER_WELCOME: Final = int(p.ServerType.WELCOME)
-_PRODUCER_ACK: Final = int(pp.EventType.ACK)
 _RESUME_FAILED: Final = frozenset({p.ServerType.RESUME_FAILED, pp.EventType.RESUME_FAILED})
 _SUBPROTOCOLS: Final[dict[Role, str]] = {"browser": p.SUBPROTOCOL, "producer": pp.SUBPROTOCOL}
 
 _connection_ids = itertools.count(1)
-
-# What a write or a read raises when the client went away or the socket is already closed:
-# starlette's disconnect, the ASGI server's (uvicorn raises an OSError subclass), a closed
-# transport, a send after close (RuntimeError), or the websockets library's own exceptions.
-_DISCONNECTS: Final = (OSError, RuntimeError, WebSocketDisconnect, WebSocketException)
-
-
-def _kind(data: bytes) -> Kind:
-    return _KIND_BY_TYPE.get(data[0], "control") if data else "control"
-
-
-def _abort_transport(websocket: WebSocket) -> None:
-    """Cut the TCP connection under a WebSocket whose close cannot get through (uvicorn's
-    protocols hand the app a bound `receive` whose owner holds the transport)."""
-    protocol = getattr(websocket._receive, "__self__", None)
-    transport = getattr(protocol, "transport", None)
-    abort = getattr(transport, "abort", None)
-    if callable(abort):
-        abort()
-
-
-class ClientLink:
-    """One client connection's outgoing side: writes in order, a bounded queue behind a write
-    that blocks, and the task that finishes such writes and closes the socket.
-
-    A write is started at once (`eager.start`) when nothing is queued ahead of it: on an open,
-    writable socket it completes without suspending, so the common case costs no task switch and
-    no timer. Only a write that blocks (the transport is paused: the client is not reading fast
-    enough) goes to the writer task, which waits for it with WRITE_TIMEOUT_SECONDS while later
-    messages queue up behind it, bounded.
-    """
-
-    def __init__(
-        self,
-        websocket: WebSocket,
-        conn: int,
-        *,
-        role: Role = "browser",
-        max_messages: int,
-        max_bytes: int,
-        metrics: Metrics | None,
-        on_stuck: Callable[[int], None],
-    ) -> None:
-        self.websocket = websocket
-        self.conn = conn
-        self.role: Role = role
-        self._send = websocket.send
-        self._max_messages = max_messages
-        self._max_bytes = max_bytes
-        self._metrics = metrics
-        self._on_stuck = on_stuck
-        self._queue: deque[tuple[bytes, float]] = deque()
-        self._bytes = 0
-        # The write that blocked (and its message), until the writer task finished it.
-        self._blocked: tuple[eager.Blocked, bytes, float] | None = None
-        self._wake = asyncio.Event()
-        self._close: tuple[int, str] | None = None
-        self.broken = False  # overflowed or stuck: nothing more is written
-        self.gone = False  # the peer went away under a write: nothing more is written
-        self.task: asyncio.Task[None] | None = None
-
-    @property
-    def closing(self) -> bool:
-        return self._close is not None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"relay-client-writer-{self.conn}")
-
-    def send(self, data: bytes, received_at: float) -> bool:
-        """Write one message now, or queue it behind a blocked write; False when the queue is
-        over its bounds (the caller ends the session with slowConsumer)."""
-        if self._close is not None or self.broken or self.gone:
-            return True
-        if self._blocked is None and not self._queue:
-            self._write(data, received_at)
-            return True
-        self._queue.append((data, received_at))
-        self._bytes += len(data)
-        if len(self._queue) > self._max_messages or self._bytes > self._max_bytes:
-            # The write in flight may finish (a frame is never cut short); the rest is dropped.
-            self.broken = True
-            self._queue.clear()
-            self._bytes = 0
-            return False
-        return True
-
-    def close(self, code: int, reason: str) -> None:
-        """Close after what is already queued has been written."""
-        if self._close is None:
-            self._close = (code, reason)
-            self._wake.set()
-
-    def _write(self, data: bytes, received_at: float) -> None:
-        """Start one write; a write that blocks is handed to the writer task."""
-        try:
-            blocked = eager.start(self._send({"type": "websocket.send", "bytes": data}))
-        except _DISCONNECTS as exc:
-            self._lost(exc)
-            return
-        except Exception:
-            log.exception("relay client write failed")
-            self._lost(None)
-            _abort_transport(self.websocket)
-            return
-        if blocked is not None:
-            self._blocked = (blocked, data, received_at)
-            self._wake.set()
-            return
-        metrics = self._metrics
-        if metrics is not None:
-            metrics.relayed("down", _kind(data), len(data))
-            if received_at:
-                metrics.observe_hop(time.perf_counter() - received_at)
-
-    def _lost(self, exc: BaseException | None) -> None:
-        # The peer is gone (or the socket closed under us): the socket reader sees the
-        # disconnect and tells the core; nothing more is written here.
-        if exc is not None:
-            log.debug("relay client write ended: %s", type(exc).__name__)
-        self.gone = True
-        self._queue.clear()
-        self._bytes = 0
-        if self._blocked is not None:
-            self._blocked[0].close()
-            self._blocked = None
-        self._wake.set()
-
-    async def _run(self) -> None:
-        websocket = self.websocket
-        try:
-            while True:
-                if self._blocked is not None:
-                    blocked, data, received_at = self._blocked
-                    try:
-                        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
-                            await blocked.finish()
-                    except TimeoutError:
-                        self._blocked = None
-                        self.broken = True
-                        self._queue.clear()
-                        self._bytes = 0
-                        self._on_stuck(self.conn)
-                        continue
-                    self._blocked = None
-                    metrics = self._metrics
-                    if metrics is not None:
-                        metrics.relayed("down", _kind(data), len(data))
-                        if received_at:
-                            metrics.observe_hop(time.perf_counter() - received_at)
-                    # Drain what queued up behind it, each write started at once again.
-                    while self._queue and self._blocked is None and not self.gone:
-                        data, received_at = self._queue.popleft()
-                        self._bytes -= len(data)
-                        self._write(data, received_at)
-                    continue
-                if self.gone:
-                    return
-                if self._close is not None:
-                    break
-                self._wake.clear()
-                await self._wake.wait()
-            code, reason = self._close
-            try:
-                async with asyncio.timeout(CLOSE_GRACE_SECONDS):
-                    await websocket.close(code, reason)
-            except TimeoutError:
-                _abort_transport(websocket)
-        except _DISCONNECTS as exc:
-            self._lost(exc)
-        except Exception:
-            log.exception("relay client writer failed")
-            _abort_transport(websocket)
 
 
 class RelayRunner:
@@ -320,7 +131,6 @@ class RelayRunner:
                 clock=self._loop.time,
                 saved_seqs=saved_seqs,
             )
-        self._shape = self.core.shape_version
         # A refusal that came while no endpoint was attached: told to the next one that comes.
         self._refusal: AppError | None = None
         self._links: dict[int, ClientLink] = {}
@@ -452,12 +262,12 @@ class RelayRunner:
                         self._perform(effects)
                         continue
                     if metrics is not None and core.is_current(role, conn):
-                        metrics.relayed("up", _kind(data), len(data))
+                        metrics.relayed("up", metric_kind(data), len(data))
                     resumes = core.stats.resumes
                     self._perform(core.on_data(role, conn, data, loop.time()))
                     if core.stats.resumes != resumes and metrics is not None:
                         metrics.resume("resumed")
-            except _DISCONNECTS:
+            except DISCONNECTS:
                 pass  # the transport failed under us: same as a disconnect
             finally:
                 self._perform(core.on_disconnected(role, conn, loop.time()))
@@ -545,7 +355,9 @@ class RelayRunner:
         self, effects: list[Effect], received_at: float = 0.0, *, reschedule: bool = True
     ) -> None:
         if self.durable is not None and not self.durable.closed:
-            self._perform_durable(effects, received_at)
+            failed = self.durable.perform(effects, self._links, received_at, self._sender)
+            if failed and self._metrics is not None:
+                self._metrics.resume("failed")
             effects = [e for e in effects if type(e) not in (SendToClient, CloseClient)]
         links = self._links
         stuck: list[int] = []
@@ -583,51 +395,6 @@ class RelayRunner:
             self._on_client_stuck(conn)
         if reschedule:
             self._schedule()
-
-    def _perform_durable(self, effects: list[Effect], received_at: float) -> None:
-        """Socket output of a durable session, through its gate (app/relay/durable.py): an ACK
-        once its client seq is saved; the output of an event that changed the snapshot, a
-        WELCOME acknowledging unsaved input, and everything for a producer once saved; the rest
-        (frames of saved conversations) at once."""
-        durable = self.durable
-        assert durable is not None
-        version = self.core.shape_version
-        shape = version != self._shape
-        self._shape = version
-        gate = durable.needs_gate(shape=shape)
-        for effect in effects:
-            if type(effect) is SendToClient:
-                link = self._links.get(effect.conn)
-                if link is None:
-                    continue
-                kind = effect.data[0]
-                action = self._sender(link, effect.data, received_at)
-                if link.role == "browser" and kind == _BROWSER_ACK:
-                    durable.hold_ack(effect.conn, "browser", action)
-                    continue
-                if link.role == "producer" and kind == _PRODUCER_ACK:
-                    durable.hold_ack(effect.conn, "producer", action)
-                    continue
-                if not gate and (link.role == "producer" or kind == _BROWSER_WELCOME):
-                    gate = durable.unsaved_input() or link.role == "producer"
-                if gate:
-                    durable.hold(action)
-                else:
-                    action()
-                if kind in _RESUME_FAILED and self._metrics is not None:
-                    self._metrics.resume("failed")
-            elif type(effect) is CloseClient:
-                link = self._links.get(effect.conn)
-                if link is not None:
-                    close = functools.partial(link.close, effect.close_code, effect.reason)
-                    if gate:
-                        durable.hold(close)
-                    else:
-                        close()
-            elif type(effect) is SessionEnded:
-                # Over: what waits for a save goes out now (nothing more will be saved).
-                durable.release_all()
-        durable.changed(shape=shape or gate)
 
     def _sender(self, link: ClientLink, data: bytes, received_at: float) -> Callable[[], None]:
         def send() -> None:

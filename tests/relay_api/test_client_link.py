@@ -15,8 +15,8 @@ import pytest
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.emulator import Emulator
-from app.relay import shell
-from app.relay.shell import ClientLink
+from app.relay import client_link
+from app.relay.client_link import ClientLink
 from avatar_relay_client import browser_protocol as p
 from tests.relay_api.conftest import SHORT_PCM, Peer, Relay, final_frame
 
@@ -101,7 +101,7 @@ async def test_the_queue_behind_a_blocked_write_is_bounded() -> None:
 async def test_a_write_that_stays_blocked_reports_the_client_stuck(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(shell, "WRITE_TIMEOUT_SECONDS", 0.05)
+    monkeypatch.setattr(client_link, "WRITE_TIMEOUT_SECONDS", 0.05)
     socket = Socket()
     stuck: list[int] = []
     link = link_over(socket, stuck)
