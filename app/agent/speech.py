@@ -93,7 +93,10 @@ async def synthesize(
     finally:
         if process.returncode is None:
             process.kill()
-            await process.wait()
+        # Read what is left to the pipe's end: asyncio's wait() returns only once the output
+        # pipe is closed too, and a pipe whose reader paused (nobody read it: a producer waiting
+        # on its socket, a cancelled say) never closes: wait() alone would hang for good.
+        await process.communicate()
 
 
 async def _start(program: str, voice: Voice) -> asyncio.subprocess.Process:

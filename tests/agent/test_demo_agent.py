@@ -6,7 +6,6 @@ byte as one conversation, with the avatar service's frames."""
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from app.agent.demo_agent import DemoAgent
 from app.agent.speech import MAX_TEXT_CHARS, synthesize
 from avatar_relay_client import Audio, Frame, RelayClient
 from tests.producers.conftest import AUTH, CALLER_KEY, WAIT, Relay, running_relay, take_until
+from tests.support.children import children_named
 from tests.support.relay import upstream_frames
 
 OTHER_KEY = "another-caller-key-0123456789abcdef"
@@ -56,20 +56,6 @@ def _agent(relay: Relay) -> DemoAgent:
 
 def _over(event: Any) -> bool:
     return isinstance(event, Frame) and event.end
-
-
-def _espeak_children() -> list[int]:
-    """espeak-ng processes this test process started and has not reaped."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == os.getpid() and name.startswith("espeak"):
-            found.append(int(stat.parent.name))
-    return found
 
 
 async def test_said_text_reaches_the_page_byte_for_byte_with_its_frames() -> None:
@@ -208,7 +194,7 @@ async def test_the_session_ending_mid_speech_cancels_the_agent() -> None:
             raise AssertionError(f"the agent is still attached (session live: {live})") from None
         assert agent.sessions_attached == 0
         assert not agent.speaking(session_id)
-        assert _espeak_children() == []
+        assert children_named("espeak") == {}
         after = await _say(relay, session_id, TEXT)
         assert after.status_code == 409
         assert after.json()["error"]["code"] == "sessionClosed"
@@ -223,4 +209,4 @@ async def test_server_shutdown_cancels_the_agent() -> None:
         assert agent.sessions_attached == 1
     await page.close(bye=False)
     assert agent.sessions_attached == 0
-    assert _espeak_children() == []
+    assert children_named("espeak") == {}
