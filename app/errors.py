@@ -111,6 +111,10 @@ _SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.SPEECH_UNAVAILABLE: ErrorSpec(
         503, 1011, False, "the demo agent's text-to-speech engine is unavailable"
     ),
+    # One utterance at a time per session: the caller says the next once this one has ended.
+    ErrorCode.AGENT_BUSY: ErrorSpec(
+        409, 4409, False, "the demo agent is still speaking in this session"
+    ),
     # The operator's to fix: LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET are not set.
     ErrorCode.RTC_NOT_CONFIGURED: ErrorSpec(
         501, 4501, False, "RTC mode is not configured on this server (no LiveKit settings)"

@@ -28,7 +28,7 @@ import json
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -189,6 +189,8 @@ class SessionService:
         self._taking_over: dict[str, asyncio.Future[None]] = {}
         self._ended_ids: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
+        # Told the id of each session that ended here for good (not moved elsewhere).
+        self._end_listeners: list[Callable[[str], None]] = []
         self.draining = False
         # A record outlives any session it describes; an ended one stays as a tombstone as
         # long as tickets for it may still be presented.
@@ -205,6 +207,11 @@ class SessionService:
     @property
     def live_count(self) -> int:
         return len(self._live)
+
+    def on_session_end(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(session_id)` whenever a session of this instance ends for good (a
+        session handed over to another instance goes on there and is not reported)."""
+        self._end_listeners.append(listener)
 
     # --- creation and tickets ---
 
@@ -450,6 +457,8 @@ class SessionService:
             self._ended_ids.popitem(last=False)
         if self.state_store is not None:
             self._spawn(self._forget(runner))
+        for listener in self._end_listeners:
+            listener(runner.session_id)
         closed = SessionRecord(
             runner.session_id,
             runner.principal_id,

@@ -217,6 +217,9 @@ class Settings(BaseSettings):
     # Shutdown: how long conversations in flight may take to finish before the sessions are
     # moved (or, without Redis, ended). Fit it to the grace period (deploy/README.md).
     drain_timeout_seconds: float = Field(default=30.0, ge=0, le=600)
+    # The built-in demo agent (POST /v1/relay/sessions/{id}/say: espeak-ng speech through a
+    # producer socket). Off: that route answers speechUnavailable.
+    demo_agent_enabled: bool = True
 
     # --- RTC mode (LiveKit): all three or none (none: the /v1/rtc routes say rtcNotConfigured) ---
     # Where browsers and the avatar publisher join (wss://...); the server API is the same host.

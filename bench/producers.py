@@ -348,6 +348,9 @@ async def load(
     await asyncio.gather(*(s.close() for s in everyone))
     await http.aclose()
     messages = sum(s.up + s.down for s in live)
+    server_share = (cpu1 - cpu0) / wall
+    emulator_share = (emu1 - emu0) / wall
+    loadgen_share = (me1 - me0) / wall
     hops = [h for s in live for h in s.audio_hops]
     lateness = [x for s in live for x in s.lateness]
     behind = [s for s in everyone if not s.ok]
@@ -360,12 +363,18 @@ async def load(
         "media_messages": messages,
         "producer_events": sum(s.producer.events for s in live if s.producer is not None),
         "server_cpu_seconds": round(cpu1 - cpu0, 2),
-        "server_cpu_share": round((cpu1 - cpu0) / wall, 3),
+        "server_cpu_share": round(server_share, 3),
         "server_cpu_us_per_message": round((cpu1 - cpu0) / messages * 1e6, 2) if messages else None,
         "server_rss_mib": rss,
-        "emulator_cpu_share": round((emu1 - emu0) / wall, 3),
-        "loadgen_cpu_share": round((me1 - me0) / wall, 3),
+        "emulator_cpu_share": round(emulator_share, 3),
+        "loadgen_cpu_share": round(loadgen_share, 3),
         "machine_cpu_share": round(machine_share, 3),
+        # Everything else on the machine meanwhile (other people's work, the kernel): the whole
+        # machine's busy cores less the three processes of the benchmark.
+        "other_cpu_share": round(
+            max(0.0, machine_share - server_share - emulator_share - loadgen_share), 3
+        ),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "relay_hop": hop_figures(before, after),
         "audio_hop_ms": {
             "count": len(hops),
@@ -477,6 +486,8 @@ def orchestrate(cpu_sessions: int, rounds: int, realtime_steps: tuple[int, ...])
                 "loadgen_cpu_share",
                 "emulator_cpu_share",
                 "machine_cpu_share",
+                "other_cpu_share",
+                "background_cpu_before",
             )
         }
         | {"frame_lateness_p99_ms": step["frame_lateness_ms"]["p99"]}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from app.agent.resample import Resampler
@@ -35,14 +35,8 @@ def engine_path() -> str | None:
     return shutil.which(ENGINE)
 
 
-async def synthesize(
-    text: str, sample_rate: int, voice: Voice = Voice(), *, engine: str | None = None
-) -> AsyncIterator[bytes]:
-    """Yield the spoken `text` as PCM s16le mono chunks at `sample_rate`.
-
-    Raises AppError(speechUnavailable) when the engine is missing or fails, and
-    AppError(invalidRequest) for text that is empty or too long.
-    """
+def spoken_text(text: str) -> str:
+    """The text as it will be spoken (trimmed); invalidRequest when empty or too long."""
     words = text.strip()
     if not words:
         raise AppError(ErrorCode.INVALID_REQUEST, "there is no text to say")
@@ -50,12 +44,28 @@ async def synthesize(
         raise AppError(
             ErrorCode.INVALID_REQUEST, f"say at most {MAX_TEXT_CHARS} characters at once"
         )
+    return words
+
+
+def engine_missing() -> AppError:
+    return AppError(
+        ErrorCode.SPEECH_UNAVAILABLE,
+        f"the demo agent needs {ENGINE}: install it (apt-get install {ENGINE})",
+    )
+
+
+async def synthesize(
+    text: str, sample_rate: int, voice: Voice = Voice(), *, engine: str | None = None
+) -> AsyncGenerator[bytes, None]:
+    """Yield the spoken `text` as PCM s16le mono chunks at `sample_rate`.
+
+    Raises AppError(speechUnavailable) when the engine is missing or fails, and
+    AppError(invalidRequest) for text that is empty or too long.
+    """
+    words = spoken_text(text)
     program = engine or engine_path()
     if program is None:
-        raise AppError(
-            ErrorCode.SPEECH_UNAVAILABLE,
-            f"the demo agent needs {ENGINE}: install it (apt-get install {ENGINE})",
-        )
+        raise engine_missing()
     try:
         process = await _start(program, voice)
     except OSError as error:
@@ -83,7 +93,10 @@ async def synthesize(
     finally:
         if process.returncode is None:
             process.kill()
-            await process.wait()
+        # Read what is left to the pipe's end: asyncio's wait() returns only once the output
+        # pipe is closed too, and a pipe whose reader paused (nobody read it: a producer waiting
+        # on its socket, a cancelled say) never closes: wait() alone would hang for good.
+        await process.communicate()
 
 
 async def _start(program: str, voice: Voice) -> asyncio.subprocess.Process:

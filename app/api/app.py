@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import health, tokens, web
+from app.api import agent, health, tokens, web
 from app.api.deps import build_services
 from app.api.errors import install_error_handlers
 from app.api.openapi import new_app, refine_openapi
@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(web.router)
     install_ops(app)
     install_relay(app)
+    app.include_router(agent.router)
     install_rtc(app)
     refine_openapi(app, add_security_schemes, tokens.document_ttl_policy(settings))
     return app

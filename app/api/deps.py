@@ -16,6 +16,7 @@ from fastapi import Depends
 from redis import asyncio as aioredis
 from starlette.requests import HTTPConnection
 
+from app.agent.demo_agent import DemoAgent
 from app.auth import Authenticator, Principal, authenticator_from_settings
 from app.errors import AppError
 from app.metrics import Metrics
@@ -51,6 +52,8 @@ class Services:
     # Host Mode relay: WebSocket tickets and the live relay sessions of this instance.
     tickets: TicketService
     sessions: SessionService
+    # The built-in demo agent: speaks callers' texts in their relay sessions, as a producer.
+    agent: DemoAgent
     # RTC mode: LiveKit rooms with the avatar published into them.
     rtc: RtcService
 
@@ -104,6 +107,8 @@ async def build_services(
         settings, store, tickets, pool, metrics=metrics, state_store=state_store
     )
     stack.push_async_callback(sessions.aclose)
+    agent = DemoAgent(settings, sessions)
+    stack.push_async_callback(agent.aclose)  # closed before the sessions
     rtc = RtcService(settings, IngressClient.from_settings(settings, console), metrics=metrics)
     stack.push_async_callback(rtc.aclose)
     return Services(
@@ -117,6 +122,7 @@ async def build_services(
         tokens=tokens,
         tickets=tickets,
         sessions=sessions,
+        agent=agent,
         rtc=rtc,
     )
 

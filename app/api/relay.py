@@ -160,7 +160,15 @@ def socket_url(
 ) -> str:
     """ws(s)://<public host>/v1/relay[/producer]?session=<id>&ticket=<ticket>. The load balancer
     routes the socket by the `session` argument (deploy/nginx.conf): keep that name."""
-    base = services.settings.public_url or str(conn.base_url)
+    return socket_url_at(public_base(conn, services), session_id, ticket, role)
+
+
+def public_base(conn: HTTPConnection, services: Services) -> str:
+    """The base URL clients reach this server at: PUBLIC_URL, else the one the request used."""
+    return services.settings.public_url or str(conn.base_url)
+
+
+def socket_url_at(base: str, session_id: str, ticket: str, role: Role = "browser") -> str:
     parts = urlsplit(base)
     scheme = _WS_SCHEMES.get(parts.scheme.lower(), "ws")
     path = parts.path.rstrip("/") + _SOCKET_PATHS[role]

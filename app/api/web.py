@@ -33,6 +33,7 @@ PAGE_FILES: Final[dict[str, str]] = {
     "demo.js": JS,
     "demo-avatar.js": JS,
     "demo-panels.js": JS,
+    "demo-say.js": JS,
     "demo-timeline.js": JS,
     "demo.css": "text/css; charset=utf-8",
     "recording-controller.js": JS,

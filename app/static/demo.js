@@ -7,6 +7,7 @@ import { RecordingController } from '/static/recording-controller.js';
 import { StandInAvatar } from '/static/demo-avatar.js';
 import { logEvent as appendEvent, renderConversations, renderStats as fillStats, short } from '/static/demo-panels.js';
 import { Timeline, latencyFraction } from '/static/demo-timeline.js';
+import { refusalText, say as askAgent } from '/static/demo-say.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -46,6 +47,7 @@ window.avatarDemo = {
   playSample,
   startMic,
   stopMic,
+  say,
   latencyFraction,
   interrupt: () => client?.interrupt(),
   dropConnection: (options) => client?.dropConnection(options) ?? false,
@@ -80,7 +82,10 @@ function connect() {
     client = c;
     wireEvents(c);
     try {
-      const session = await createRelaySession({ fetchOptions });
+      // allowProducer: the server's demo agent may speak in this session too ("say this").
+      const session = await createRelaySession({ fetchOptions, sessionRequest: { allowProducer: true } });
+      // The producer credential stays with the server: the demo agent mints its own.
+      delete session.producer;
       recorder.target = await sdkController(session);
       c.setController(recorder);
       showSession(session);
@@ -164,6 +169,7 @@ function wireEvents(c) {
         logEvent(`  ${short(event.conversationId)} → controller id ${event.controllerConversationId}`);
         break;
       case 'conversationend':
+        showSayError(null); // a refusal ("still speaking") is over once the conversation is
         logEvent(`conversation ${short(event.conversationId)} ${event.status}${event.code ? ` (${event.code})` : ''}`);
         break;
       case 'interrupted':
@@ -272,6 +278,29 @@ async function startMic() {
   updateButtons();
 }
 
+/** Have the server's demo agent say `text` here; its speech arrives as a conversation. */
+async function say(text) {
+  const words = text.trim();
+  showSayError(null);
+  if (!words) return null;
+  const c = await connect();
+  try {
+    const accepted = await askAgent(c.sessionId, words, fetchOptions());
+    logEvent(`demo agent: saying “${words.length > 40 ? `${words.slice(0, 40)}…` : words}”`);
+    return accepted;
+  } catch (err) {
+    logEvent(`say: error ${err.code}: ${err.message}`, 'error');
+    showSayError(err);
+    throw err;
+  }
+}
+
+function showSayError(err) {
+  const note = $('say-error');
+  note.hidden = !err;
+  note.textContent = err ? refusalText(err) : '';
+}
+
 /** Beside the button, where the person who pressed it looks (the event log is below the fold). */
 function showMicError(err) {
   const note = $('mic-error');
@@ -338,6 +367,10 @@ $('mic').addEventListener('click', guarded(async () => {
   if (mic) stopMic();
   else await startMic();
 }));
+$('say-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  say($('say-text').value).catch(() => {}); // shown beside the box and in the event log
+});
 $('interrupt').addEventListener('click', () => {
   stopPlayback(true);
   client?.interrupt();

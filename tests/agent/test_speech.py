@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from app.agent.speech import MAX_TEXT_CHARS, engine_path, synthesize
 from app.errors import AppError, ErrorCode
+from tests.support.children import blocked_writing_to_a_pipe, bytes_written, children_named
 
 
 async def collect(text: str, rate: int, engine: str | None = None) -> tuple[bytes, int]:
@@ -63,3 +65,29 @@ async def test_an_engine_that_writes_no_wav_is_reported(tmp_path: Path) -> None:
     with pytest.raises(AppError) as caught:
         await collect("hello", 16000, engine=os.fspath(fake))
     assert caught.value.code is ErrorCode.SPEECH_UNAVAILABLE
+
+
+async def test_a_synthesis_closed_midway_with_its_pipe_full_ends_the_engine() -> None:
+    # Half a minute of speech (1.5 MB) while nobody reads, as when a producer waits on its socket
+    # or is cancelled: asyncio stops reading the engine's output once its buffer holds 128 KiB,
+    # and the engine then blocks on the full pipe for good.
+    speech = synthesize(" ".join(["The avatar keeps talking for a long while."] * 12), 16000)
+    await anext(speech)
+    (pid,) = children_named("espeak")
+    async with asyncio.timeout(20):
+        await stuck_writing(pid)
+        await speech.aclose()  # what a cancelled say does
+    assert children_named("espeak") == {}  # killed and reaped, its pipes closed
+
+
+async def stuck_writing(pid: int) -> None:
+    """Until the process is blocked on a full pipe that nobody drains: blocked, over 128 KiB
+    written, and nothing more written across 20 looks 10 ms apart (a reading event loop would
+    have made room, and the engine writes ~50 times faster than real time)."""
+    seen: list[int] = []
+    while True:
+        written = bytes_written(pid) if blocked_writing_to_a_pipe(pid) else -1
+        seen = [*seen[-19:], written]
+        if len(seen) == 20 and len(set(seen)) == 1 and written > 128 * 1024:
+            return
+        await asyncio.sleep(0.01)

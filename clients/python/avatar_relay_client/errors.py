@@ -67,6 +67,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "methodNotAllowed"
     MESSAGE_INCOMPLETE = "messageIncomplete"
     SPEECH_UNAVAILABLE = "speechUnavailable"
+    AGENT_BUSY = "agentBusy"
     # RTC mode (LiveKit)
     RTC_NOT_CONFIGURED = "rtcNotConfigured"
     RTC_UNAVAILABLE = "rtcUnavailable"

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic
 
 import httpx
@@ -79,6 +79,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("avatar_relay_client.link")
+
+# Mints the next ticket without the REST route: `{"ticket": ..., "url"?: ...}` as it answers.
+TicketSource = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 class ReliableLink(Generic[E]):
@@ -137,6 +140,7 @@ class ReliableLink(Generic[E]):
         self.resume_window = 0.0
         self._url = ""
         self._ticket_path = ""
+        self._mint: TicketSource | None = None
         self._name = ""
 
         # server -> client
@@ -161,14 +165,23 @@ class ReliableLink(Generic[E]):
     # --- lifecycle ---
 
     async def open(
-        self, *, url: str, ticket: str, ticket_path: str, resume_window: float, name: str = ""
+        self,
+        *,
+        url: str,
+        ticket: str,
+        ticket_path: str,
+        resume_window: float,
+        name: str = "",
+        tickets: TicketSource | None = None,
     ) -> None:
         """Open the first connection (returns after the greeting) and keep it alive from then on.
 
         `ticket_path` is the REST route (POST, empty body) answering `{"ticket", "url"?}` for
-        each reconnect. On failure the link is shut down and the error raised.
+        each reconnect; `tickets`, when given, answers the same instead of that route. On failure
+        the link is shut down and the error raised.
         """
         self._url, self._ticket_path, self.resume_window = url, ticket_path, resume_window
+        self._mint = tickets
         self._name = name
         try:
             await self._connect(ticket)
@@ -437,7 +450,7 @@ class ReliableLink(Generic[E]):
         self.stats.reconnects += 1
 
     async def _reconnect_once(self) -> None:
-        answer = await self.post(self._ticket_path, {})
+        answer = await (self._mint() if self._mint else self.post(self._ticket_path, {}))
         if answer.get("url"):
             self._url = str(answer["url"])
         await self._connect(str(answer["ticket"]))

@@ -45,6 +45,7 @@ from avatar_relay_client.link import (
     ReliableLink,
     SessionLost,
     StateChange,
+    TicketSource,
     error_code,
 )
 
@@ -265,8 +266,10 @@ class Producer:
 
     `session` is a `ProducerSession` (from `create_session`), or a session id with, optionally,
     a first `ticket` (without one, a producer ticket is requested). `headers` authenticate the
-    REST calls that mint producer tickets (the socket is authenticated by its ticket). The other
-    options are the browser client's (`RelayClient`).
+    REST calls that mint producer tickets (the socket is authenticated by its ticket);
+    `tickets` mints them instead, for an agent that holds no API credential but can mint tickets
+    itself (the server's own demo agent). The other options are the browser client's
+    (`RelayClient`).
     """
 
     def __init__(
@@ -277,6 +280,7 @@ class Producer:
         headers: Mapping[str, str] | None = None,
         ticket: str | None = None,
         url: str | None = None,
+        tickets: TicketSource | None = None,
         reconnect: bool = True,
         backoff: Backoff | None = None,
         ack_every: int = 10,
@@ -301,6 +305,7 @@ class Producer:
             self._resume_window = 30.0
         self._ticket = ticket
         self._url = url
+        self._tickets = tickets
         self._link: ReliableLink[ServerEvent] = ReliableLink(
             ProducerWire(),
             base_url,
@@ -356,7 +361,10 @@ class Producer:
         ticket, url = self._ticket, self._url
         try:
             if ticket is None or url is None:
-                answer = await self._link.post(self._ticket_path, {})
+                if self._tickets is not None:
+                    answer = await self._tickets()
+                else:
+                    answer = await self._link.post(self._ticket_path, {})
                 ticket, url = str(answer["ticket"]), str(answer["url"])
         except BaseException:
             await self._link.shutdown()
@@ -367,6 +375,7 @@ class Producer:
             ticket_path=self._ticket_path,
             resume_window=self._resume_window,
             name=f"producer-{self.session_id}",
+            tickets=self._tickets,
         )
 
     async def close(self, *, bye: bool = True) -> None:

@@ -1,0 +1,16 @@
+"""The `demo` fixture: the demo page in Chromium, connected (tests/web/demo_page.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.web.demo_page import Demo, open_demo
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
+    async with open_demo(tmp_path) as page:
+        yield page
