@@ -88,10 +88,16 @@ _SUBPROTOCOLS: Final[dict[Role, str]] = {"browser": p.SUBPROTOCOL, "producer": p
 
 _connection_ids = itertools.count(1)
 
+
+def next_connection_id() -> int:
+    """A connection number unique in this process, across every session's sockets."""
+    return next(_connection_ids)
+
+
 # What a write or a read raises when the client went away or the socket is already closed:
 # starlette's disconnect, the ASGI server's (uvicorn raises an OSError subclass), a closed
 # transport, a send after close (RuntimeError), or the websockets library's own exceptions.
-_DISCONNECTS: Final = (OSError, RuntimeError, WebSocketDisconnect, WebSocketException)
+DISCONNECTS: Final = (OSError, RuntimeError, WebSocketDisconnect, WebSocketException)
 
 
 def _kind(data: bytes) -> Kind:
@@ -183,7 +189,7 @@ class ClientLink:
         """Start one write; a write that blocks is handed to the writer task."""
         try:
             blocked = eager.start(self._send({"type": "websocket.send", "bytes": data}))
-        except _DISCONNECTS as exc:
+        except DISCONNECTS as exc:
             self._lost(exc)
             return
         except Exception:
@@ -254,7 +260,7 @@ class ClientLink:
                     await websocket.close(code, reason)
             except TimeoutError:
                 _abort_transport(websocket)
-        except _DISCONNECTS as exc:
+        except DISCONNECTS as exc:
             self._lost(exc)
         except Exception:
             log.exception("relay client writer failed")
@@ -406,7 +412,7 @@ class RelayRunner:
         """Attach an accepted socket of the browser or the producer and relay until it
         disconnects (a newer connection, an error, BYE or the session's end closes it from our
         side)."""
-        conn = next(_connection_ids)
+        conn = next_connection_id()
         limits = self.limits
         link = ClientLink(
             websocket,
@@ -457,7 +463,7 @@ class RelayRunner:
                     self._perform(core.on_data(role, conn, data, loop.time()))
                     if core.stats.resumes != resumes and metrics is not None:
                         metrics.resume("resumed")
-            except _DISCONNECTS:
+            except DISCONNECTS:
                 pass  # the transport failed under us: same as a disconnect
             finally:
                 self._perform(core.on_disconnected(role, conn, loop.time()))
