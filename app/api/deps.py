@@ -104,7 +104,9 @@ async def build_services(
         settings, store, tickets, pool, metrics=metrics, state_store=state_store
     )
     stack.push_async_callback(sessions.aclose)
-    rtc = RtcService(settings, IngressClient.from_settings(settings, console), metrics=metrics)
+    rtc = RtcService(
+        settings, IngressClient.from_settings(settings, console), metrics=metrics, tickets=tickets
+    )
     stack.push_async_callback(rtc.aclose)
     return Services(
         settings=settings,
