@@ -131,7 +131,8 @@ async def test_pause_and_resume_with_playback_control() -> None:
         running_rtc(rtc_settings(emu)) as rtc,
         producing(rtc) as (session, producer),
     ):
-        assert session.playback_control and producer.playback_control
+        assert session.playback_control
+        assert producer.playback_control
         utterance = await producer.say(chunks(SPEECH))
         await events_until(producer, lambda e: isinstance(e, FirstFrame))
         await producer.pause()
