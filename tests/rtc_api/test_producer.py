@@ -196,6 +196,7 @@ async def test_4002_rolls_over_and_the_next_utterance_plays(emu: Emulator, rtc: 
         await emu.wait_until(lambda: len(room.joins) == 2)
         follow = await producer.say(chunks(PCM[:6400]))
         assert isinstance(await asyncio.wait_for(follow.outcome(), WAIT), ConversationCompleted)
+        assert follow.conversation_id is not None
         assert room.published_audio()[follow.conversation_id] == PCM[:6400]
         assert len(emu.egress_configs) == 2  # played on the new ingress session
 
