@@ -361,7 +361,8 @@ class RtcFeed:
     def _event(self, encode: Callable[[int], bytes]) -> None:
         """One sequenced event on the producer's stream: kept for replay, sent when live."""
         ep = self.endpoint
-        if ep.hellos == 0 or self.core.is_closed:
+        # The core is already closed while its closing aborts are translated: they still go.
+        if ep.hellos == 0:
             return
         data = encode(ep.replay.next_seq)
         ep.replay.append(data)
