@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 
 async def serve_producer(session: RtcSession, websocket: WebSocket) -> None:
     conn = next_connection_id()
-    feed = session.feed
-    clock = session._clock
-    metrics = session._metrics
     with bind(session_id=session.session_id, connection_id=f"p{conn}"):
         link = session.attach(websocket, conn)
         try:
@@ -42,29 +39,21 @@ async def serve_producer(session: RtcSession, websocket: WebSocket) -> None:
                 if message["type"] != "websocket.receive":
                     if message.get("reason") == ErrorCode.MESSAGE_TOO_LARGE.value:
                         # Refused by its header; the transport already sent the ERROR.
-                        session._perform(
-                            feed.on_error(conn, ErrorCode.MESSAGE_TOO_LARGE, "", clock())
-                        )
+                        session.refused(conn, ErrorCode.MESSAGE_TOO_LARGE, "")
                     break
                 data = message.get("bytes")
                 if data is None:
                     text = f"text frames are not part of {pp.SUBPROTOCOL}"
-                    session._perform(feed.on_error(conn, ErrorCode.INVALID_REQUEST, text, clock()))
+                    session.refused(conn, ErrorCode.INVALID_REQUEST, text)
                     continue
-                if metrics is not None and data[:1] == _AUDIO and feed.connection == conn:
-                    metrics.relayed("up", "audio", len(data))
-                session._perform(feed.on_data(conn, data, clock()))
+                session.received(conn, data)
         except DISCONNECTS:
             pass  # the transport failed under us: same as a disconnect
         finally:
-            session._perform(feed.on_disconnected(conn, clock()))
+            session.detached(conn)
             link.close(1000, "")
             if link.task is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         asyncio.shield(link.task), CLOSE_GRACE_SECONDS + WRITE_TIMEOUT_SECONDS
                     )
-            session.links.pop(conn, None)
-
-
-_AUDIO = bytes((pp.ProducerType.AUDIO,))

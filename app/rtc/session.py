@@ -43,8 +43,11 @@ from app.spatialreal.client import IngressClient
 from app.spatialreal.connection import IngressConnection
 from app.spatialreal.messages import UpstreamMessage
 from app.spatialreal.request_ids import new_request_id
+from avatar_relay_client import producer_protocol as pp
 
 log = logging.getLogger("avatar_relay.rtc")
+
+_AUDIO: Final = bytes((pp.ProducerType.AUDIO,))
 
 # Events kept for a listener that comes late (and for inspection).
 HISTORY: Final = 256
@@ -248,6 +251,21 @@ class RtcSession:
         link.start()
         self._perform(self.feed.on_connected(conn, self._clock()))
         return link
+
+    def received(self, conn: int, data: bytes) -> None:
+        """One binary message from producer connection `conn`."""
+        if self._metrics is not None and data[:1] == _AUDIO and self.feed.connection == conn:
+            self._metrics.relayed("up", "audio", len(data))
+        self._perform(self.feed.on_data(conn, data, self._clock()))
+
+    def refused(self, conn: int, code: ErrorCode, message: str) -> None:
+        """A violation the transport found on `conn` (a text frame, a message too large)."""
+        self._perform(self.feed.on_error(conn, code, message, self._clock()))
+
+    def detached(self, conn: int) -> None:
+        """Producer connection `conn` is gone."""
+        self._perform(self.feed.on_disconnected(conn, self._clock()))
+        self.links.pop(conn, None)
 
     def _stuck(self, conn: int) -> None:
         self._perform(
