@@ -64,6 +64,7 @@ class _Request:
 class FeedStats:
     duplicates: int = 0  # producer messages resent after a reconnect (acknowledged again)
     resumes: int = 0
+    resumes_failed: int = 0
     replayed: int = 0
 
 
@@ -253,6 +254,7 @@ class RtcFeed:
         conn = ep.conn
         assert conn is not None
         if not ep.check_hello(last_seq):
+            self.stats.resumes_failed += 1
             code = ErrorCode.RESUME_FAILED
             failed = ep.codec.resume_failed(last_seq, ep.replay.acked + 1, code.value)
             self._out.append(SendToClient(conn, failed))

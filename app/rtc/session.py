@@ -254,9 +254,17 @@ class RtcSession:
 
     def received(self, conn: int, data: bytes) -> None:
         """One binary message from producer connection `conn`."""
-        if self._metrics is not None and data[:1] == _AUDIO and self.feed.connection == conn:
-            self._metrics.relayed("up", "audio", len(data))
-        self._perform(self.feed.on_data(conn, data, self._clock()))
+        metrics = self._metrics
+        feed = self.feed
+        if metrics is not None and data[:1] == _AUDIO and feed.connection == conn:
+            metrics.relayed("up", "audio", len(data))
+        resumes, failed = feed.stats.resumes, feed.stats.resumes_failed
+        self._perform(feed.on_data(conn, data, self._clock()))
+        if metrics is not None:
+            if feed.stats.resumes != resumes:
+                metrics.resume("resumed")
+            if feed.stats.resumes_failed != failed:
+                metrics.resume("failed")
 
     def refused(self, conn: int, code: ErrorCode, message: str) -> None:
         """A violation the transport found on `conn` (a text frame, a message too large)."""

@@ -207,3 +207,33 @@ async def test_hello_beyond_what_was_sent_is_bad_ack(rtc: Rtc) -> None:
 async def test_a_message_over_the_limit_is_message_too_large(emu: Emulator) -> None:
     async with running_rtc(rtc_settings(emu, max_message_bytes=1024)) as rtc:
         await _fatal(rtc, None, ErrorCode.MESSAGE_TOO_LARGE)
+
+
+async def test_a_resume_from_before_what_was_acknowledged_fails(rtc: Rtc) -> None:
+    created = await rtc.create()
+    async with ProducerPeer.open(created["producer"]["url"]) as peer:
+        await peer.hello()
+        await peer.send(pp.Audio(1, PCM[:3200], end=True))
+        started = await peer.until(pp.ConversationStarted)
+        await peer.send(pp.Ack(started[-1].seq))  # type: ignore[union-attr]
+        await peer.send(pp.Ping(1))
+        await peer.until(pp.ServerPong)
+    fresh = (await _ticket(rtc, created["sessionId"])).json()
+    async with ProducerPeer.open(fresh["url"]) as peer:
+        await peer.send(pp.Hello(0))  # it acknowledged event 1 already: gone for good
+        failed = await peer.recv()
+        assert isinstance(failed, pp.ResumeFailed)
+        assert failed.code == "resumeFailed"
+        assert await peer.closed() == (spec(ErrorCode.RESUME_FAILED).close_code, "resumeFailed")
+    scraped = (await rtc.http.get("/metrics")).text
+    assert 'avatar_relay_resumes_total{outcome="failed"} 1.0' in scraped
+
+
+async def test_shutdown_tells_the_producer_to_go_away(rtc: Rtc) -> None:
+    created = await rtc.create()
+    async with ProducerPeer.open(created["producer"]["url"]) as peer:
+        await peer.hello()
+        await rtc.services.rtc.shutdown()
+        error = (await peer.until(pp.ServerError))[-1]
+        assert error == pp.ServerError("goingAway", error.message)  # type: ignore[union-attr]
+        assert await peer.closed() == (1001, "goingAway")
