@@ -277,8 +277,9 @@ class RtcFeed:
                 ep.client_seq,
                 ep.replay.last_seq,
                 self.sample_rate,
-                # The session waits for its producer as long as it waits for any input.
-                round(self.core.limits.idle_seconds * 1000),
+                # The session waits for its producer as long as it waits for any input (an
+                # idle limit beyond the field's ~49 days is said as its largest value).
+                min(round(self.core.limits.idle_seconds * 1000), p.MAX_SEQ),
                 resumed=resumed,
                 playback_control=self.core.playback_control,
                 rtc=True,

@@ -296,3 +296,14 @@ def test_no_hello_in_time_closes_the_socket_and_idle_ends_the_session() -> None:
     out = feed.on_tick(2e6)
     assert feed.core.close_code is ErrorCode.SESSION_DURATION_EXCEEDED
     assert [e.kind for e in out if isinstance(e, rc.Event)] == [rc.Kind.CLOSED]
+
+
+def test_an_idle_limit_beyond_the_welcome_field_is_said_as_its_largest_value() -> None:
+    core = rc.RtcCore(lambda: "req", rc.Limits(1e12, 1e12), 0.0)
+    feed = RtcFeed("rtc_test", core, sample_rate=16000, limits=RelayLimits(), now=0.0)
+    feed.on_connected(1, 0.0)
+    (sent,) = feed.on_data(1, pp.encode_producer(pp.Hello(0)), 0.0)
+    assert isinstance(sent, SendToClient)
+    welcome = pp.decode_server(sent.data)
+    assert isinstance(welcome, pp.Welcome)
+    assert welcome.resume_window_ms == 0xFFFF_FFFF
