@@ -3,9 +3,11 @@
 Each endpoint has its own delivery state, so exactly-once holds on each side independently: its
 connection (one at a time), the sequence numbers it sends and the acks it gets for them, the
 sequence numbers of what the relay sends it, the replay buffer that keeps those until
-acknowledged, and its liveness timers. The session core (`session.py`) owns the rules that use
-them; this module only holds the state and the per-protocol encodings of the control messages
-the two protocols share in meaning (WELCOME aside: each protocol says different things in it).
+acknowledged, and its liveness timers. It also holds the rules on that state alone, which the
+relay core (`session.py`) and the RTC producer feed (`app/rtc/feed.py`) share: taking a
+sequenced message, HELLO and resume, ACKs both ways, PINGs. What a message means is the cores'.
+The per-protocol encodings of the control messages the two protocols share in meaning are here
+too (WELCOME aside: each protocol says different things in it).
 """
 
 from __future__ import annotations
