@@ -6,8 +6,9 @@ bytes (URL-safe base64), bound to one relay session and the principal that asked
 `TICKET_TTL_SECONDS` and redeemable once: redemption is an atomic `Store.take`, so of two sockets
 racing with the same ticket exactly one gets in, on any instance sharing the store.
 
-A ticket has a **kind**: `browser` (for `GET /v1/relay`) or `producer` (for `GET
-/v1/relay/producer`, a server-side producer's socket). Kinds are not interchangeable: a ticket
+A ticket has a **kind**: `browser` (for `GET /v1/relay`), `producer` (for `GET
+/v1/relay/producer`, a server-side producer's socket) or `rtc-producer` (for `GET
+/v1/rtc/producer`, the producer of an RTC session). Kinds are not interchangeable: a ticket
 redeemed at the other socket is refused as invalid (and spent), so the browser's credential can
 never be used to speak as the avatar's producer, nor a producer's to take the browser's place.
 
@@ -32,7 +33,7 @@ TICKET_BYTES: Final = 32
 MAX_TICKET_LENGTH: Final = 128
 KEY_PREFIX: Final = "relay:ticket:"
 
-TicketKind = Literal["browser", "producer"]
+TicketKind = Literal["browser", "producer", "rtc-producer"]
 
 
 @dataclass(frozen=True, slots=True)

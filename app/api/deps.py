@@ -109,7 +109,9 @@ async def build_services(
     stack.push_async_callback(sessions.aclose)
     agent = DemoAgent(settings, sessions)
     stack.push_async_callback(agent.aclose)  # closed before the sessions
-    rtc = RtcService(settings, IngressClient.from_settings(settings, console), metrics=metrics)
+    rtc = RtcService(
+        settings, IngressClient.from_settings(settings, console), metrics=metrics, tickets=tickets
+    )
     stack.push_async_callback(rtc.aclose)
     return Services(
         settings=settings,

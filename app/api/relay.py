@@ -169,9 +169,22 @@ def public_base(conn: HTTPConnection, services: Services) -> str:
 
 
 def socket_url_at(base: str, session_id: str, ticket: str, role: Role = "browser") -> str:
+    """The relay socket URL of `role` under `base`."""
+    return ws_url_at(base, _SOCKET_PATHS[role], session_id, ticket)
+
+
+def ws_url(
+    conn: HTTPConnection, services: Services, socket_path: str, session_id: str, ticket: str
+) -> str:
+    """ws(s)://<public host><socket_path>?session=<id>&ticket=<ticket>."""
+    return ws_url_at(public_base(conn, services), socket_path, session_id, ticket)
+
+
+def ws_url_at(base: str, socket_path: str, session_id: str, ticket: str) -> str:
+    """ws(s)://<base's host and path><socket_path>?session=<id>&ticket=<ticket>."""
     parts = urlsplit(base)
     scheme = _WS_SCHEMES.get(parts.scheme.lower(), "ws")
-    path = parts.path.rstrip("/") + _SOCKET_PATHS[role]
+    path = parts.path.rstrip("/") + socket_path
     query = urlencode({"session": session_id, "ticket": ticket})
     return urlunsplit((scheme, parts.netloc, path, query, ""))
 
@@ -332,7 +345,7 @@ def origin_allowed(websocket: WebSocket, services: Services) -> bool:
     return netloc in own
 
 
-async def _deny(websocket: WebSocket, code: ErrorCode, message: str) -> None:
+async def deny_upgrade(websocket: WebSocket, code: ErrorCode, message: str) -> None:
     """Refuse the upgrade with the usual JSON error body (HTTP status of the code)."""
     try:
         await websocket.send_denial_response(error_response(websocket, code, message))
@@ -340,7 +353,23 @@ async def _deny(websocket: WebSocket, code: ErrorCode, message: str) -> None:
         await websocket.close(spec(code).close_code, code.value)
 
 
-async def _accept_and_close(websocket: WebSocket, error: AppError, subprotocol: str) -> None:
+async def refused_upgrade(websocket: WebSocket, services: Services, subprotocol: str) -> bool:
+    """The checks every socket of ours makes before its ticket: its subprotocol and origin.
+    True when the upgrade was refused (with the JSON error body)."""
+    if subprotocol not in websocket.scope.get("subprotocols", []):
+        await deny_upgrade(
+            websocket, ErrorCode.INVALID_REQUEST, f"subprotocol {subprotocol} required"
+        )
+        return True
+    if not origin_allowed(websocket, services):
+        await deny_upgrade(
+            websocket, ErrorCode.ORIGIN_NOT_ALLOWED, "origin is not on the allow-list"
+        )
+        return True
+    return False
+
+
+async def accept_and_close(websocket: WebSocket, error: AppError, subprotocol: str) -> None:
     await websocket.accept(subprotocol=subprotocol)
     await websocket.close(error.spec.close_code, error.code.value)
 
@@ -360,11 +389,7 @@ async def _serve_socket(websocket: WebSocket, role: Role) -> None:
     its own kind of ticket."""
     services: Services = websocket.app.state.services
     subprotocol = SUBPROTOCOLS[role]
-    if subprotocol not in websocket.scope.get("subprotocols", []):
-        await _deny(websocket, ErrorCode.INVALID_REQUEST, f"subprotocol {subprotocol} required")
-        return
-    if not origin_allowed(websocket, services):
-        await _deny(websocket, ErrorCode.ORIGIN_NOT_ALLOWED, "origin is not on the allow-list")
+    if await refused_upgrade(websocket, services, subprotocol):
         return
     session_id = websocket.query_params.get("session", "")
     ticket = websocket.query_params.get("ticket", "")
@@ -372,7 +397,7 @@ async def _serve_socket(websocket: WebSocket, role: Role) -> None:
         if services.sessions.refuses(session_id):
             # Draining, and the session is not here: HTTP 503 before the ticket is spent, so the
             # client tries again (once this instance is gone, nginx sends it to the next one).
-            await _deny(websocket, ErrorCode.GOING_AWAY, "this instance is shutting down")
+            await deny_upgrade(websocket, ErrorCode.GOING_AWAY, "this instance is shutting down")
             return
         try:
             await services.limiter.check_ip(connection_ip(websocket, services))
@@ -382,13 +407,13 @@ async def _serve_socket(websocket: WebSocket, role: Role) -> None:
             if error.code in (ErrorCode.SESSION_MOVED, ErrorCode.STORE_UNAVAILABLE):
                 # Running elsewhere right now: HTTP 503, so that it is tried again (by the
                 # proxy on another instance, or by the client).
-                await _deny(websocket, error.code, error.message)
+                await deny_upgrade(websocket, error.code, error.message)
                 return
-            await _accept_and_close(websocket, error, subprotocol)
+            await accept_and_close(websocket, error, subprotocol)
             return
         except Exception:
             log.exception("relay socket setup failed")
-            await _accept_and_close(websocket, AppError(ErrorCode.INTERNAL_ERROR), subprotocol)
+            await accept_and_close(websocket, AppError(ErrorCode.INTERNAL_ERROR), subprotocol)
             return
         await websocket.accept(subprotocol=subprotocol)
         await runner.serve(websocket, role)

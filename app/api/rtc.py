@@ -7,30 +7,49 @@
   `withSessionToken` the web SDK's session token for loading the avatar.
 - `POST /v1/rtc/sessions/{sessionId}/tokens`: a new browser token for the same room (a reloaded
   page, a second viewer).
+- `POST /v1/rtc/sessions/{sessionId}/producer-tickets`: a new producer ticket (to reconnect).
 - `DELETE /v1/rtc/sessions/{sessionId}`: end it; the avatar leaves and a room this server
   created is deleted.
+- `GET /v1/rtc/producer?session=...&ticket=...` (WebSocket, subprotocol
+  `avatar-relay.producer.v1`): the producer's socket, with an `rtc-producer` ticket. A route of
+  its own rather than the relay's producer path dispatching on the ticket: the two sessions are
+  different services with different lookups, and a ticket of one kind never opens the other.
 
-Without LiveKit settings both answer 501 `rtcNotConfigured`. See docs/rtc.md.
+Without LiveKit settings the REST routes answer 501 `rtcNotConfigured`. See docs/rtc.md.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Body, FastAPI, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
 
-from app.api.deps import PrincipalDep, Services, ServicesDep
+from app.api.deps import PrincipalDep, Services, ServicesDep, connection_ip
 from app.api.errors import error_responses, request_id
 from app.api.ops import add_drain_hook
-from app.api.relay import SampleRate
+from app.api.relay import (
+    SampleRate,
+    accept_and_close,
+    deny_upgrade,
+    refused_upgrade,
+    ws_url,
+)
 from app.api.security import SECURITY_REQUIREMENT, no_store
-from app.errors import ErrorCode
+from app.errors import AppError, ErrorCode
+from app.logs import bind
 from app.rtc.service import NAME_PATTERN, RtcRequest
+from avatar_relay_client import producer_protocol
+
+log = logging.getLogger("avatar_relay.rtc")
 
 router = APIRouter(prefix="/v1", tags=["rtc"])
 
 DRAIN_SECONDS = 10.0
+PRODUCER_SOCKET_PATH: Final = "/v1/rtc/producer"
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=128)]
 
@@ -69,6 +88,16 @@ class RtcSessionRequest(BaseModel):
     )
 
 
+class RtcProducer(BaseModel):
+    ticket: str = Field(description="Single-use credential for one producer socket connection.")
+    url: str = Field(description="The producer's WebSocket URL (carries session and ticket).")
+    ticketTtlSeconds: int = Field(description="The ticket is valid this long.")
+
+
+class RtcProducerTicket(RtcProducer):
+    sessionId: str
+
+
 class RtcSession(BaseModel):
     sessionId: str
     url: str = Field(description="The LiveKit server to connect to (LIVEKIT_URL).")
@@ -89,6 +118,10 @@ class RtcSession(BaseModel):
     )
     sessionTokenExpireAt: int | None = Field(
         default=None, description="With `withSessionToken`: unix seconds it is valid until."
+    )
+    producer: RtcProducer = Field(
+        description="The credential of the socket that feeds the avatar its audio (docs/rtc.md):"
+        " keep it on your server; the browser needs none of it."
     )
 
 
@@ -181,6 +214,17 @@ async def create_rtc_session(
         appId=services.settings.app_id,
         sessionToken=token.session_token if token is not None else None,
         sessionTokenExpireAt=token.expire_at if token is not None else None,
+        producer=_producer(request, services, created.session_id, created.producer_ticket),
+    )
+
+
+def _producer(
+    conn: HTTPConnection, services: Services, session_id: str, ticket: str
+) -> RtcProducer:
+    return RtcProducer(
+        ticket=ticket,
+        url=ws_url(conn, services, PRODUCER_SOCKET_PATH, session_id, ticket),
+        ticketTtlSeconds=int(services.tickets.ttl_seconds),
     )
 
 
@@ -218,6 +262,57 @@ async def create_rtc_token(
         roomName=session.room,
         identity=issued.identity,
     )
+
+
+@router.post(
+    "/rtc/sessions/{session_id}/producer-tickets",
+    status_code=201,
+    summary="A new producer ticket for one of the caller's RTC sessions (to reconnect)",
+    openapi_extra={"security": SECURITY_REQUIREMENT},
+    responses=error_responses(
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.SESSION_NOT_FOUND,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.RTC_NOT_CONFIGURED,
+        ErrorCode.STORE_UNAVAILABLE,
+    ),
+)
+async def create_rtc_producer_ticket(
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    session_id: Annotated[str, Path(max_length=64)],
+) -> RtcProducerTicket:
+    ticket = await services.rtc.producer_ticket(session_id, principal.id)
+    no_store(response)
+    credential = _producer(request, services, session_id, ticket)
+    return RtcProducerTicket(sessionId=session_id, **credential.model_dump())
+
+
+@router.websocket("/rtc/producer")
+async def rtc_producer_socket(websocket: WebSocket) -> None:
+    """The producer's socket: the relay's checks (subprotocol, origin, address limit), then
+    an `rtc-producer` ticket for a live session of this instance."""
+    services: Services = websocket.app.state.services
+    subprotocol = producer_protocol.SUBPROTOCOL
+    if await refused_upgrade(websocket, services, subprotocol):
+        return
+    session_id = websocket.query_params.get("session", "")
+    ticket = websocket.query_params.get("ticket", "")
+    with bind(session_id=session_id[:64] or None):
+        try:
+            await services.limiter.check_ip(connection_ip(websocket, services))
+            session = await services.rtc.attach(session_id, ticket)
+        except AppError as error:
+            log.info("rtc producer socket refused", extra=error.log_fields())
+            if error.code is ErrorCode.STORE_UNAVAILABLE:
+                await deny_upgrade(websocket, error.code, error.message)
+                return
+            await accept_and_close(websocket, error, subprotocol)
+            return
+        await websocket.accept(subprotocol=subprotocol)
+        await session.serve(websocket)
 
 
 @router.delete(

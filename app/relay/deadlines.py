@@ -13,7 +13,6 @@ from app.relay.delivery import Delivery
 from app.relay.effects import CloseClient
 from app.relay.endpoint import Endpoint, Fatal
 from app.relay.limits import RelayLimits
-from avatar_relay_client import browser_protocol as p
 
 
 def next_deadline(
@@ -78,6 +77,4 @@ def keep_alive(
         if ep.ack_due is not None and now >= ep.ack_due:
             delivery.send(ep, ep.ack())
         if now - ep.last_ping >= limits.ping_interval:
-            ep.ping_nonce = (ep.ping_nonce + 1) & p.MAX_SEQ
-            ep.last_ping = now
-            delivery.send(ep, ep.codec.ping(ep.ping_nonce))
+            delivery.send(ep, ep.next_ping(now))

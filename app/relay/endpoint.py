@@ -3,9 +3,11 @@
 Each endpoint has its own delivery state, so exactly-once holds on each side independently: its
 connection (one at a time), the sequence numbers it sends and the acks it gets for them, the
 sequence numbers of what the relay sends it, the replay buffer that keeps those until
-acknowledged, and its liveness timers. The session core (`session.py`) owns the rules that use
-them; this module only holds the state and the per-protocol encodings of the control messages
-the two protocols share in meaning (WELCOME aside: each protocol says different things in it).
+acknowledged, and its liveness timers. It also holds the rules on that state alone, which the
+relay core (`session.py`) and the RTC producer feed (`app/rtc/feed.py`) share: taking a
+sequenced message, HELLO and resume, ACKs both ways, PINGs. What a message means is the cores'.
+The per-protocol encodings of the control messages the two protocols share in meaning are here
+too (WELCOME aside: each protocol says different things in it).
 """
 
 from __future__ import annotations
@@ -181,6 +183,39 @@ class Endpoint:
         self.unacked_in = 0
         self.ack_due = None
         return self.codec.ack(self.client_seq)
+
+    def check_hello(self, last_seq: int) -> bool:
+        """A HELLO resuming after `last_seq`: badAck for a number never sent; False when the
+        messages after it are no longer kept (acknowledged before, so the resume fails)."""
+        if last_seq > self.replay.last_seq:
+            raise Fatal(ErrorCode.BAD_ACK, f"resume from {last_seq}, never sent")
+        return last_seq >= self.replay.acked
+
+    def welcomed(self, last_seq: int, now: float) -> bool:
+        """The HELLO was accepted: what it confirms is forgotten, a fresh count of input to
+        acknowledge starts, and the endpoint is required from now on. True for a resume (an
+        earlier connection was welcomed)."""
+        self.replay.ack(last_seq)
+        self.hello_done = True
+        self.required = True
+        resumed = self.hellos > 0
+        self.hellos += 1
+        self.unacked_in = 0
+        self.ack_due = None
+        self.last_ping = now
+        return resumed
+
+    def acknowledged(self, seq: int) -> None:
+        """The endpoint's ACK of the relay's stream up to `seq`."""
+        if seq > self.replay.last_seq:
+            raise Fatal(ErrorCode.BAD_ACK, f"ack {seq} for a message never sent")
+        self.replay.ack(seq)
+
+    def next_ping(self, now: float) -> bytes:
+        """The keep-alive PING now due (its nonce is the next one)."""
+        self.ping_nonce = (self.ping_nonce + 1) & p.MAX_SEQ
+        self.last_ping = now
+        return self.codec.ping(self.ping_nonce)
 
     @property
     def live(self) -> bool:

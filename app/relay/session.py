@@ -289,9 +289,7 @@ class RelaySession(SessionState):
                     self._delivery.interrupt(ep.role)
                     self._count_input(ep, urgent=True)
             case p.ClientAck(seq) | pp.Ack(seq):
-                if seq > ep.replay.last_seq:
-                    raise Fatal(ErrorCode.BAD_ACK, f"ack {seq} for a message never sent")
-                ep.replay.ack(seq)
+                ep.acknowledged(seq)
             case p.ClientPing(nonce) | pp.Ping(nonce):
                 self._send(ep, ep.codec.pong(nonce))
             case p.ClientPong() | pp.Pong():
@@ -318,10 +316,9 @@ class RelaySession(SessionState):
         if restored and last_seq > replay.last_seq:
             # The instance that died sent these before it saved them: the browser has them.
             replay.skip_to(last_seq)
-        if last_seq > replay.last_seq:
-            raise Fatal(ErrorCode.BAD_ACK, f"resume from {last_seq}, never sent")
+        resumable = ep.check_hello(last_seq)
         lost = self._broken
-        if lost is None and last_seq < replay.acked:
+        if lost is None and not resumable:
             lost = ErrorCode.RESUME_FAILED
         if lost is not None:
             available = replay.next_seq if self._broken else replay.acked + 1
@@ -331,17 +328,10 @@ class RelaySession(SessionState):
             self._out.append(CloseClient(conn, spec(code).close_code, code.value))
             ep.conn = None  # told already; the other endpoint, if any, hears ERROR
             raise Fatal(code, f"the {ep.role} could not resume")
-        replay.ack(last_seq)
-        ep.hello_done = True
-        ep.required = True
-        resumed = ep.hellos > 0
-        ep.hellos += 1
+        resumed = ep.welcomed(last_seq, self._delivery.now)
         if resumed:
             self.stats.resumes += 1
         self._send(ep, self._welcome(ep, resumed))
-        ep.unacked_in = 0
-        ep.ack_due = None
-        ep.last_ping = self._delivery.now
         for data in replay.after(last_seq):
             self.stats.replayed_messages += 1
             self._out.append(SendToClient(conn, data))

@@ -72,6 +72,11 @@ _SUBPROTOCOLS: Final[dict[Role, str]] = {"browser": p.SUBPROTOCOL, "producer": p
 _connection_ids = itertools.count(1)
 
 
+def next_connection_id() -> int:
+    """A connection number unique in this process, across every session's sockets."""
+    return next(_connection_ids)
+
+
 class RelayRunner:
     """One live relay session: its core, its upstream link, its client connections, its timer."""
 
@@ -216,7 +221,7 @@ class RelayRunner:
         """Attach an accepted socket of the browser or the producer and relay until it
         disconnects (a newer connection, an error, BYE or the session's end closes it from our
         side)."""
-        conn = next(_connection_ids)
+        conn = next_connection_id()
         limits = self.limits
         link = ClientLink(
             websocket,

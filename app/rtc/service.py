@@ -5,8 +5,12 @@ RoomService (a room named by the caller is used as it is and never deleted by us
 ours and deleted when the session ends); mint the browser's token and the avatar publisher's
 (app/livekit/tokens.py); open the first ingress session with that egress configuration, so a
 refusal (a bad egress configuration, an unknown avatar, credits) is the creator's answer and
-leaves no room behind; then start the session. Sessions live in this process (the producer
-that feeds one must reach this instance).
+leaves no room behind; then start the session and mint the first producer ticket. Sessions
+live in this process (the producer that feeds one must reach this instance).
+
+The producer's socket (`GET /v1/rtc/producer`) is authenticated by a single-use ticket of the
+kind `rtc-producer` (app/tickets.py): one comes with the session, and its owner asks for more to
+reconnect (`producer_ticket`); `attach` redeems one for the live session it names.
 
 Limits: `MAX_SESSIONS_PER_PRINCIPAL` and `MAX_SESSIONS_GLOBAL` apply to RTC sessions as to relay
 sessions, counted separately and per instance.
@@ -30,11 +34,13 @@ from app.livekit import LiveKitCredentials, RoomClient, browser_token, publisher
 from app.livekit.tokens import publisher_attributes
 from app.metrics import Metrics
 from app.proto import message_pb2
+from app.relay.limits import RelayLimits
 from app.relay.reconnect import ReconnectPolicy
 from app.rtc.core import Limits
 from app.rtc.session import EgressConnector, RtcSession
 from app.settings import PCM_SAMPLE_RATES, Settings
 from app.spatialreal.client import IngressClient
+from app.tickets import TicketService
 
 log = logging.getLogger("avatar_relay.rtc")
 audit = logging.getLogger("avatar_relay.audit")
@@ -80,6 +86,7 @@ class CreatedRtcSession:
     expires_at: int
     idle_timeout_seconds: float
     playback_control: bool
+    producer_ticket: str
 
 
 def new_session_id() -> str:
@@ -104,8 +111,10 @@ class RtcService:
         *,
         policy: ReconnectPolicy | None = None,
         metrics: Metrics | None = None,
+        tickets: TicketService | None = None,
     ) -> None:
         self.settings = settings
+        self.tickets = tickets
         self.ingress = ingress
         self.policy = policy or ReconnectPolicy.from_settings(settings)
         self._metrics = metrics
@@ -116,6 +125,7 @@ class RtcService:
             else None
         )
         self.limits = Limits(settings.rtc_idle_timeout_seconds, settings.rtc_max_session_seconds)
+        self.wire = RelayLimits.from_settings(settings)
         self._live: dict[str, RtcSession] = {}
         self._owned_rooms: dict[str, str] = {}  # session id -> room we created
         self._per_principal: Counter[str] = Counter()
@@ -186,6 +196,10 @@ class RtcService:
         identity = request.identity or "user-" + secrets.token_hex(6)
         agent = request.agent_identity or settings.rtc_agent_identity
         publisher = settings.rtc_avatar_identity
+        # First, so a store that cannot keep it refuses the session before a room exists.
+        producer_ticket = await self._ticket_service().issue(
+            session_id, principal_id, "rtc-producer"
+        )
         # Held while the room and the first ingress session are made: the limits count it.
         self._per_principal[principal_id] += 1
         try:
@@ -236,7 +250,32 @@ class RtcService:
             expires_at=int(time.time() + settings.rtc_max_session_seconds),
             idle_timeout_seconds=settings.rtc_idle_timeout_seconds,
             playback_control=session.core.playback_control,
+            producer_ticket=producer_ticket,
         )
+
+    # --- the producer's tickets and socket ---
+
+    def _ticket_service(self) -> TicketService:
+        if self.tickets is None:
+            raise AppError(ErrorCode.INTERNAL_ERROR, "RTC producer tickets need a ticket service")
+        return self.tickets
+
+    async def _issue(self, session: RtcSession) -> str:
+        tickets = self._ticket_service()
+        return await tickets.issue(session.session_id, session.principal_id, "rtc-producer")
+
+    async def producer_ticket(self, session_id: str, principal_id: str) -> str:
+        """A new producer ticket for one of the caller's live sessions (to reconnect)."""
+        self.configured()
+        return await self._issue(self.get(session_id, principal_id))
+
+    async def attach(self, session_id: str, ticket: str) -> RtcSession:
+        """The live session a producer ticket opens (spent either way)."""
+        grant = await self._ticket_service().redeem(session_id, ticket, "rtc-producer")
+        session = self._live.get(session_id)
+        if session is None or session.principal_id != grant.principal_id:
+            raise AppError(ErrorCode.SESSION_CLOSED, "the RTC session has ended")
+        return session
 
     def token(
         self,
@@ -304,6 +343,7 @@ class RtcService:
             connector=connector,
             metrics=self._metrics,
             on_end=self._ended,
+            wire=self.wire,
         )
         conn = await connector.connect_first(avatar, rate)
         session.core.connected(conn.playback_control)

@@ -7,34 +7,47 @@ close-code contract says (`app/relay/reconnect.py`): 4002 rolls over to a new in
 once, with the same egress configuration, so the avatar rejoins the same room with the same
 token; 40xx refusals end the session; other losses reconnect after a jittered backoff.
 
-The input (`audio`, `end`, `interrupt`, `pause`, `resume`, `close`) is synchronous: each feeds
-the core and performs its effects before returning, like every upstream callback, so nothing
-interleaves inside the core. Lifecycle events come out of `events()` in order.
+The input comes from the session's producer socket (`serve`: the producer protocol through the
+sans-I/O feed, app/rtc/feed.py) or in-process (`audio`, `end`, `interrupt`, `pause`, `resume`,
+`close`). Every input is synchronous: it feeds the feed and its core and performs their effects
+before returning, like every upstream callback, so nothing interleaves inside the core and the
+producer's bytes leave in the order the feed produced them. One timer runs the core's limits and
+the producer socket's HELLO, ACK and PING deadlines. Lifecycle events come out of `events()` in
+order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final
+
+from starlette.websockets import WebSocket
 
 from app.errors import AppError, ErrorCode
 from app.metrics import Metrics
 from app.proto import message_pb2
+from app.relay.client_link import CONTROL_HEADROOM_BYTES, CONTROL_HEADROOM_MESSAGES, ClientLink
+from app.relay.effects import CloseClient, SendToClient
+from app.relay.limits import RelayLimits
 from app.relay.reconnect import ReconnectPolicy
 from app.relay.upstream import UpstreamLink
 from app.rtc.core import Effect, Event, Kind, Limits, Op, RtcCore, Upstream
+from app.rtc.feed import FeedEffect, RtcFeed
+from app.rtc.producer_socket import serve_producer
 from app.spatialreal.client import IngressClient
 from app.spatialreal.connection import IngressConnection
 from app.spatialreal.messages import UpstreamMessage
 from app.spatialreal.request_ids import new_request_id
+from avatar_relay_client import producer_protocol as pp
 
 log = logging.getLogger("avatar_relay.rtc")
+
+_AUDIO: Final = bytes((pp.ProducerType.AUDIO,))
 
 # Events kept for a listener that comes late (and for inspection).
 HISTORY: Final = 256
@@ -105,6 +118,7 @@ class RtcSession:
         metrics: Metrics | None = None,
         on_end: Callable[[RtcSession], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wire: RelayLimits | None = None,
     ) -> None:
         self.session_id = session_id
         self.principal_id = principal_id
@@ -116,6 +130,11 @@ class RtcSession:
         self.browser_identity = ""
         self._clock = clock
         self.core = RtcCore(lambda: new_request_id(datetime.now(UTC)), limits, clock())
+        self.wire = wire or RelayLimits()
+        self.feed = RtcFeed(
+            session_id, self.core, sample_rate=sample_rate, limits=self.wire, now=clock()
+        )
+        self.links: dict[int, ClientLink] = {}  # the producer's connections, by number
         self._metrics = metrics
         self._on_end = on_end
         self.connector = connector
@@ -134,7 +153,8 @@ class RtcSession:
         # One queue per `events()` listener, only while it listens: without one, events are kept
         # in the bounded history alone.
         self._listeners: list[asyncio.Queue[Event]] = []
-        self._timer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._closing: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
 
@@ -146,7 +166,7 @@ class RtcSession:
     def start(self) -> None:
         """Hand the first connection to the link and start the limits timer."""
         self.link.start(connect_now=True)
-        self._timer = asyncio.create_task(self._limits(), name="rtc-limits")
+        self._schedule()
 
     @property
     def ended(self) -> bool:
@@ -158,7 +178,7 @@ class RtcSession:
 
     def close(self, code: ErrorCode | None = None) -> None:
         """End the session (idempotent): live requests are aborted, the avatar leaves."""
-        self._perform(self.core.close(code))
+        self._apply(self.core.close(code))
 
     async def wait_closed(self) -> None:
         await self.closed.wait()
@@ -169,29 +189,29 @@ class RtcSession:
         """PCM s16le mono at the session's rate for the current utterance; its request id (None
         for an empty END with no utterance open)."""
         effects = self.core.audio(pcm, self._clock(), end=end)
-        self._perform(effects)
+        self._apply(effects)
         if self._metrics is not None and pcm:
             self._metrics.relayed("up", "audio", len(pcm))
         return next((e.req_id for e in effects if isinstance(e, Upstream)), None)
 
     def end(self) -> None:
         """The current utterance is complete."""
-        self._perform(self.core.end(self._clock()))
+        self._apply(self.core.end(self._clock()))
 
     def interrupt(self) -> str | None:
         """Stop the latest request; its id, or None when nothing was speaking."""
         latest = self.core.latest
-        self._perform(self.core.interrupt(self._clock()))
+        self._apply(self.core.interrupt(self._clock()))
         return latest
 
     def pause(self) -> str | None:
         latest = self.core.latest
-        self._perform(self.core.pause(self._clock()))
+        self._apply(self.core.pause(self._clock()))
         return latest
 
     def resume(self) -> str | None:
         latest = self.core.latest
-        self._perform(self.core.resume(self._clock()))
+        self._apply(self.core.resume(self._clock()))
         return latest
 
     async def events(self) -> AsyncIterator[Event]:
@@ -210,10 +230,65 @@ class RtcSession:
         finally:
             self._listeners.remove(queue)
 
+    # --- the producer's socket ---
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Attach an accepted producer socket and feed the session from it until it closes."""
+        await serve_producer(self, websocket)
+
+    def attach(self, websocket: WebSocket, conn: int) -> ClientLink:
+        wire = self.wire
+        link = ClientLink(
+            websocket,
+            conn,
+            role="producer",
+            max_messages=wire.replay_buffer_messages + CONTROL_HEADROOM_MESSAGES,
+            max_bytes=wire.replay_buffer_bytes + CONTROL_HEADROOM_BYTES,
+            metrics=self._metrics,
+            on_stuck=self._stuck,
+        )
+        self.links[conn] = link
+        link.start()
+        self._perform(self.feed.on_connected(conn, self._clock()))
+        return link
+
+    def received(self, conn: int, data: bytes) -> None:
+        """One binary message from producer connection `conn`."""
+        metrics = self._metrics
+        feed = self.feed
+        if metrics is not None and data[:1] == _AUDIO and feed.connection == conn:
+            metrics.relayed("up", "audio", len(data))
+        resumes, failed = feed.stats.resumes, feed.stats.resumes_failed
+        self._perform(feed.on_data(conn, data, self._clock()))
+        if metrics is not None:
+            if feed.stats.resumes != resumes:
+                metrics.resume("resumed")
+            if feed.stats.resumes_failed != failed:
+                metrics.resume("failed")
+
+    def refused(self, conn: int, code: ErrorCode, message: str) -> None:
+        """A violation the transport found on `conn` (a text frame, a message too large)."""
+        self._perform(self.feed.on_error(conn, code, message, self._clock()))
+
+    def detached(self, conn: int) -> None:
+        """Producer connection `conn` is gone."""
+        self._perform(self.feed.on_disconnected(conn, self._clock()))
+        self.links.pop(conn, None)
+
+    def _stuck(self, conn: int) -> None:
+        self._perform(
+            self.feed.on_error(conn, ErrorCode.SLOW_CONSUMER, "not reading", self._clock())
+        )
+
     # --- performing effects ---
 
-    def _perform(self, effects: list[Effect]) -> None:
+    def _apply(self, effects: list[Effect]) -> None:
+        """Effects of a core call made here (in-process input, upstream), through the feed."""
+        self._perform(self.feed.apply(effects, self._clock()))
+
+    def _perform(self, effects: Sequence[FeedEffect]) -> None:
         link = self.link
+        stuck: list[int] = []
         for effect in effects:
             if isinstance(effect, Upstream):
                 op = effect.op
@@ -227,8 +302,20 @@ class RtcSession:
                     link.playback("resume", effect.req_id)
                 else:
                     link.forget(effect.req_id)
+            elif isinstance(effect, SendToClient):
+                client = self.links.get(effect.conn)
+                if client is not None and not client.send(effect.data, 0.0):
+                    stuck.append(effect.conn)
+            elif isinstance(effect, CloseClient):
+                client = self.links.get(effect.conn)
+                if client is not None:
+                    client.close(effect.close_code, effect.reason)
             else:
                 self._emit(effect)
+        for conn in stuck:
+            self._stuck(conn)
+        if not self.core.is_closed:
+            self._schedule()
 
     def _emit(self, event: Event) -> None:
         self.history.append(event)
@@ -249,28 +336,39 @@ class RtcSession:
             self._closing = asyncio.get_running_loop().create_task(self._shut())
 
     async def _shut(self) -> None:
-        timer = self._timer
-        if timer is not None and timer is not asyncio.current_task():
-            timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         await self.link.aclose()
+        writers = [c.task for c in self.links.values() if c.task is not None]
+        if writers:
+            await asyncio.wait(writers, timeout=5.0)
         if self._on_end is not None:
             self._on_end(self)
         self.closed.set()
 
-    async def _limits(self) -> None:
-        while not self.core.is_closed:
-            delay = self.core.deadline() - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            self._perform(self.core.tick(self._clock()))
+    # --- the timer ---
+
+    def _schedule(self) -> None:
+        """Arm the timer for the feed's next deadline, unless an earlier one is armed."""
+        # A millisecond late, so the tick finds the deadline passed.
+        at = self.feed.deadline() + 0.001
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        delay = max(0.0, at - self._clock())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._perform(self.feed.on_tick(self._clock()))
 
     # --- upstream callbacks (synchronous, from the link's tasks) ---
 
     def _connected(self, conn: IngressConnection) -> None:
-        self._perform(self.core.connected(conn.playback_control))
+        self._apply(self.core.connected(conn.playback_control))
         log.info(
             "rtc ingress session confirmed",
             extra={"session_id": self.session_id, "connection_id": conn.connection_id},
@@ -280,18 +378,18 @@ class RtcSession:
         now = self._clock()
         if message.error is not None:
             if message.req_id:
-                self._perform(self.core.failed(message.req_id, message.error.code))
+                self._apply(self.core.failed(message.req_id, message.error.code))
             return
         if message.is_animation:
             before = self.core.duplicates
-            self._perform(self.core.signal(message.req_id, message.end, now))
+            self._perform(self.feed.signal(message.req_id, message.end, now))
             if self.core.duplicates != before and self._metrics is not None:
                 self._metrics.rtc_duplicate_signals_total.inc()
             return
         playback = message.playback
         if playback is not None:
             self._perform(
-                self.core.playback(
+                self.feed.playback(
                     message.req_id, playback.state, playback.played_ms, playback.reason, now
                 )
             )
@@ -304,13 +402,13 @@ class RtcSession:
             # The avatar left the room after the silence the session allows: so does the session.
             self.close(ErrorCode.IDLE_TIMEOUT)
             return False
-        self._perform(self.core.lost(error.code))
+        self._apply(self.core.lost(error.code))
         # The avatar stays in the room: reconnect as soon as the policy allows.
         return True
 
     def _upstream_failed(self, req_ids: list[str], error: AppError) -> None:
         for req_id in req_ids:
-            self._perform(self.core.failed(req_id, error.code))
+            self._apply(self.core.failed(req_id, error.code))
 
     def _upstream_refused(self, error: AppError) -> None:
         if self._metrics is not None:

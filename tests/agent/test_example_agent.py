@@ -3,48 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
+from tests.agent.conftest import ROOT
 
-from tests.support.servers import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "speaking_agent.py"
-
-
-@pytest.fixture
-def served() -> Iterator[str]:
-    """`avatar-relay serve` with no configuration (emulator mode), as ./scripts/serve runs it."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPATIALREAL_", "AUTH_"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "the server exited"
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_the_example_agent_speaks_through_a_session_a_page_listens_to(served: str) -> None:

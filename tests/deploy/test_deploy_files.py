@@ -435,6 +435,9 @@ def test_nginx_upgrades_relay_sockets_sticks_sessions_and_hides_metrics() -> Non
     assert "http_503" not in conf
     # A producer's socket belongs to the same session: same instance, same socket settings.
     assert location(conf, "= /v1/relay/producer") == relay
+    # An RTC producer's socket upgrades with the same settings (its sessions are per instance).
+    rtc = location(conf, "= /v1/rtc/producer")
+    assert rtc == relay.replace("avatar_relay_sessions", "avatar_relay")
     assert "deny all;" in location(conf, "= /metrics")
     for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Request-ID", "Host"):
         assert f"proxy_set_header {header} " in conf

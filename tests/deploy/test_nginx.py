@@ -19,6 +19,7 @@ from websockets import Subprotocol
 
 from app.api.app import create_app
 from app.emulator import Emulator
+from avatar_relay_client import ConversationCompleted, Producer, create_rtc_session
 from avatar_relay_client.browser_protocol import (
     SUBPROTOCOL,
     Hello,
@@ -27,6 +28,7 @@ from avatar_relay_client.browser_protocol import (
     encode_client,
 )
 from bench.harness import nginx_binary, shipped_nginx_config
+from tests.rtc_api.conftest import AUTH, PCM, rtc_settings
 from tests.support.nginx import check_config, running_nginx
 from tests.support.relay import relay_test_settings
 from tests.support.servers import free_port, running_app
@@ -121,3 +123,26 @@ async def test_socket_urls_keep_the_port_the_browser_used(tmp_path: Path) -> Non
                 welcome = decode_server(bytes(await ws.recv()))  # type: ignore[arg-type]
             assert isinstance(welcome, Welcome)
             assert welcome.session_id == created.json()["sessionId"]
+
+
+async def test_an_rtc_producer_speaks_through_nginx(tmp_path: Path) -> None:
+    # The real app (RTC mode, the emulator as LiveKit) behind nginx: the producer credential
+    # points back at the proxy, and the producer socket upgrades through it.
+    nginx = nginx_binary()
+    assert nginx is not None, "nginx not found: run the tests through scripts/test"
+    async with (
+        Emulator(speed=50, record=True) as emulator,
+        running_app(create_app(rtc_settings(emulator))) as app_url,
+    ):
+        port = free_port()
+        conf = shipped_nginx_config(tmp_path, port, [app_url.removeprefix("http://")] * 2)
+        with running_nginx(nginx, conf, port) as address:
+            base = f"http://{address}"
+            session = await create_rtc_session(base, headers=AUTH)
+            assert session.producer_url.startswith(f"ws://{address}/v1/rtc/producer?")
+            async with Producer(base, session, headers=AUTH) as producer:
+                utterance = await producer.say([PCM[:6400]])
+                outcome = await utterance.outcome()
+                room = emulator.livekit.rooms[session.room_name]
+                assert room.published_audio() == {utterance.conversation_id: PCM[:6400]}
+            assert isinstance(outcome, ConversationCompleted)

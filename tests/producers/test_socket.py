@@ -4,16 +4,12 @@ else, so the tests see exactly the bytes on the wire."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.typing import Subprotocol
+from websockets.exceptions import InvalidStatus
 
 from app.api.websocket import RelayWebSocketProtocol
 from app.emulator import Emulator
@@ -23,13 +19,13 @@ from avatar_relay_client import producer_protocol as pp
 from tests.relay_api.conftest import (
     CALLER_KEY,
     OTHER_KEY,
-    RECV_TIMEOUT,
     Peer,
     Relay,
     relay_settings,
     running_relay,
 )
 from tests.relay_api.test_transport_limits import frame_header
+from tests.support.producer_peer import BAD_INPUT, ProducerPeer
 
 AUTH = {"Authorization": f"Bearer {CALLER_KEY}"}
 
@@ -44,55 +40,6 @@ async def emu() -> AsyncIterator[Emulator]:
 async def relay(emu: Emulator) -> AsyncIterator[Relay]:
     async with running_relay(relay_settings(emu, max_message_bytes=1024)) as running:
         yield running
-
-
-class ProducerPeer:
-    """One raw producer connection."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def open(cls, url: str, subprotocol: str = pp.SUBPROTOCOL) -> AsyncIterator[ProducerPeer]:
-        async with connect(
-            url,
-            subprotocols=[Subprotocol(subprotocol)],
-            max_size=None,
-            open_timeout=RECV_TIMEOUT,
-            close_timeout=2,
-        ) as ws:
-            yield cls(ws)
-
-    async def send(self, message: pp.ProducerMessage) -> None:
-        await self.ws.send(pp.encode_producer(message))
-
-    async def hello(self, last_seq: int = 0) -> pp.Welcome:
-        await self.send(pp.Hello(last_seq))
-        welcome = await self.recv()
-        assert isinstance(welcome, pp.Welcome), welcome
-        return welcome
-
-    async def recv(self) -> pp.ServerMessage:
-        data = await asyncio.wait_for(self.ws.recv(), RECV_TIMEOUT)
-        assert isinstance(data, bytes), "the relay sends binary frames only"
-        return pp.decode_server(data)
-
-    async def until(self, kind: type[Any]) -> list[pp.ServerMessage]:
-        out: list[pp.ServerMessage] = []
-        while True:
-            message = await self.recv()
-            out.append(message)
-            if isinstance(message, kind):
-                return out
-
-    async def closed(self) -> tuple[int, str]:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await asyncio.wait_for(self.ws.recv(), RECV_TIMEOUT)
-        frame = self.ws.protocol.close_rcvd
-        assert frame is not None, "connection lost without a close frame"
-        return frame.code, frame.reason
 
 
 async def _session(relay: Relay, **body: Any) -> dict[str, Any]:
@@ -210,26 +157,6 @@ async def test_a_ticket_for_an_ended_session_is_session_closed(relay: Relay) -> 
 
 
 # --- bad input: each ends the session, for both endpoints, with its code ---
-
-BAD_INPUT: list[tuple[str, bytes | str, ErrorCode]] = [
-    ("shorter than its header", b"\x12", ErrorCode.INVALID_REQUEST),
-    ("truncated for its type", bytes((0x14, 0, 1, 0)), ErrorCode.INVALID_REQUEST),
-    ("trailing bytes", pp.encode_producer(pp.Ack(0)) + b"\x00", ErrorCode.INVALID_REQUEST),
-    ("reserved flag bits", bytes((0x13, 0x02, 1, 0, 0, 0)), ErrorCode.INVALID_REQUEST),
-    ("a second HELLO", pp.encode_producer(pp.Hello(0)), ErrorCode.INVALID_REQUEST),
-    (
-        "a browser-protocol type",
-        p.encode_client(p.ClientAudio(1, b"\x01\x00")),
-        ErrorCode.UNKNOWN_MESSAGE_TYPE,
-    ),
-    ("a server type", pp.encode_ack(1), ErrorCode.UNKNOWN_MESSAGE_TYPE),
-    ("odd PCM", bytes((0x12, 0, 1, 0, 0, 0, 1, 2, 3)), ErrorCode.BAD_AUDIO),
-    ("empty AUDIO without END", bytes((0x12, 0, 1, 0, 0, 0)), ErrorCode.BAD_AUDIO),
-    ("seq 0", bytes((0x13, 0, 0, 0, 0, 0)), ErrorCode.BAD_SEQUENCE),
-    ("a skipped seq", pp.encode_producer(pp.Interrupt(2)), ErrorCode.BAD_SEQUENCE),
-    ("ACK above what was sent", pp.encode_producer(pp.Ack(99)), ErrorCode.BAD_ACK),
-    ("a text frame", "hello", ErrorCode.INVALID_REQUEST),
-]
 
 
 async def _fatal_for_both(relay: Relay, send: Any, code: ErrorCode, *, hello: bool = True) -> None:

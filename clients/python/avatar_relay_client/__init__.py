@@ -32,6 +32,7 @@ from avatar_relay_client.producer import (
     Utterance,
     create_session,
 )
+from avatar_relay_client.rtc import RtcProducerSession, create_rtc_session
 
 __version__ = "0.1.0"
 
@@ -58,9 +59,11 @@ __all__ = [
     "ProducerSession",
     "RelayClient",
     "RelayError",
+    "RtcProducerSession",
     "SessionLost",
     "StateChange",
     "Utterance",
     "__version__",
+    "create_rtc_session",
     "create_session",
 ]

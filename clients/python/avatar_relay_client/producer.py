@@ -48,6 +48,7 @@ from avatar_relay_client.link import (
     TicketSource,
     error_code,
 )
+from avatar_relay_client.rtc import RtcProducerSession
 
 # Consumer-facing events: the codec's own dataclasses (each keeps its `seq`), plus the link's
 # connection state changes.
@@ -129,6 +130,11 @@ class ProducerSession:
     producer_ticket: str
     producer_url: str
     answer: dict[str, Any]
+
+    @property
+    def ticket_path(self) -> str:
+        """Where a reconnecting producer gets its next ticket."""
+        return f"/v1/relay/sessions/{self.session_id}/producer-tickets"
 
     @classmethod
     def from_answer(cls, answer: Mapping[str, Any]) -> ProducerSession:
@@ -262,20 +268,20 @@ class Utterance:
 
 
 class Producer:
-    """The producer of one relay session: its socket, kept alive, and its utterances.
+    """The producer of one relay or RTC session: its socket, kept alive, and its utterances.
 
-    `session` is a `ProducerSession` (from `create_session`), or a session id with, optionally,
-    a first `ticket` (without one, a producer ticket is requested). `headers` authenticate the
-    REST calls that mint producer tickets (the socket is authenticated by its ticket);
-    `tickets` mints them instead, for an agent that holds no API credential but can mint tickets
-    itself (the server's own demo agent). The other options are the browser client's
-    (`RelayClient`).
+    `session` is a `ProducerSession` (from `create_session`), an `RtcProducerSession` (from
+    `create_rtc_session`), or a relay session id with, optionally, a first `ticket` (without
+    one, a producer ticket is requested). `headers` authenticate the REST calls that mint
+    producer tickets (the socket is authenticated by its ticket); `tickets` mints them instead,
+    for an agent that holds no API credential but can mint tickets itself (the server's own demo
+    agent). The other options are the browser client's (`RelayClient`).
     """
 
     def __init__(
         self,
         base_url: str,
-        session: ProducerSession | str,
+        session: ProducerSession | RtcProducerSession | str,
         *,
         headers: Mapping[str, str] | None = None,
         ticket: str | None = None,
@@ -293,8 +299,10 @@ class Producer:
         http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if isinstance(session, ProducerSession):
+        self._ticket_path = f"/v1/relay/sessions/{session}/producer-tickets"
+        if isinstance(session, ProducerSession | RtcProducerSession):
             self.session_id = session.session_id
+            self._ticket_path = session.ticket_path
             ticket = ticket or session.producer_ticket
             url = url or session.producer_url
             self.sample_rate = session.sample_rate
@@ -351,10 +359,6 @@ class Producer:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
-
-    @property
-    def _ticket_path(self) -> str:
-        return f"/v1/relay/sessions/{self.session_id}/producer-tickets"
 
     async def start(self) -> None:
         """Open the producer's first connection (returns after WELCOME)."""
