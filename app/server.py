@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from app.api.app import create_app
 from app.api.ops import drain
@@ -27,6 +28,19 @@ def emulator_settings(settings: Settings, emulator: Emulator) -> Settings:
             "spatialreal_console_url": emulator.console_url,
             "spatialreal_ingress_url": emulator.ingress_url,
             "spatialreal_fallback_regions": [],
+        }
+    )
+
+
+def emulator_livekit_settings(settings: Settings, emulator: Emulator) -> Settings:
+    """The same settings with RTC pointed at the emulator's LiveKit stand-in, so that RTC
+    sessions work offline with no configuration, as relay sessions do."""
+    livekit = emulator.livekit
+    return settings.model_copy(
+        update={
+            "livekit_url": emulator.livekit_url,
+            "livekit_api_key": livekit.api_key,
+            "livekit_api_secret": SecretStr(livekit.api_secret),
         }
     )
 
@@ -157,12 +171,22 @@ async def serve(settings: Settings) -> None:
             )
             await stack.enter_async_context(emulator)
             settings = emulator_settings(settings, emulator)
+            livekit_stand_in = not settings.rtc_configured
+            if livekit_stand_in:
+                settings = emulator_livekit_settings(settings, emulator)
             print(
                 "*** EMULATOR MODE: no SPATIALREAL_API_KEY set; talking to the built-in"
                 f" SpatialReal emulator at {emulator.base_url} (not the real service) ***",
                 file=sys.stderr,
                 flush=True,
             )
+            if livekit_stand_in:
+                print(
+                    "    no LIVEKIT_URL set: RTC sessions use the emulator's LiveKit stand-in at"
+                    f" {emulator.livekit_url} (no real room)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             # The emulator's own uvicorn installs uvicorn's default log handlers: take them back.
             configure_logging(settings)
         app = create_app(settings)

@@ -2,10 +2,9 @@
 
 Like `speaking_agent.py`, a second process beside the server that imports only the client
 distribution and uses espeak-ng as its text-to-speech engine. The server needs LiveKit settings
-(docs/rtc.md); offline, its built-in emulator stands in for LiveKit too:
+(docs/rtc.md); without them, in emulator mode, its built-in emulator stands in for LiveKit too:
 
-    EMULATOR_PORT=8090 LIVEKIT_URL=ws://127.0.0.1:8090 LIVEKIT_API_KEY=emulator-livekit-key \\
-        LIVEKIT_API_SECRET=emulator-livekit-secret-0123456789abcdef ./scripts/serve &
+    ./scripts/serve &
     uv run python examples/rtc_agent.py "Hello from the room"
 
 It creates the RTC session, prints what the page joins the room with (`url`, `token`,
