@@ -284,6 +284,12 @@ def main() -> None:
 
         done = profile(ns.kind, ns.sessions, Path(ns.out), native=ns.native)
         print(json.dumps(done, indent=2))
+    elif ns.role == "profile-summary":
+        from bench.relaybench.profile import summarize
+
+        # args: collapsed stacks (py-spy raw) per label, as LABEL=PATH; written to --out
+        summary = {k: summarize(Path(v)) for k, v in (a.split("=", 1) for a in args)}
+        Path(ns.out).write_text(json.dumps(summary, indent=2) + "\n")
     elif ns.role == "deflate":
         print(json.dumps(deflate.measure(), indent=2))
     else:

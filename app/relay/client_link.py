@@ -78,7 +78,9 @@ class ClientLink:
     """One client connection's outgoing side: writes in order, a bounded queue behind a write
     that blocks, and the task that finishes such writes and closes the socket.
 
-    A write is started at once (`eager.start`) when nothing is queued ahead of it: on an open,
+    A write goes to the transport's batched synchronous write (`write_binary`, one transport
+    write per socket per loop turn) when it has one and takes it, else it is started at once
+    (`eager.start`) when nothing is queued ahead of it: on an open,
     writable socket it completes without suspending, so the common case costs no task switch and
     no timer. Only a write that blocks (the transport is paused: the client is not reading fast
     enough) goes to the writer task, which waits for it with WRITE_TIMEOUT_SECONDS while later
@@ -100,6 +102,9 @@ class ClientLink:
         self.conn = conn
         self.role: Role = role
         self._send = websocket.send
+        # The transport's batched synchronous write (app/api/websocket.py), when it has one.
+        protocol = getattr(getattr(websocket, "_receive", None), "__self__", None)
+        self._direct: Callable[[bytes], bool] | None = getattr(protocol, "write_binary", None)
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._metrics = metrics
@@ -147,8 +152,12 @@ class ClientLink:
 
     def _write(self, data: bytes, received_at: float) -> None:
         """Start one write; a write that blocks is handed to the writer task."""
+        direct = self._direct
         try:
-            blocked = eager.start(self._send({"type": "websocket.send", "bytes": data}))
+            if direct is not None and direct(data):
+                blocked = None
+            else:
+                blocked = eager.start(self._send({"type": "websocket.send", "bytes": data}))
         except DISCONNECTS as exc:
             self._lost(exc)
             return

@@ -24,20 +24,28 @@ def next_deadline(
 ) -> float:
     """The earliest of the session's deadlines. `idle_since`: None when the idle timeout does
     not apply (a broken session waits out its resume window only)."""
-    times = [created + limits.max_session]
+    # Plain comparisons, no list: this runs after every event the session handles.
+    earliest = created + limits.max_session
     if idle_since is not None:
-        times.append(idle_since + limits.idle_timeout)
+        at = idle_since + limits.idle_timeout
+        if at < earliest:
+            earliest = at
     for ep in endpoints:
         if ep.disconnected_at is not None:
-            times.append(ep.disconnected_at + limits.resume_window)
+            at = ep.disconnected_at + limits.resume_window
+            if at < earliest:
+                earliest = at
         if ep.conn is not None:
             if not ep.hello_done:
-                times.append(ep.connected_at + limits.hello_timeout)
+                at = ep.connected_at + limits.hello_timeout
             else:
-                times.append(ep.last_ping + limits.ping_interval)
-                if ep.ack_due is not None:
-                    times.append(ep.ack_due)
-    return min(times)
+                at = ep.last_ping + limits.ping_interval
+                ack_due = ep.ack_due
+                if ack_due is not None and ack_due < at:
+                    at = ack_due
+            if at < earliest:
+                earliest = at
+    return earliest
 
 
 def expire(

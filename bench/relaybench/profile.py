@@ -68,3 +68,52 @@ def profile(kind: str, sessions: int, out: Path, native: bool = False) -> dict[s
         if spy.returncode != 0:
             print(err.decode(errors="replace")[-2000:], file=sys.stderr)
     return {"profile": str(out), "logs": str(logs), "step": step}
+
+
+def _function(frame: str) -> str:
+    """`name (path:line)` -> `name (path)`: samples of one function at any line together."""
+    name, _, where = frame.rpartition(" (")
+    return f"{name} ({where.rsplit(':', 1)[0]})" if name else frame
+
+
+def _area(frame: str) -> str:
+    """The package a frame's file belongs to (app/relay, uvicorn, websockets, ...)."""
+    where = frame.rpartition(" (")[2].rstrip(")")
+    parts = where.split("/")
+    if parts[0] in ("app", "clients", "bench") and len(parts) > 2:
+        return "/".join(parts[:2])
+    return parts[0] if len(parts) > 1 else "<other>"
+
+
+def summarize(raw: Path, top: int = 30) -> dict[str, Any]:
+    """Top functions by self and by total samples, and self samples by package, from py-spy's
+    collapsed stacks (`--format raw`)."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    areas: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        samples += count
+        frames = stack.split(";")
+        leaf = _function(frames[-1])
+        own[leaf] = own.get(leaf, 0) + count
+        area = _area(frames[-1])
+        areas[area] = areas.get(area, 0) + count
+        for function in {_function(f) for f in frames}:
+            total[function] = total.get(function, 0) + count
+
+    def ranked(counts: dict[str, int], n: int) -> list[dict[str, Any]]:
+        best = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
+        return [{"function": k, "samples": v, "share": round(v / samples, 4)} for k, v in best]
+
+    return {
+        "samples": samples,
+        "rate_hz": RATE,
+        "self": ranked(own, top),
+        "total": ranked(total, top),
+        "self_by_package": ranked(areas, 20),
+    }
