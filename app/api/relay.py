@@ -106,6 +106,13 @@ class SessionRequest(BaseModel):
         description='With audioSource "browser": a producer may attach too (both then speak);'
         " the answer carries a `producer` credential.",
     )
+    audioEcho: bool = Field(
+        default=True,
+        description="false: the browser's own audio is not sent back; each of its conversations"
+        " starts with CONVERSATION_STARTED and the client yields the audio it sent (half the"
+        ' messages down). Only with audioSource "browser" (else invalidRequest); a producer\'s'
+        " speech is always sent.",
+    )
 
 
 class ProducerCredential(BaseModel):
@@ -137,6 +144,9 @@ class RelaySession(BaseModel):
     )
     forwardMicrophone: bool = Field(description="Browser audio is forwarded to the producer.")
     allowProducer: bool = Field(description="A producer may attach (always with a producer).")
+    audioEcho: bool = Field(
+        description="The browser's own audio comes back as AUDIO (false: the client yields it)."
+    )
     producer: ProducerCredential | None = Field(
         default=None,
         description="When the session accepts a producer: its credential. Keep it on your"
@@ -210,6 +220,7 @@ async def create_relay_session(
         request_body.audioSource,
         forward_microphone=request_body.forwardMicrophone,
         allow_producer=request_body.allowProducer,
+        audio_echo=request_body.audioEcho,
     )
     created = await services.sessions.create(
         principal.id, request_body.avatarId, request_body.sampleRate, routing
@@ -238,6 +249,7 @@ async def create_relay_session(
         audioSource=routing.source,
         forwardMicrophone=routing.forward_microphone,
         allowProducer=routing.has_producer,
+        audioEcho=routing.echo,
         producer=producer,
     )
 
