@@ -59,18 +59,30 @@ SampleRate = Annotated[int, WithJsonSchema({"type": "integer", "enum": list(PCM_
 
 
 class SessionRequest(BaseModel):
-    # forwardMicrophone only with a producer (the service checks it: invalidRequest).
+    # forwardMicrophone only with a producer, audioEcho false only without one as the source
+    # (the service checks both: invalidRequest).
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "if": {
-                "properties": {"forwardMicrophone": {"const": True}},
-                "required": ["forwardMicrophone"],
-            },
-            "then": {
-                "properties": {"audioSource": {"const": "producer"}},
-                "required": ["audioSource"],
-            },
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"forwardMicrophone": {"const": True}},
+                        "required": ["forwardMicrophone"],
+                    },
+                    "then": {
+                        "properties": {"audioSource": {"const": "producer"}},
+                        "required": ["audioSource"],
+                    },
+                },
+                {
+                    "if": {
+                        "properties": {"audioEcho": {"const": False}},
+                        "required": ["audioEcho"],
+                    },
+                    "then": {"properties": {"audioSource": {"const": "browser"}}},
+                },
+            ]
         },
     )
 
