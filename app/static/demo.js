@@ -15,6 +15,8 @@ const SAMPLE_URL = '/static/sample_16000.pcm';
 const SAMPLE_RATE = 16000;
 const CHUNK_MS = 40;
 const DEFAULT_SDK_URL = 'https://esm.sh/@spatialwalk/avatarkit';
+// `?audioEcho=false`: a session without the echo of the page's audio (the client yields its own).
+const AUDIO_ECHO = params.get('audioEcho') !== 'false';
 
 // --- state ------------------------------------------------------------------------------------
 
@@ -76,11 +78,11 @@ function fetchOptions() {
 function connect() {
   if (client && !['closed', 'failed'].includes(client.state)) return Promise.resolve(client);
   connecting ??= (async () => {
-    const c = new AvatarRelayClient({ fetchOptions });
+    const c = new AvatarRelayClient({ fetchOptions, audioEcho: AUDIO_ECHO });
     client = c;
     wireEvents(c);
     try {
-      const session = await createRelaySession({ fetchOptions });
+      const session = await createRelaySession({ fetchOptions, audioEcho: AUDIO_ECHO });
       recorder.target = await sdkController(session);
       c.setController(recorder);
       showSession(session);

@@ -92,7 +92,8 @@ def speech_wav(directory: Path) -> Path:
 
 
 @pytest.fixture
-async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
+async def demo(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Demo]:
+    query = getattr(request, "param", "")  # e.g. "?audioEcho=false"
     ARTIFACTS.mkdir(exist_ok=True)
     # The fake microphone plays the speech sample (Chromium resamples it to its device rate).
     speech = speech_wav(tmp_path)
@@ -104,7 +105,7 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
         launch(f"--use-file-for-fake-audio-capture={speech}") as browser,
     ):
         page = await browser.new_page()
-        await page.goto(url + "/")
+        await page.goto(url + "/" + query)
         demo = Demo(url, emulator, page)
         # What a person does: type the API key into the settings, press Connect.
         await demo.js(
@@ -188,6 +189,27 @@ async def test_page_plays_the_sample_and_the_controller_gets_every_frame_byte_ex
     row = await demo.js("document.querySelector('#conversations tbody tr').textContent")
     assert conversations[0]["conversationId"] in row
     assert "completed" in row
+
+
+@pytest.mark.parametrize("demo", ["?audioEcho=false"], indirect=True)
+async def test_without_the_echo_the_page_yields_its_own_audio_before_the_frames(
+    demo: Demo,
+) -> None:
+    await demo.js("window.avatarDemo.playSample()")
+    await demo.wait_for("(c) => c.conversations().some((x) => x.status !== 'active')")
+    assert await demo.js("window.avatarDemo.client.audioEcho") is False
+    conversations = await demo.conversations()
+    assert [c["status"] for c in conversations] == ["completed"]
+    # The controller got the same calls as with the echo: the audio first, then every frame.
+    ((audio, frames),) = check_delivery(
+        await demo.recording(), conversations, demo.emulator
+    ).values()
+    assert audio == SAMPLE
+    assert len(frames) == -(-len(SAMPLE) // 1280)
+    # Off the socket: one marker and the frames, no audio.
+    stats = await demo.js("window.avatarDemo.client.stats()")
+    assert stats["lastServerSeq"] == len(frames) + 1
+    assert stats["audioChunksReceived"] == stats["audioChunksSent"]
 
 
 async def test_a_dropped_connection_mid_conversation_still_delivers_exactly_once(
