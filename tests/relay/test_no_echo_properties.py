@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.errors import ErrorCode
+from app.errors import AppError, ErrorCode
 from app.relay.conversations import AudioRouting
 from app.relay.effects import Effect, SendToClient
+from app.sessions import SessionRecord, audio_routing
 from avatar_relay_client import browser_protocol as p
 from avatar_relay_client.own_audio import OwnAudio
 from tests.relay.sim import cid, connect, new_session, to_client
@@ -189,3 +191,23 @@ def test_a_held_conversation_cut_short_yields_only_what_the_relay_took() -> None
         ("ConversationAborted", cid(2), None),
     ]
     assert own.pending == 1  # b3 waits for a marker that will not come; the next one drops it
+
+
+def test_the_session_record_keeps_the_mode_and_reads_older_records_as_echo() -> None:
+    """The store's record carries the routing to the instance that restores the session."""
+    no_echo = SessionRecord("rs_1", "p", "a", 16000, "live", NO_ECHO)
+    assert SessionRecord.decode("rs_1", no_echo.encode()) == no_echo
+    both = AudioRouting("browser", allow_producer=True, echo=False)
+    record = SessionRecord("rs_1", "p", "a", 16000, "live", both)
+    decoded = SessionRecord.decode("rs_1", record.encode())
+    assert decoded is not None
+    assert decoded.routing == both
+    # Written before the option existed: no "ne", an echo session.
+    older = SessionRecord.decode("rs_1", b'{"p":"p","a":"a","r":16000,"st":"live"}')
+    assert older is not None
+    assert older.routing.echo
+    with pytest.raises(AppError) as refused:
+        audio_routing("producer", audio_echo=False)
+    assert refused.value.code is ErrorCode.INVALID_REQUEST
+    with pytest.raises(ValueError, match="browser"):
+        AudioRouting("producer", echo=False)
