@@ -69,10 +69,6 @@ class AudioRouting:
         """The session cannot go on without its producer (it is the only speaker)."""
         return self.source == "producer"
 
-    def echoes(self, role: Role) -> bool:
-        """Whether `role`'s speech is put on the browser's stream as AUDIO."""
-        return self.echo or role == "producer"
-
     def speaks(self, role: Role) -> bool:
         """Whether `role`'s AUDIO is avatar speech."""
         if role == "producer":
