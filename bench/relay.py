@@ -218,6 +218,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         "summary": report.summary(floor, relay),
         "compression": report.compression_summary(cpu["relay"], cpu["relay+deflate"], micro),
         "audio_echo": report.echo_summary(cpu["relay"], cpu["relay-noecho"], cpu["floor"]),
+        "relay_noecho": {"cpu_at_fixed_load": cpu["relay-noecho"]},
         "instances": report.scale_summary(scaled),
     }
     if args.baseline:
