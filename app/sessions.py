@@ -79,6 +79,8 @@ class SessionRecord:
             data.update(
                 src=routing.source, mic=routing.forward_microphone, ap=routing.allow_producer
             )
+            if not routing.echo:
+                data["ne"] = True  # no echo: absent in records written before the option
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
@@ -91,7 +93,9 @@ class SessionRecord:
             source = data.get("src", "browser")
             if source not in ("browser", "producer"):
                 return None
-            routing = AudioRouting(source, bool(data.get("mic")), bool(data.get("ap")))
+            routing = AudioRouting(
+                source, bool(data.get("mic")), bool(data.get("ap")), echo=not data.get("ne")
+            )
             return cls(session_id, str(data["p"]), str(data["a"]), int(data["r"]), state, routing)
         except (ValueError, KeyError, TypeError):
             return None
@@ -128,19 +132,26 @@ def audio_routing(
     *,
     forward_microphone: bool = False,
     allow_producer: bool = False,
+    audio_echo: bool = True,
 ) -> AudioRouting:
-    """The session's audio routing from the request's fields (docs/protocol.md section 10);
-    invalidRequest for a combination that means nothing."""
+    """The session's audio routing from the request's fields (docs/protocol.md sections 1.1
+    and 10); invalidRequest for a combination that means nothing."""
     if forward_microphone and source != "producer":
         raise AppError(
             ErrorCode.INVALID_REQUEST,
             'forwardMicrophone needs audioSource "producer": the browser\'s audio is otherwise'
             " the avatar's speech",
         )
+    if not audio_echo and source != "browser":
+        raise AppError(
+            ErrorCode.INVALID_REQUEST,
+            'audioEcho false needs audioSource "browser": the producer\'s speech is the only copy'
+            " the browser gets, so it is always sent",
+        )
     if source == "producer":
         # A producer session always accepts its producer.
         return AudioRouting("producer", forward_microphone=forward_microphone)
-    return AudioRouting("browser", allow_producer=allow_producer)
+    return AudioRouting("browser", allow_producer=allow_producer, echo=audio_echo)
 
 
 def new_session_id() -> str:

@@ -45,7 +45,12 @@ TTFF_SESSIONS: Final = 10
 CPU_SESSIONS: Final = 50  # a load both servers sustain easily: CPU per message is compared here
 CPU_ROUNDS: Final = 3
 WARM_POOL: Final = 4
-VARIANTS: Final = ("floor", "relay", "relay+deflate")
+# relay-noecho: the relay with `audioEcho: false` sessions (the client yields its own audio).
+VARIANTS: Final = ("floor", "relay", "relay+deflate", "relay-noecho")
+
+
+def _server_kind(variant: str) -> str:
+    return variant.split("+")[0].split("@")[0].removesuffix("-noecho")
 
 
 def run_ttff(kind: str, emulator_url: str, logs: Path) -> dict[str, Any]:
@@ -60,9 +65,12 @@ def run_ttff(kind: str, emulator_url: str, logs: Path) -> dict[str, Any]:
     return out
 
 
-def _target(kind: str, port: int, pid: int, emulator_pid: int, sessions: int) -> dict[str, Any]:
+def _target(
+    kind: str, port: int, pid: int, emulator_pid: int, sessions: int, echo: bool = True
+) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     return {
+        "echo": echo,
         "kind": kind,
         "url": base,
         "sessions": sessions,
@@ -90,7 +98,7 @@ def run_steps(
         up: dict[str, tuple[int, int]] = {}
         for variant in variants:
             port = free_port()
-            kind = variant.split("+")[0].split("@")[0]
+            kind = _server_kind(variant)
             proc = stack.enter_context(
                 roles.server(
                     kind,
@@ -105,8 +113,9 @@ def run_steps(
         for round_ in range(rounds):
             for variant in variants:
                 port, pid = up[variant]
-                kind = variant.split("+")[0].split("@")[0]
-                target = _target(kind, port, pid, emulator_pid, CPU_SESSIONS)
+                kind = _server_kind(variant)
+                echo = not variant.endswith("-noecho")
+                target = _target(kind, port, pid, emulator_pid, CPU_SESSIONS, echo)
                 step = roles.load_step(target, until_real_time=False)
                 print(f"{variant} cpu round {round_}: {_brief(step)}", file=sys.stderr)
                 cpu_runs[variant].append(step)
@@ -190,7 +199,10 @@ def orchestrate(args: argparse.Namespace) -> None:
             f" {TOLERANCE * 1000:.0f} ms behind the audio that allows it and no session's"
             f" lateness grew over {GROWTH_LIMIT * 1000:.0f} ms (last quarter vs first)",
             "cpu_per_message": "server utime+stime over the playback / media messages"
-            " (client audio up + audio echo down + frames down)",
+            " (client audio up + audio echo down + frames down; relay-noecho: a marker per"
+            " conversation instead of the echo)",
+            "audio_echo": "relay-noecho: the relay with `audioEcho: false` sessions, same"
+            " server build and load, interleaved with the other fixed-load rounds",
             "hop": "upstream message in hand -> written to the browser socket (in-process)",
             "event_loop_lag": "how late a timer due every 50 ms fired (server: /metrics"
             " avatar_relay_event_loop_lag_seconds; load generator: the same monitor)",
@@ -205,6 +217,8 @@ def orchestrate(args: argparse.Namespace) -> None:
         "relay": relay,
         "summary": report.summary(floor, relay),
         "compression": report.compression_summary(cpu["relay"], cpu["relay+deflate"], micro),
+        "audio_echo": report.echo_summary(cpu["relay"], cpu["relay-noecho"], cpu["floor"]),
+        "relay_noecho": {"cpu_at_fixed_load": cpu["relay-noecho"]},
         "instances": report.scale_summary(scaled),
     }
     if args.baseline:
@@ -223,6 +237,7 @@ def orchestrate(args: argparse.Namespace) -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     brief = {k: result[k] for k in ("summary",)}
     brief["compression"] = {k: v for k, v in result["compression"].items() if k != "runs_on"}
+    brief["audio_echo"] = result["audio_echo"]
     brief["instances"] = {k: v for k, v in result["instances"].items() if k != "steps"}
     if "baseline" in result:
         brief["baseline"] = result["baseline"]["relay_cpu_us_per_message"]

@@ -59,18 +59,30 @@ SampleRate = Annotated[int, WithJsonSchema({"type": "integer", "enum": list(PCM_
 
 
 class SessionRequest(BaseModel):
-    # forwardMicrophone only with a producer (the service checks it: invalidRequest).
+    # forwardMicrophone only with a producer, audioEcho false only without one as the source
+    # (the service checks both: invalidRequest).
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "if": {
-                "properties": {"forwardMicrophone": {"const": True}},
-                "required": ["forwardMicrophone"],
-            },
-            "then": {
-                "properties": {"audioSource": {"const": "producer"}},
-                "required": ["audioSource"],
-            },
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"forwardMicrophone": {"const": True}},
+                        "required": ["forwardMicrophone"],
+                    },
+                    "then": {
+                        "properties": {"audioSource": {"const": "producer"}},
+                        "required": ["audioSource"],
+                    },
+                },
+                {
+                    "if": {
+                        "properties": {"audioEcho": {"const": False}},
+                        "required": ["audioEcho"],
+                    },
+                    "then": {"properties": {"audioSource": {"const": "browser"}}},
+                },
+            ]
         },
     )
 
@@ -106,6 +118,13 @@ class SessionRequest(BaseModel):
         description='With audioSource "browser": a producer may attach too (both then speak);'
         " the answer carries a `producer` credential.",
     )
+    audioEcho: bool = Field(
+        default=True,
+        description="false: the browser's own audio is not sent back; each of its conversations"
+        " starts with CONVERSATION_STARTED and the client yields the audio it sent (half the"
+        ' messages down). Only with audioSource "browser" (else invalidRequest); a producer\'s'
+        " speech is always sent.",
+    )
 
 
 class ProducerCredential(BaseModel):
@@ -137,6 +156,9 @@ class RelaySession(BaseModel):
     )
     forwardMicrophone: bool = Field(description="Browser audio is forwarded to the producer.")
     allowProducer: bool = Field(description="A producer may attach (always with a producer).")
+    audioEcho: bool = Field(
+        description="The browser's own audio comes back as AUDIO (false: the client yields it)."
+    )
     producer: ProducerCredential | None = Field(
         default=None,
         description="When the session accepts a producer: its credential. Keep it on your"
@@ -231,6 +253,7 @@ async def create_relay_session(
         request_body.audioSource,
         forward_microphone=request_body.forwardMicrophone,
         allow_producer=request_body.allowProducer,
+        audio_echo=request_body.audioEcho,
     )
     created = await services.sessions.create(
         principal.id, request_body.avatarId, request_body.sampleRate, routing
@@ -259,6 +282,7 @@ async def create_relay_session(
         audioSource=routing.source,
         forwardMicrophone=routing.forward_microphone,
         allowProducer=routing.has_producer,
+        audioEcho=routing.echo,
         producer=producer,
     )
 

@@ -47,12 +47,18 @@ class AudioRouting:
     source: AudioSource = "browser"
     forward_microphone: bool = False  # producer sessions: browser audio goes to the producer
     allow_producer: bool = False  # browser sessions: a producer may attach and speak too
+    # False (`audioEcho: false`): the browser's own speech is not sent back to it; its
+    # conversations start with a CONVERSATION_STARTED marker and its client yields the audio it
+    # sent. A producer's speech always reaches the browser: the browser has no other copy.
+    echo: bool = True
 
     def __post_init__(self) -> None:
         if self.forward_microphone and self.source != "producer":
             raise ValueError("forward_microphone needs audio source 'producer'")
         if self.allow_producer and self.source != "browser":
             raise ValueError("allow_producer is for browser-fed sessions")
+        if not self.echo and self.source != "browser":
+            raise ValueError("only the browser's own speech can go without its echo")
 
     @property
     def has_producer(self) -> bool:
@@ -84,6 +90,9 @@ class Conversation:
     # What of it the browser's stream has been given (the session counts as it releases).
     audio_bytes: int = 0
     frames: int = 0
+    # Client seqs of its first and latest chunk (echo-off sessions: CONVERSATION_STARTED).
+    first_seq: int = 0
+    last_seq: int = 0
 
     def ended(self, outcome: Outcome, code: ErrorCode | None = None) -> ConversationEnded:
         return ConversationEnded(
@@ -132,6 +141,10 @@ class Conversations:
         """A speaker's next chunk would start a new conversation (none of its own is taking
         input and no ended utterance of its is being discarded)."""
         return source not in self._input and source not in self._discarding
+
+    def taking_input(self, conversation: Conversation) -> bool:
+        """Its speaker's next chunk would still belong to it."""
+        return self._input.get(conversation.source) is conversation
 
     def expecting(self, req_id: str) -> Conversation | None:
         """The conversation still waiting for this upstream request's output; None once it
@@ -247,6 +260,7 @@ class Conversations:
                     "message": c.message,
                     "audio_bytes": c.audio_bytes,
                     "frames": c.frames,
+                    "seqs": [c.first_seq, c.last_seq],
                     "held": [list(item[1:]) for item in c.held],
                 }
                 for c in self._queue
@@ -271,6 +285,8 @@ class Conversations:
                 audio_bytes=entry["audio_bytes"],
                 frames=entry["frames"],
             )
+            # Saved before echo-off sessions existed: no seqs, and no marker will need them.
+            conversation.first_seq, conversation.last_seq = entry.get("seqs", (0, 0))
             for kind, payload, flags, item_code, text in entry["held"]:
                 conversation.held.append((conversation, kind, payload, flags, item_code, text))
                 self.held_messages += 1

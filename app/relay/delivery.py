@@ -24,6 +24,10 @@ from avatar_relay_client import browser_protocol as p
 _AUDIO = int(p.ServerType.AUDIO)
 _FRAME = int(p.ServerType.FRAME)
 _ABORTED = int(p.ServerType.CONVERSATION_ABORTED)
+_STARTED = int(p.ServerType.CONVERSATION_STARTED)
+# Not a message: audio of an echo-off conversation, counted as the browser's when it would have
+# been released (its item's flags carry the byte count; nothing goes out).
+_UNECHOED = 0
 
 
 class Delivery:
@@ -41,8 +45,10 @@ class Delivery:
         limits: RelayLimits,
         stats: RelayStats,
         now: float,
+        echo: bool = True,
     ) -> None:
         self.browser = browser
+        self.echo = echo  # the browser's own speech goes back down as AUDIO
         self.conversations = conversations
         self.limits = limits
         self.stats = stats
@@ -69,7 +75,8 @@ class Delivery:
     # --- what the conversations do ---
 
     def audio(self, role: Role, seq: int, pcm: bytes, end: bool) -> None:
-        """Speech from `role`: upstream, and echoed on the browser's stream."""
+        """Speech from `role`: upstream, and echoed on the browser's stream (for an echo-off
+        session's browser speech, a CONVERSATION_STARTED marker in place of its first echo)."""
         taken = self.conversations.take_audio(end, role)
         if taken is None:
             return  # the rest of an utterance whose conversation already ended
@@ -79,6 +86,14 @@ class Delivery:
             if self.events is not None:
                 self.events.started(conversation, seq, by_browser=role == "browser")
         self.out.append(SendUpstream(conversation.id, pcm, end))
+        if not self.echo and role == "browser":
+            conversation.last_seq = seq
+            if first:
+                conversation.first_seq = seq
+                self.deliver(conversation, (conversation, _STARTED, b"", 0, "", ""))
+            if pcm:
+                self.deliver(conversation, (conversation, _UNECHOED, b"", len(pcm), "", ""))
+            return
         flags = (p.FLAG_FIRST if first else 0) | (p.FLAG_END if end else 0)
         self.deliver(conversation, (conversation, _AUDIO, pcm, flags, "", ""))
 
@@ -151,6 +166,13 @@ class Delivery:
                     end=bool(flags & p.FLAG_END),
                 )
             )
+        elif kind == _UNECHOED:
+            conversation.audio_bytes += flags
+        elif kind == _STARTED:
+            # Released late (held behind another), its input may be over already: the client
+            # then yields its chunks up to the last one accepted, not what it sent after.
+            until = 0 if self.conversations.taking_input(conversation) else conversation.last_seq
+            self.release(p.encode_started(seq, conversation.tag, conversation.first_seq, until))
         else:
             self.release(p.encode_aborted(seq, conversation.tag, code, text))
 

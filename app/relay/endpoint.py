@@ -78,7 +78,7 @@ class Codec:
         ack, last = ep.client_seq, ep.replay.last_seq
         if not self.producer:
             return p.encode_server(
-                p.Welcome(session_id, ack, last, sample_rate, window_ms, resumed)
+                p.Welcome(session_id, ack, last, sample_rate, window_ms, resumed, not routing.echo)
             )
         return pp.encode_welcome(
             pp.Welcome(

@@ -46,7 +46,12 @@ class SessionState:
         self._browser = Endpoint("browser", now=now)
         self._conversations = Conversations(new_conversation_id)
         self._delivery = delivery = Delivery(
-            self._browser, self._conversations, limits=limits, stats=self.stats, now=now
+            self._browser,
+            self._conversations,
+            limits=limits,
+            stats=self.stats,
+            now=now,
+            echo=self.routing.echo,
         )
         self._producer: Endpoint | None = None
         self._events: ProducerEvents | None = None

@@ -16,6 +16,8 @@ const SAMPLE_URL = '/static/sample_16000.pcm';
 const SAMPLE_RATE = 16000;
 const CHUNK_MS = 40;
 const DEFAULT_SDK_URL = 'https://esm.sh/@spatialwalk/avatarkit';
+// `?audioEcho=false`: a session without the echo of the page's audio (the client yields its own).
+const AUDIO_ECHO = params.get('audioEcho') !== 'false';
 
 // --- state ------------------------------------------------------------------------------------
 
@@ -78,12 +80,16 @@ function fetchOptions() {
 function connect() {
   if (client && !['closed', 'failed'].includes(client.state)) return Promise.resolve(client);
   connecting ??= (async () => {
-    const c = new AvatarRelayClient({ fetchOptions });
+    const c = new AvatarRelayClient({ fetchOptions, audioEcho: AUDIO_ECHO });
     client = c;
     wireEvents(c);
     try {
       // allowProducer: the server's demo agent may speak in this session too ("say this").
-      const session = await createRelaySession({ fetchOptions, sessionRequest: { allowProducer: true } });
+      const session = await createRelaySession({
+        fetchOptions,
+        audioEcho: AUDIO_ECHO,
+        sessionRequest: { allowProducer: true },
+      });
       // The producer credential stays with the server: the demo agent mints its own.
       delete session.producer;
       recorder.target = await sdkController(session);

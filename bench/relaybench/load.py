@@ -37,6 +37,7 @@ class Target:
     emulator_pid: int
     metrics_urls: list[str]  # each instance's /metrics, scraped directly
     other_pids: dict[str, list[int]] = field(default_factory=dict)  # nginx, redis
+    echo: bool = True  # relay: False creates `audioEcho: false` sessions
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Target:
@@ -82,7 +83,9 @@ async def load(target: Target) -> dict[str, Any]:
     pcm = chunks()
     playback = len(pcm) * CHUNK_SECONDS
     http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=SETUP_CONCURRENCY))
-    all_sessions = [Session(target.kind, target.url, http) for _ in range(target.sessions)]
+    all_sessions = [
+        Session(target.kind, target.url, http, echo=target.echo) for _ in range(target.sessions)
+    ]
     gate = asyncio.Semaphore(SETUP_CONCURRENCY)
 
     async def open_one(session: Session) -> None:

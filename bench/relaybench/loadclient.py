@@ -34,7 +34,7 @@ TAG_FRAME_END: Final = b"\x03"
 
 LEAN_HEAD: Final = struct.Struct("<BBI")
 LEAN_SEQ: Final = struct.Struct("<I")
-LEAN_SEQUENCED: Final = frozenset({0x82, 0x83, 0x84, 0x85})
+LEAN_SEQUENCED: Final = frozenset({0x82, 0x83, 0x84, 0x85, 0x8B})  # 0x8B: CONVERSATION_STARTED
 LEAN_FRAME_TYPE: Final = 0x83
 
 
@@ -69,9 +69,10 @@ class LeanRelay:
     ACK_EVERY: Final = 10  # RelayClient's defaults
     ACK_INTERVAL: Final = 0.25
 
-    def __init__(self, base_url: str, http: Any) -> None:
+    def __init__(self, base_url: str, http: Any, echo: bool = True) -> None:
         self.base_url = base_url
         self.http = http
+        self.echo = echo  # False: an `audioEcho: false` session (a marker instead of the echo)
         self.ws: ClientConnection | None = None
         self.seq = 0
         self.last_seq = 0
@@ -80,7 +81,8 @@ class LeanRelay:
         self.negotiated = ""
 
     async def start(self) -> None:
-        answer = (await self.http.post(self.base_url + "/v1/relay/sessions", json={})).json()
+        body = {} if self.echo else {"audioEcho": False}
+        answer = (await self.http.post(self.base_url + "/v1/relay/sessions", json=body)).json()
         self.ws = ws = await browser_connect(answer["url"], [Subprotocol(p.SUBPROTOCOL)])
         assert ws.response is not None
         self.negotiated = ws.response.headers.get("Sec-WebSocket-Extensions", "")
@@ -141,8 +143,9 @@ class Session:
     kind "relay" with `http`: LeanRelay (the load steps); "relay" without: the reference
     RelayClient (time to first frame); "floor": the bare forwarder's one-byte-tag protocol."""
 
-    def __init__(self, kind: str, base_url: str, http: Any = None) -> None:
+    def __init__(self, kind: str, base_url: str, http: Any = None, echo: bool = True) -> None:
         self.kind = kind
+        self.echo = echo
         self.base_url = base_url
         self.http = http
         self.lean: LeanRelay | None = None
@@ -163,7 +166,7 @@ class Session:
     async def open(self) -> None:
         self.created_at = time.monotonic()
         if self.kind == "relay" and self.http is not None:
-            self.lean = LeanRelay(self.base_url, self.http)
+            self.lean = LeanRelay(self.base_url, self.http, self.echo)
             await self.lean.start()
             self.negotiated = self.lean.negotiated
         elif self.kind == "relay":

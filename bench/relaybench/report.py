@@ -33,6 +33,35 @@ def fixed_load(runs: list[dict[str, Any]], sessions: int) -> dict[str, Any]:
     }
 
 
+def echo_summary(
+    echo: dict[str, Any], no_echo: dict[str, Any], floor: dict[str, Any]
+) -> dict[str, Any]:
+    """`audioEcho: false` against the echo and the floor, at the same fixed load."""
+    key = "server_cpu_ms_per_session_second_median"
+
+    def down(cpu: dict[str, Any]) -> float | None:
+        runs = cpu["runs"]
+        return _median([r["media_messages"] / r["sessions"] for r in runs]) if runs else None
+
+    return {
+        "sessions": echo["sessions"],
+        "cpu_ms_per_session_second": {
+            "relay": echo[key],
+            "relay_noecho": no_echo[key],
+            "floor": floor[key],
+        },
+        "noecho_ratio_vs_relay": ratio(no_echo[key], echo[key]),
+        "noecho_ratio_vs_floor": ratio(no_echo[key], floor[key]),
+        "relay_ratio_vs_floor": ratio(echo[key], floor[key]),
+        "media_messages_per_session": {"relay": down(echo), "relay_noecho": down(no_echo)},
+        "transit_p99_ms": {
+            "relay": echo["transit_p99_ms_median"],
+            "relay_noecho": no_echo["transit_p99_ms_median"],
+            "floor": floor["transit_p99_ms_median"],
+        },
+    }
+
+
 def kind_result(
     ttff: dict[str, Any], steps: list[dict[str, Any]], cpu: dict[str, Any]
 ) -> dict[str, Any]:

@@ -46,6 +46,7 @@ def _from_fields(direction: str, fields: dict[str, Any]) -> p.ClientMessage | p.
             f["sampleRate"],
             f["resumeWindowMs"],
             f["resumed"],
+            f.get("noEcho", False),
         ),
         "AUDIO": lambda: p.ServerAudio(
             f["seq"], f["conversationId"], raw("pcm"), f["first"], f["end"]
@@ -55,6 +56,9 @@ def _from_fields(direction: str, fields: dict[str, Any]) -> p.ClientMessage | p.
             f["seq"], f["conversationId"], f["code"], f["message"]
         ),
         "INTERRUPTED": lambda: p.Interrupted(f["seq"], f["conversationId"]),
+        "CONVERSATION_STARTED": lambda: p.ConversationStarted(
+            f["seq"], f["conversationId"], f["inputSeq"], f["untilSeq"]
+        ),
         "ACK": lambda: p.ServerAck(f["seq"]),
         "PING": lambda: p.ServerPing(f["nonce"]),
         "PONG": lambda: p.ServerPong(f["nonce"]),

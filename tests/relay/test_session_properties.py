@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.errors import ErrorCode
+from app.relay.conversations import AudioRouting
 from app.relay.effects import (
     CloseClient,
     Effect,
@@ -68,8 +69,8 @@ class Upstream:
 
 
 class CutRun:
-    def __init__(self) -> None:
-        self.core: RelaySession = new_session(**LIMITS)
+    def __init__(self, routing: AudioRouting | None = None) -> None:
+        self.core: RelaySession = new_session(routing=routing, **LIMITS)
         self.upstream = Upstream()
         self.log: list[Event] = []
         self.cuts = 0
@@ -212,8 +213,10 @@ class CutRun:
             self.deliver_down(len(self.s2c))
 
 
-def uncut_run(log: list[Event]) -> tuple[list[p.SequencedServerMessage], Upstream]:
-    core = new_session(**LIMITS)
+def uncut_run(
+    log: list[Event], routing: AudioRouting | None = None
+) -> tuple[list[p.SequencedServerMessage], Upstream]:
+    core = new_session(routing=routing, **LIMITS)
     upstream = Upstream()
     consumer: list[p.SequencedServerMessage] = []
 
@@ -314,14 +317,9 @@ OPS = st.sampled_from(
 )
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(st.data())
-def test_cuts_change_nothing_the_consumer_sees(data: st.DataObject) -> None:
-    run = CutRun()
+def random_run(data: st.DataObject, routing: AudioRouting | None = None) -> CutRun:
+    """Random client and upstream steps, with cuts, then everything delivered."""
+    run = CutRun(routing)
     steps = data.draw(st.integers(min_value=20, max_value=250), label="steps")
     for _ in range(steps):
         op = data.draw(OPS)
@@ -345,6 +343,17 @@ def test_cuts_change_nothing_the_consumer_sees(data: st.DataObject) -> None:
         else:
             run.reconnect()
     run.quiesce()
+    return run
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.data())
+def test_cuts_change_nothing_the_consumer_sees(data: st.DataObject) -> None:
+    run = random_run(data)
 
     # client -> server: every chunk accepted exactly once, in order
     assert [e[1].seq for e in run.log if e[0] == "client"] == list(  # type: ignore[union-attr]

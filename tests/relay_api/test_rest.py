@@ -45,13 +45,15 @@ async def test_create_answers_the_documented_shape(relay: Relay) -> None:
         "audioSource",
         "forwardMicrophone",
         "allowProducer",
+        "audioEcho",
     }
-    # a browser-fed session, accepting no producer: no producer credential
-    assert (body["audioSource"], body["forwardMicrophone"], body["allowProducer"]) == (
-        "browser",
-        False,
-        False,
-    )
+    # a browser-fed session, accepting no producer: no producer credential; its audio echoed
+    assert (
+        body["audioSource"],
+        body["forwardMicrophone"],
+        body["allowProducer"],
+        body["audioEcho"],
+    ) == ("browser", False, False, True)
     assert body["appId"] == "emulator-app"
     assert body["sampleRate"] == 24000
     assert body["avatarId"] == "emulator-avatar"

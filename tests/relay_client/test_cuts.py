@@ -12,6 +12,11 @@ session the test proves:
   (conversations in order, FIRST/END flags, counts, audio before frames) equals the uncut run's,
   with conversation ids mapped by order (they are fresh upstream request ids on every run);
 - upstream: the emulator received each utterance's audio exactly once, for exactly one request.
+
+The same runs in an `audioEcho: false` session: the relay sends no audio down (a marker and the
+frames per conversation), the client yields the audio it sent, and the consumer's structure still
+equals the echo reference run's: the client's own audio is given once, first, in the
+conversation's id, across every cut.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import asyncio
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+import pytest
 
 from app.emulator import Emulator
 from avatar_relay_client import (
@@ -57,6 +64,7 @@ class SessionRun:
     reconnects: int = 0
     resent: int = 0
     missed: int = 0
+    received: int = 0  # sequenced messages off the socket (no echo: no audio among them)
 
 
 def _final(event: Media) -> bool:
@@ -89,10 +97,13 @@ async def _consume(
                 return
 
 
-async def _play_session(relay: Relay, rng: random.Random, *, cuts: bool) -> SessionRun:
+async def _play_session(
+    relay: Relay, rng: random.Random, *, cuts: bool, echo: bool = True
+) -> SessionRun:
     run = SessionRun()
     client_rng = random.Random(rng.random())
-    async with RelayClient(relay.url, headers=AUTH, rng=client_rng) as client:
+    async with RelayClient(relay.url, headers=AUTH, rng=client_rng, audio_echo=echo) as client:
+        assert client.audio_echo is echo
         for _ in range(UTTERANCES):
             # Events per utterance: one echo per chunk plus about one frame per 40 ms.
             send_cuts = set(rng.sample(range(len(CHUNKS)), SEND_CUTS)) if cuts else set()
@@ -111,6 +122,7 @@ async def _play_session(relay: Relay, rng: random.Random, *, cuts: bool) -> Sess
         run.reconnects = client.stats.reconnects
         run.resent = client.stats.resent
         run.missed = client.stats.missed
+        run.received = client.last_seq
         assert client.stats.out_of_order == 0
     return run
 
@@ -144,9 +156,14 @@ def _structure(events: list[Media]) -> list[tuple[object, ...]]:
     return [(n, audio[n], frames[n]) for n in range(len(index))] + other
 
 
-def _check_session(run: SessionRun, emulator: Emulator, upstream: dict[str, list[bytes]]) -> None:
-    # Exactly once and in order at the protocol level: the consumer saw seq 1, 2, ..., N.
-    assert [event.seq for event in run.events] == list(range(1, len(run.events) + 1))
+def _check_session(
+    run: SessionRun, emulator: Emulator, upstream: dict[str, list[bytes]], *, echo: bool = True
+) -> None:
+    # Exactly once and in order at the protocol level: the consumer saw seq 1, 2, ..., N (the
+    # client's own audio carries its conversation's marker's seq).
+    stream = [e for e in run.events if echo or not isinstance(e, Audio) or e.first]
+    assert [event.seq for event in stream] == list(range(1, len(stream) + 1))
+    assert run.received == len(stream)
     conversations = _conversations(run.events)
     assert len(conversations) == UTTERANCES
     # No interleaving; audio FIRST opens each conversation; nothing follows its final frame.
@@ -169,12 +186,16 @@ def _check_session(run: SessionRun, emulator: Emulator, upstream: dict[str, list
         assert [e.payload for e in mine if isinstance(e, Frame)] == upstream[cid]
 
 
-async def test_random_cuts_change_nothing_the_consumer_sees() -> None:
+@pytest.mark.parametrize("echo", [True, False], ids=["echo", "no-echo"])
+async def test_random_cuts_change_nothing_the_consumer_sees(echo: bool) -> None:
     rng = random.Random(SEED)
     async with running_relay() as relay:
         reference = await _play_session(relay, rng, cuts=False)
         runs = await asyncio.gather(
-            *(_play_session(relay, random.Random(rng.random()), cuts=True) for _ in range(SESSIONS))
+            *(
+                _play_session(relay, random.Random(rng.random()), cuts=True, echo=echo)
+                for _ in range(SESSIONS)
+            )
         )
         emulator = relay.emulator
         # Every utterance became exactly one upstream request: no duplicate request ids.
@@ -185,7 +206,7 @@ async def test_random_cuts_change_nothing_the_consumer_sees() -> None:
     assert reference.reconnects == 0
     expected = _structure(reference.events)
     for run in runs:
-        _check_session(run, emulator, upstream)
+        _check_session(run, emulator, upstream, echo=echo)
         assert _structure(run.events) == expected
     sending = sum(run.cuts_while_sending for run in runs)
     streaming = sum(run.cuts_while_streaming for run in runs)

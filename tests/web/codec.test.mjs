@@ -548,3 +548,61 @@ test('client: drives an avatarSession through the socket, and asks for a session
   assert.equal(client.conversations()[0].status, 'completed');
   await client.close();
 });
+
+test('client without the echo: yields the audio it sent at the marker, then live, before the frames', async () => {
+  const server = new FakeServer();
+  const controller = new FakeController();
+  const client = new AvatarRelayClient({
+    baseUrl: 'http://relay.test', fetch: server.fetch, WebSocket: server.WebSocket, controller,
+    pingIntervalMs: 0, audioEcho: false,
+  });
+  const audio = [];
+  client.on('audio', (e) => audio.push([e.conversationId, [...new Int16Array(e.pcm.slice().buffer)], e.first, e.end, e.own]));
+  const connecting = client.connect();
+  await until(() => helloCount(server) === 1);
+  assert.equal(JSON.parse(server.lastInit.body).audioEcho, false);
+  // Audio queued before the WELCOME is ours to yield too.
+  client.sendAudio(Int16Array.of(1, 2));
+  server.socket.deliver({ type: 'WELCOME', sessionId: 'rs_1', clientAck: 0, serverSeq: 0, sampleRate: 16000, resumeWindowMs: 30000, noEcho: true });
+  await connecting;
+  assert.equal(client.audioEcho, false);
+  const conv = '20260101120000_V1StGXR8_Z5j';
+  assert.deepEqual(audio, []); // nothing before the marker says which conversation it is
+  server.socket.deliver({ type: 'CONVERSATION_STARTED', seq: 1, conversationId: conv, inputSeq: 1, untilSeq: 0 });
+  assert.deepEqual(audio, [[conv, [1, 2], true, false, true]]);
+  client.sendAudio(Int16Array.of(3), { end: true }); // the conversation is live: yielded at once
+  server.socket.deliver({ type: 'FRAME', seq: 2, conversationId: conv, end: true, payload: Uint8Array.of(7) });
+  assert.deepEqual(audio, [[conv, [1, 2], true, false, true], [conv, [3], false, true, true]]);
+  assert.deepEqual(controller.calls, [['audio', 4, false, 'sdk-1'], ['audio', 2, true, 'sdk-1'], ['frames', ['07'], 'sdk-1']]);
+  // A cut: the replayed marker is a duplicate and yields nothing twice.
+  client.dropConnection();
+  await until(() => helloCount(server) === 2);
+  server.socket.deliver({ type: 'WELCOME', sessionId: 'rs_1', clientAck: 2, serverSeq: 2, sampleRate: 16000, resumeWindowMs: 30000, resumed: true, noEcho: true });
+  server.socket.deliver({ type: 'CONVERSATION_STARTED', seq: 1, conversationId: conv, inputSeq: 1, untilSeq: 0 });
+  assert.equal(audio.length, 2);
+  // A conversation held behind another and cut short: only up to untilSeq is ours to yield.
+  client.sendAudio(Int16Array.of(4));
+  client.sendAudio(Int16Array.of(5), { end: true });
+  const next = '20260101120001_V1StGXR8_Z5k';
+  server.socket.deliver({ type: 'CONVERSATION_STARTED', seq: 3, conversationId: next, inputSeq: 3, untilSeq: 3 });
+  server.socket.deliver({ type: 'CONVERSATION_ABORTED', seq: 4, conversationId: next, code: 'upstreamError', message: 'x' });
+  assert.deepEqual(audio.slice(2), [[next, [4], true, false, true]]);
+  await client.close();
+});
+
+test('client with the echo: a marker is never turned into audio', async () => {
+  const server = new FakeServer();
+  const client = new AvatarRelayClient({ baseUrl: 'http://relay.test', fetch: server.fetch, WebSocket: server.WebSocket, pingIntervalMs: 0 });
+  const audio = [];
+  client.on('audio', (e) => audio.push(e));
+  const connecting = client.connect();
+  await until(() => helloCount(server) === 1);
+  assert.equal(JSON.parse(server.lastInit.body).audioEcho, undefined);
+  server.socket.deliver({ type: 'WELCOME', sessionId: 'rs_1', clientAck: 0, serverSeq: 0, sampleRate: 16000, resumeWindowMs: 30000 });
+  await connecting;
+  assert.equal(client.audioEcho, true);
+  client.sendAudio(Int16Array.of(1, 2));
+  server.socket.deliver({ type: 'CONVERSATION_STARTED', seq: 1, conversationId: 'c1', inputSeq: 1, untilSeq: 0 });
+  assert.deepEqual(audio, []);
+  await client.close();
+});

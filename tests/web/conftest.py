@@ -11,6 +11,7 @@ from tests.web.demo_page import Demo, open_demo
 
 
 @pytest.fixture
-async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
-    async with open_demo(tmp_path) as page:
+async def demo(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Demo]:
+    # Parametrized indirectly with the page URL's query, e.g. "?audioEcho=false".
+    async with open_demo(tmp_path, getattr(request, "param", "")) as page:
         yield page

@@ -79,9 +79,10 @@ def speech_wav(directory: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def open_demo(tmp_path: Path, **overrides: Any) -> AsyncIterator[Demo]:
+async def open_demo(tmp_path: Path, query: str = "", **overrides: Any) -> AsyncIterator[Demo]:
     """The demo page in Chromium, connected (its API key typed in), against a fresh server
-    (`overrides`: its settings) and a recording emulator."""
+    (`overrides`: its settings) and a recording emulator; `query` is the page URL's (e.g.
+    "?audioEcho=false")."""
     ARTIFACTS.mkdir(exist_ok=True)
     # The fake microphone plays the speech sample (Chromium resamples it to its device rate).
     speech = speech_wav(tmp_path)
@@ -93,7 +94,7 @@ async def open_demo(tmp_path: Path, **overrides: Any) -> AsyncIterator[Demo]:
         launch(f"--use-file-for-fake-audio-capture={speech}") as browser,
     ):
         page = await browser.new_page()
-        await page.goto(url + "/")
+        await page.goto(url + "/" + query)
         demo = Demo(url, emulator, page)
         # What a person does: type the API key into the settings, press Connect.
         await demo.js(

@@ -105,6 +105,27 @@ async def test_the_say_box_speaks_through_the_demo_agent_and_the_page_shows_it(
     assert await demo.js("window.avatarDemo.client.session.producer === undefined")
 
 
+@pytest.mark.parametrize("demo", ["?audioEcho=false"], indirect=True)
+async def test_without_the_echo_the_page_yields_its_own_audio_before_the_frames(
+    demo: Demo,
+) -> None:
+    await demo.js("window.avatarDemo.playSample()")
+    await demo.wait_for("(c) => c.conversations().some((x) => x.status !== 'active')")
+    assert await demo.js("window.avatarDemo.client.audioEcho") is False
+    conversations = await demo.conversations()
+    assert [c["status"] for c in conversations] == ["completed"]
+    # The controller got the same calls as with the echo: the audio first, then every frame.
+    ((audio, frames),) = check_delivery(
+        await demo.recording(), conversations, demo.emulator
+    ).values()
+    assert audio == SAMPLE
+    assert len(frames) == -(-len(SAMPLE) // 1280)
+    # Off the socket: one marker and the frames, no audio.
+    stats = await demo.js("window.avatarDemo.client.stats()")
+    assert stats["lastServerSeq"] == len(frames) + 1
+    assert stats["audioChunksReceived"] == stats["audioChunksSent"]
+
+
 async def test_a_dropped_connection_mid_conversation_still_delivers_exactly_once(
     demo: Demo,
 ) -> None:

@@ -58,6 +58,8 @@ export interface RelaySession {
   /** In a producer session: this page's audio is the user's microphone, for the producer. */
   forwardMicrophone?: boolean;
   allowProducer?: boolean;
+  /** false: the relay does not send this page's audio back; the client yields its own. */
+  audioEcho?: boolean;
 }
 
 /** The AvatarKit `AvatarController` methods Host Mode uses (DrivingServiceMode.backend). */
@@ -103,6 +105,11 @@ export interface AvatarRelayOptions {
   sampleRate?: number;
   /** Ask for a session token in the same call (the answer's `sessionToken`). */
   withSessionToken?: boolean;
+  /**
+   * false: a session without the echo of this page's audio (half the messages down); the client
+   * yields the audio it sent itself, before the frames, in the conversation's id.
+   */
+  audioEcho?: boolean;
   /** Extra fields for the session-creation body. */
   sessionRequest?: Record<string, unknown>;
   /** Acknowledge after this many sequenced messages (default 10) ... */
@@ -195,10 +202,11 @@ interface EventBase<T extends string> {
 
 export interface RelayEvents {
   state: EventBase<'state'> & { state: ClientState; previous: ClientState; reason?: string; resumed?: boolean; code?: string };
-  welcome: EventBase<'welcome'> & { sessionId: string; clientAck: number; serverSeq: number; sampleRate: number; resumeWindowMs: number; resumed: boolean; resent: number };
+  welcome: EventBase<'welcome'> & { sessionId: string; clientAck: number; serverSeq: number; sampleRate: number; resumeWindowMs: number; resumed: boolean; noEcho: boolean; resent: number };
   conversationstart: EventBase<'conversationstart'> & { conversationId: string; utteranceStartedAt: number | null };
   conversationid: EventBase<'conversationid'> & { conversationId: string; controllerConversationId: string };
-  audio: EventBase<'audio'> & { conversationId: string; seq: number; first: boolean; end: boolean; pcm: Uint8Array; receivedAt: number };
+  /** `own`: audio this client sent, yielded in place of the echo (`audioEcho: false`). */
+  audio: EventBase<'audio'> & { conversationId: string; seq: number; first: boolean; end: boolean; pcm: Uint8Array; receivedAt: number; own: boolean };
   frame: EventBase<'frame'> & { conversationId: string; seq: number; index: number; end: boolean; payload: Uint8Array; receivedAt: number; latencyMs: number | null };
   conversationend: EventBase<'conversationend'> & { conversationId: string; status: ConversationStatus; code: string | null };
   conversationaborted: EventBase<'conversationaborted'> & { conversationId: string; code: string; message: string };
@@ -223,6 +231,8 @@ export declare class AvatarRelayClient {
   readonly sampleRate: number | null;
   readonly resumeWindowMs: number | null;
   readonly session: RelaySession | null;
+  /** The relay echoes this page's audio (false: the client yields its own, `audioEcho: false`). */
+  readonly audioEcho: boolean;
 
   on<K extends keyof RelayEvents>(type: K, handler: (event: RelayEvents[K]) => void): () => void;
   on(type: '*', handler: (event: RelayEvents[keyof RelayEvents]) => void): () => void;
@@ -358,6 +368,7 @@ export declare function createRelaySession(options?: {
   sampleRate?: number;
   /** Include a session token for the web SDK (`sessionToken` in the answer). */
   withSessionToken?: boolean;
+  audioEcho?: boolean;
   sessionRequest?: Record<string, unknown>;
   fetch?: typeof fetch;
 }): Promise<RelaySession>;

@@ -8,6 +8,7 @@
 //   codec.js       the wire format (docs/protocol.md), tested against docs/protocol-vectors.json
 //   connection.js  the socket: tickets, resume, acks, pings, reconnect backoff
 //   client.js      AvatarRelayClient: utterances, conversations, statistics
+//   own-audio.js   without the echo (`audioEcho: false`): our own audio where the echo would be
 //   host-mode.js   the avatar calls, in stream order: HostModeDriver (AvatarController of
 //                  @spatialwalk/avatarkit), HostSessionDriver (@spatialreal/web-sdk session)
 //   rest.js        relay sessions and session tokens over REST

@@ -7,6 +7,7 @@ import { now } from './emitter.js';
 import { RelayError } from './errors.js';
 import { HostModeDriver, HostSessionDriver } from './host-mode.js';
 import { RelayConnection } from './connection.js';
+import { OwnAudio } from './own-audio.js';
 
 // Upstream animation runs at 25 frames per second: one frame animates 40 ms of audio.
 const FRAME_MS = 40;
@@ -16,6 +17,10 @@ const FRAME_MS = 40;
  *
  * Events (`client.on(type, handler)`): state, open, welcome, conversationstart, conversationid,
  * audio, frame, conversationend, conversationaborted, interrupted, ack, error, close.
+ *
+ * `audioEcho: false` creates the session without the echo of our audio (half the messages
+ * down): the client then yields the audio it sent itself, at the place the echo would have had
+ * (`own-audio.js`); `audio` events carry `own: true` then.
  */
 export class AvatarRelayClient extends RelayConnection {
   constructor(options = {}) {
@@ -23,6 +28,16 @@ export class AvatarRelayClient extends RelayConnection {
     this.driver = null;
     if (options.avatarSession) this.setAvatarSession(options.avatarSession);
     else if (options.controller) this.setController(options.controller);
+    // The WELCOME says which mode the session is in (a joined session's own setting rules).
+    this.on('welcome', ({ noEcho }) => {
+      if (noEcho && !this._ownAudio) this._ownAudio = new OwnAudio();
+      if (!noEcho) this._ownAudio = null;
+    });
+  }
+
+  /** The relay echoes our audio (false: this client yields its own). */
+  get audioEcho() {
+    return this._ownAudio === null;
   }
 
   _resetSession() {
@@ -31,6 +46,9 @@ export class AvatarRelayClient extends RelayConnection {
     this._utteranceStarts = []; // send times of utterances whose conversation has not started
     this._conversations = new Map();
     this._currentConversation = null;
+    // Kept from the first chunk on when we asked for no echo: audio queued before the WELCOME
+    // is ours to yield too.
+    this._ownAudio = this.options.audioEcho === false ? new OwnAudio() : null;
     Object.assign(this._stats, {
       audioChunksSent: 0, audioBytesSent: 0, audioChunksReceived: 0, audioBytesReceived: 0,
       framesReceived: 0, frameBytesReceived: 0, conversationsStarted: 0, conversationsCompleted: 0,
@@ -68,7 +86,9 @@ export class AvatarRelayClient extends RelayConnection {
     for (let offset = 0; offset < bytes.length || (offset === 0 && end); offset += step) {
       const chunk = bytes.slice(offset, offset + step);
       const last = offset + step >= bytes.length;
-      this._sendSequenced(encodeClient({ type: 'AUDIO', seq: this._nextSeq, end: end && last, pcm: chunk }));
+      const seq = this._nextSeq;
+      this._sendSequenced(encodeClient({ type: 'AUDIO', seq, end: end && last, pcm: chunk }));
+      if (this._ownAudio) this._deliverAll(this._ownAudio.sent(seq, chunk, end && last));
       this._stats.audioChunksSent += 1;
       this._stats.audioBytesSent += chunk.length;
       if (!bytes.length) break;
@@ -85,7 +105,9 @@ export class AvatarRelayClient extends RelayConnection {
   /** Stop the avatar: the server cancels every conversation started so far, then we interrupt. */
   interrupt() {
     this._usable();
-    this._sendSequenced(encodeClient({ type: 'INTERRUPT', seq: this._nextSeq }));
+    const seq = this._nextSeq;
+    this._sendSequenced(encodeClient({ type: 'INTERRUPT', seq }));
+    if (this._ownAudio) this._ownAudio.sent(seq, null);
     this._stats.interruptsSent += 1;
     this._utteranceOpen = false;
     this._utteranceStarts = [];
@@ -127,6 +149,15 @@ export class AvatarRelayClient extends RelayConnection {
   }
 
   _deliver(message) {
+    if (this._ownAudio) this._deliverAll(this._ownAudio.received(message));
+    else if (message.type !== 'CONVERSATION_STARTED') this._use(message);
+  }
+
+  _deliverAll(messages) {
+    for (const message of messages) this._use(message);
+  }
+
+  _use(message) {
     const at = now();
     const id = message.conversationId;
     switch (message.type) {
@@ -144,7 +175,7 @@ export class AvatarRelayClient extends RelayConnection {
         this._stats.audioBytesReceived += message.pcm.length;
         const rec = this.driver?.audio(id, message.pcm, message);
         if (rec?.sdkId != null) conv.controllerConversationId = rec.sdkId;
-        this.emit('audio', { conversationId: id, seq: message.seq, first: message.first, end: message.end, pcm: message.pcm, receivedAt: at });
+        this.emit('audio', { conversationId: id, seq: message.seq, first: message.first, end: message.end, pcm: message.pcm, receivedAt: at, own: !!message.own });
         return;
       }
       case 'FRAME': {

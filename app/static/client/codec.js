@@ -9,7 +9,7 @@ export const ClientType = Object.freeze({
 });
 export const ServerType = Object.freeze({
   WELCOME: 0x81, AUDIO: 0x82, FRAME: 0x83, CONVERSATION_ABORTED: 0x84, INTERRUPTED: 0x85,
-  ACK: 0x86, PING: 0x87, PONG: 0x88, ERROR: 0x89, RESUME_FAILED: 0x8a,
+  ACK: 0x86, PING: 0x87, PONG: 0x88, ERROR: 0x89, RESUME_FAILED: 0x8a, CONVERSATION_STARTED: 0x8b,
 });
 const CLIENT_NAMES = Object.fromEntries(Object.entries(ClientType).map(([k, v]) => [v, k]));
 const SERVER_NAMES = Object.fromEntries(Object.entries(ServerType).map(([k, v]) => [v, k]));
@@ -17,10 +17,12 @@ const SERVER_NAMES = Object.fromEntries(Object.entries(ServerType).map(([k, v]) 
 const FLAG_END = 0x01;
 const FLAG_FIRST = 0x02;
 const FLAG_RESUMED = 0x01;
+const FLAG_NO_ECHO = 0x02; // WELCOME: the session does not echo our audio; we yield our own
 const MAX_SHORT = 64;
 const MAX_U32 = 0xffffffff;
 const WELCOME_FIXED = 18; // type, flags, 4 x u32
 const RESUME_FAILED_FIXED = 10; // type, flags, 2 x u32
+const STARTED_FIXED = 14; // type, flags, seq, inputSeq, untilSeq
 export const EMPTY = new Uint8Array(0);
 
 const utf8Encoder = new TextEncoder();
@@ -105,7 +107,7 @@ export function encodeServer(message) {
       const out = new Uint8Array(WELCOME_FIXED);
       const view = new DataView(out.buffer);
       out[0] = ServerType.WELCOME;
-      out[1] = message.resumed ? FLAG_RESUMED : 0;
+      out[1] = (message.resumed ? FLAG_RESUMED : 0) | (message.noEcho ? FLAG_NO_ECHO : 0);
       view.setUint32(2, u32(message.clientAck, 'clientAck'), true);
       view.setUint32(6, u32(message.serverSeq, 'serverSeq'), true);
       view.setUint32(10, u32(message.sampleRate, 'sampleRate'), true);
@@ -124,6 +126,15 @@ export function encodeServer(message) {
       return concat([head(ServerType.CONVERSATION_ABORTED, 0, u32(message.seq, 'seq')),
         shortString(message.conversationId, 'conversationId'), shortString(message.code, 'code'),
         utf8Encoder.encode(message.message ?? '')]);
+    case 'CONVERSATION_STARTED': {
+      const out = new Uint8Array(STARTED_FIXED);
+      const view = new DataView(out.buffer);
+      out[0] = ServerType.CONVERSATION_STARTED;
+      view.setUint32(2, u32(message.seq, 'seq'), true);
+      view.setUint32(6, u32(message.inputSeq, 'inputSeq'), true);
+      view.setUint32(10, u32(message.untilSeq ?? 0, 'untilSeq'), true);
+      return concat([out, shortString(message.conversationId, 'conversationId')]);
+    }
     case 'INTERRUPTED':
       return concat([head(ServerType.INTERRUPTED, 0, u32(message.seq, 'seq')),
         shortString(message.conversationId ?? '', 'conversationId', true)]);
@@ -232,6 +243,16 @@ export function decodeServer(data, maxBytes) {
       const code = r.short('code');
       return { type: 'CONVERSATION_ABORTED', seq, conversationId, code, message: r.text() };
     }
+    case ServerType.CONVERSATION_STARTED: {
+      checkFlags(flags, 0);
+      if (bytes.length < STARTED_FIXED) throw invalid('truncated CONVERSATION_STARTED');
+      const seq = r.u32();
+      const inputSeq = r.u32();
+      const untilSeq = r.u32();
+      const conversationId = r.short('conversation id');
+      r.done();
+      return { type: 'CONVERSATION_STARTED', seq, inputSeq, untilSeq, conversationId };
+    }
     case ServerType.INTERRUPTED: {
       checkFlags(flags, 0);
       const seq = r.u32();
@@ -248,7 +269,7 @@ export function decodeServer(data, maxBytes) {
       return kind === ServerType.ACK ? { type: 'ACK', seq: value } : { type: SERVER_NAMES[kind], nonce: value };
     }
     case ServerType.WELCOME: {
-      checkFlags(flags, FLAG_RESUMED);
+      checkFlags(flags, FLAG_RESUMED | FLAG_NO_ECHO);
       if (bytes.length < WELCOME_FIXED) throw invalid('truncated WELCOME');
       const clientAck = r.u32();
       const serverSeq = r.u32();
@@ -256,7 +277,10 @@ export function decodeServer(data, maxBytes) {
       const resumeWindowMs = r.u32();
       const sessionId = r.short('session id');
       r.done();
-      return { type: 'WELCOME', sessionId, clientAck, serverSeq, sampleRate, resumeWindowMs, resumed: !!(flags & FLAG_RESUMED) };
+      return {
+        type: 'WELCOME', sessionId, clientAck, serverSeq, sampleRate, resumeWindowMs,
+        resumed: !!(flags & FLAG_RESUMED), noEcho: !!(flags & FLAG_NO_ECHO),
+      };
     }
     case ServerType.ERROR: {
       checkFlags(flags, 0);

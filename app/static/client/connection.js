@@ -377,6 +377,7 @@ export class RelayConnection extends Emitter {
       case 'FRAME':
       case 'CONVERSATION_ABORTED':
       case 'INTERRUPTED':
+      case 'CONVERSATION_STARTED':
         return this._onSequenced(message);
       case 'ACK':
         this._trimOutbox(message.seq);

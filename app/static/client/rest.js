@@ -58,11 +58,12 @@ export async function postJson(fetchImpl, url, fetchOptions, body, headers = {})
  * rate and avatar before initialising the AvatarKit SDK; then pass it to `client.connect(session)`.
  * `withSessionToken: true` also gets the web SDK's credential (`sessionToken`) in the same call.
  */
-export function createRelaySession({ baseUrl, fetchOptions, avatarId, sampleRate, withSessionToken, sessionRequest, fetch: fetchImpl } = {}) {
+export function createRelaySession({ baseUrl, fetchOptions, avatarId, sampleRate, withSessionToken, audioEcho, sessionRequest, fetch: fetchImpl } = {}) {
   const base = trimSlash(baseUrl ?? globalThis.location?.origin ?? '');
   const body = { ...(sessionRequest ?? {}) };
   if (avatarId && body.avatarId === undefined) body.avatarId = avatarId;
   if (sampleRate && body.sampleRate === undefined) body.sampleRate = sampleRate;
+  if (audioEcho === false && body.audioEcho === undefined) body.audioEcho = false;
   if (withSessionToken && body.withSessionToken === undefined) body.withSessionToken = true;
   return postJson(fetchImpl, `${base}/v1/relay/sessions`, fetchOptions, body);
 }

@@ -25,14 +25,18 @@ found, the server went away without handing it over, it expired, its gap cannot 
 the last event before the error is `SessionLost(code, message, action="newSession")`: create a
 new session. A server handing the session over (close 1012 `sessionMoved`, a drain) is followed
 on its own: new ticket, reconnect, resume.
+
+`audio_echo=False` creates the session without the echo of its audio (half the messages down):
+the client then yields the audio it sent itself, as `Audio` events at the place the echo would
+have had (`own_audio.py`), so the consumer's loop is the same in both modes.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import httpx
 
@@ -53,6 +57,7 @@ from avatar_relay_client.link import (
     StateChange,
     error_code,
 )
+from avatar_relay_client.own_audio import OwnAudio
 
 # Consumer-facing events. The sequenced server messages are the codec's own dataclasses (each
 # keeps its `seq`); only connection state changes are the link's own.
@@ -63,6 +68,8 @@ Interrupted = p.Interrupted
 
 ServerEvent = p.ServerAudio | p.ServerFrame | p.ConversationAborted | p.Interrupted
 Event = ServerEvent | StateChange | SessionLost
+# What the socket carries; CONVERSATION_STARTED never reaches the consumer (`_expand`).
+_WireEvent = ServerEvent | p.ConversationStarted
 
 
 class BrowserWire:
@@ -85,10 +92,16 @@ class BrowserWire:
     def bye(self) -> bytes:
         return p.encode_client(p.Bye())
 
-    def read(self, data: bytes) -> Inbound[ServerEvent]:
+    def read(self, data: bytes) -> Inbound[_WireEvent]:
         message = p.decode_server(data)
         match message:
-            case p.ServerAudio() | p.ServerFrame() | p.ConversationAborted() | p.Interrupted():
+            case (
+                p.ServerAudio()
+                | p.ServerFrame()
+                | p.ConversationAborted()
+                | p.Interrupted()
+                | p.ConversationStarted()
+            ):
                 return Delivery(message.seq, message)
             case p.Welcome():
                 return Greeting(message.client_ack, message.server_seq, message)
@@ -121,6 +134,8 @@ class RelayClient:
     unacknowledged. `max_pending_events` bounds the events not yet taken by the consumer; when
     full, the client stops reading the socket (so a stalled consumer becomes the server's
     slow-consumer case instead of growing memory here).
+    `audio_echo=False` asks for a session without the echo of the client's audio (a joined
+    session's own setting applies); the client then yields its own audio (module docstring).
     """
 
     def __init__(
@@ -143,11 +158,15 @@ class RelayClient:
         http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
         session: Mapping[str, Any] | None = None,
+        audio_echo: bool = True,
     ) -> None:
         self._session = dict(session) if session is not None else None
         self._requested_avatar = avatar_id
         self._requested_rate = sample_rate
-        self._link: ReliableLink[ServerEvent] = ReliableLink(
+        self._requested_echo = audio_echo
+        # Set by the WELCOME: the relay sends no echo, this client yields its own audio.
+        self._own_audio: OwnAudio | None = None
+        self._link: ReliableLink[_WireEvent] = ReliableLink(
             BrowserWire(),
             base_url,
             headers=headers,
@@ -164,6 +183,7 @@ class RelayClient:
             http=http,
             rng=rng,
             on_greeting=self._on_greeting,
+            expand=self._expand,
         )
         self.base_url = self._link.base_url
         # From the server once the session exists.
@@ -196,6 +216,8 @@ class RelayClient:
                     body["avatarId"] = self._requested_avatar
                 if self._requested_rate is not None:
                     body["sampleRate"] = self._requested_rate
+                if not self._requested_echo:
+                    body["audioEcho"] = False
                 answer = await self._link.post("/v1/relay/sessions", body)
             self.session_id = str(answer["sessionId"])
             self.sample_rate = int(answer["sampleRate"])
@@ -223,6 +245,21 @@ class RelayClient:
         welcome = greeting.message
         if isinstance(welcome, p.Welcome) and welcome.sample_rate:
             self.sample_rate = welcome.sample_rate
+        if isinstance(welcome, p.Welcome) and welcome.no_echo and self._own_audio is None:
+            self._own_audio = OwnAudio()
+
+    def _expand(self, message: _WireEvent) -> Sequence[_WireEvent]:
+        own = self._own_audio
+        if own is not None:
+            return own.received(message)
+        if isinstance(message, p.ConversationStarted):
+            raise RelayError(ErrorCode.PROTOCOL_ERROR, "CONVERSATION_STARTED in an echo session")
+        return (message,)
+
+    @property
+    def audio_echo(self) -> bool:
+        """The relay echoes this client's audio (False: the client yields its own)."""
+        return self._own_audio is None
 
     # --- sending ---
 
@@ -237,22 +274,31 @@ class RelayClient:
         if not pcm and not end:
             raise RelayError(ErrorCode.BAD_AUDIO, "an empty chunk must carry end=True")
         return await self._link.send(
-            lambda seq: p.encode_client(p.ClientAudio(seq, pcm, end)), len(pcm)
+            lambda seq: self._numbered(seq, pcm, end, p.ClientAudio(seq, pcm, end)), len(pcm)
         )
 
     async def interrupt(self) -> int:
         """Cancel every conversation started so far (sequenced like audio); returns its seq."""
-        return await self._link.send(lambda seq: p.encode_client(p.ClientInterrupt(seq)), 0)
+        return await self._link.send(
+            lambda seq: self._numbered(seq, None, False, p.ClientInterrupt(seq)), 0
+        )
+
+    def _numbered(self, seq: int, pcm: bytes | None, end: bool, message: p.ClientMessage) -> bytes:
+        """Encode a sequenced message; without the echo, keep it first (it is not written yet,
+        so its conversation's marker cannot arrive before it is known)."""
+        if self._own_audio is not None:
+            self._link.inject(self._own_audio.sent(seq, pcm, end))
+        return p.encode_client(message)
 
     # --- receiving ---
 
     def events(self) -> AsyncIterator[Event]:
         """Every sequenced server message exactly once, in order, plus state changes."""
-        return self._link.events()
+        return cast(AsyncIterator[Event], self._link.events())
 
     async def next_event(self) -> Event:
         """The next event; raises RelayError when the stream is over."""
-        return await self._link.next_event()
+        return cast(Event, await self._link.next_event())
 
     async def wait_connected(self) -> None:
         """Return once a socket is open and welcomed; raises RelayError if the session is over."""

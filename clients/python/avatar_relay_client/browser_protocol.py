@@ -64,17 +64,22 @@ class ServerType(IntEnum):
     PONG = 0x88
     ERROR = 0x89
     RESUME_FAILED = 0x8A
+    CONVERSATION_STARTED = 0x8B
 
 
 # Flag bits. Bits a type does not define must be zero.
 FLAG_END: Final = 0x01  # client AUDIO: last chunk of the utterance; server AUDIO/FRAME: last one
 FLAG_FIRST: Final = 0x02  # server AUDIO: first chunk of its conversation
 FLAG_RESUMED: Final = 0x01  # WELCOME: this connection continues an earlier one
+# WELCOME: the session does not echo the browser's audio (`audioEcho: false`); its conversations
+# start with CONVERSATION_STARTED and the client yields the audio it sent itself.
+FLAG_NO_ECHO: Final = 0x02
 
 _HEAD = struct.Struct("<BB")  # type, flags
 _HEAD_U32 = struct.Struct("<BBI")  # type, flags, seq or nonce
 _WELCOME = struct.Struct("<BBIIII")  # type, flags, client_ack, server_seq, rate, window_ms
 _RESUME_FAILED = struct.Struct("<BBII")  # type, flags, last_seq, available_from
+_STARTED = struct.Struct("<BBIII")  # type, flags, seq, input_seq, until_seq
 
 
 # --- client -> server messages ---
@@ -133,6 +138,7 @@ class Welcome:
     sample_rate: int
     resume_window_ms: int
     resumed: bool = False
+    no_echo: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +164,20 @@ class ConversationAborted:
     conversation_id: str
     code: str
     message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationStarted:
+    """An echo-off session's conversation of the browser's audio takes the stream: the place of
+    its first AUDIO echo. `input_seq` is the client seq of the chunk that started it;
+    `until_seq` that of its last chunk when its input was already over as the marker went out
+    (0: it still takes input; it ends at the utterance's END, the client's INTERRUPT or the
+    conversation's end, whichever comes first)."""
+
+    seq: int
+    conversation_id: str
+    input_seq: int
+    until_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +225,12 @@ ServerMessage = (
     | ServerPong
     | ServerError
     | ResumeFailed
+    | ConversationStarted
 )
 
-SequencedServerMessage = ServerAudio | ServerFrame | ConversationAborted | Interrupted
+SequencedServerMessage = (
+    ServerAudio | ServerFrame | ConversationAborted | Interrupted | ConversationStarted
+)
 
 
 # --- strings ---
@@ -330,6 +353,10 @@ def encode_aborted(seq: int, tag: bytes, code: str, message: str) -> bytes:
     )
 
 
+def encode_started(seq: int, tag: bytes, input_seq: int, until_seq: int) -> bytes:
+    return _STARTED.pack(ServerType.CONVERSATION_STARTED, 0, seq, input_seq, until_seq) + tag
+
+
 def encode_interrupted(seq: int, tag: bytes) -> bytes:
     """`tag` may be b"\\x00" (empty id) when no conversation was being delivered."""
     return _HEAD_U32.pack(ServerType.INTERRUPTED, 0, seq) + tag
@@ -337,7 +364,7 @@ def encode_interrupted(seq: int, tag: bytes) -> bytes:
 
 def encode_server(message: ServerMessage) -> bytes:
     match message:
-        case Welcome(session_id, client_ack, server_seq, rate, window_ms, resumed):
+        case Welcome(session_id, client_ack, server_seq, rate, window_ms, resumed, no_echo):
             for value, name in (
                 (client_ack, "client_ack"),
                 (server_seq, "server_seq"),
@@ -347,7 +374,7 @@ def encode_server(message: ServerMessage) -> bytes:
                 check_u32(value, name)
             head = _WELCOME.pack(
                 ServerType.WELCOME,
-                FLAG_RESUMED if resumed else 0,
+                (FLAG_RESUMED if resumed else 0) | (FLAG_NO_ECHO if no_echo else 0),
                 client_ack,
                 server_seq,
                 rate,
@@ -363,6 +390,10 @@ def encode_server(message: ServerMessage) -> bytes:
         case ConversationAborted(seq, conversation_id, code, text):
             check_u32(seq, "seq")
             return encode_aborted(seq, conversation_tag(conversation_id), code, text)
+        case ConversationStarted(seq, conversation_id, input_seq, until_seq):
+            for value, name in ((seq, "seq"), (input_seq, "input_seq"), (until_seq, "until_seq")):
+                check_u32(value, name)
+            return encode_started(seq, conversation_tag(conversation_id), input_seq, until_seq)
         case Interrupted(seq, conversation_id):
             check_u32(seq, "seq")
             tag = short_string(conversation_id, "conversation id", allow_empty=True)
@@ -420,6 +451,14 @@ def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
         conversation_id, offset = read_short(data, 6, "conversation id", allow_empty=True)
         no_trailing(data, offset)
         return Interrupted(seq, conversation_id)
+    if kind == ServerType.CONVERSATION_STARTED:
+        allowed_flags(flags, 0)
+        if size < _STARTED.size:
+            raise invalid("truncated CONVERSATION_STARTED")
+        _, _, seq, input_seq, until_seq = _STARTED.unpack_from(data)
+        conversation_id, offset = read_short(data, _STARTED.size, "conversation id")
+        no_trailing(data, offset)
+        return ConversationStarted(seq, conversation_id, input_seq, until_seq)
     if kind in (ServerType.ACK, ServerType.PING, ServerType.PONG):
         allowed_flags(flags, 0)
         if size != 6:
@@ -429,14 +468,20 @@ def decode_server(data: bytes, max_bytes: int | None = None) -> ServerMessage:
             return ServerAck(value)
         return ServerPing(value) if kind == ServerType.PING else ServerPong(value)
     if kind == ServerType.WELCOME:
-        allowed_flags(flags, FLAG_RESUMED)
+        allowed_flags(flags, FLAG_RESUMED | FLAG_NO_ECHO)
         if size < _WELCOME.size:
             raise invalid("truncated WELCOME")
         _, _, client_ack, server_seq, rate, window_ms = _WELCOME.unpack_from(data)
         session_id, offset = read_short(data, _WELCOME.size, "session id")
         no_trailing(data, offset)
         return Welcome(
-            session_id, client_ack, server_seq, rate, window_ms, bool(flags & FLAG_RESUMED)
+            session_id,
+            client_ack,
+            server_seq,
+            rate,
+            window_ms,
+            bool(flags & FLAG_RESUMED),
+            bool(flags & FLAG_NO_ECHO),
         )
     if kind == ServerType.ERROR:
         allowed_flags(flags, 0)

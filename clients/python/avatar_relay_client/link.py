@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic
 
 import httpx
@@ -112,6 +112,7 @@ class ReliableLink(Generic[E]):
         rng: random.Random | None = None,
         on_greeting: Callable[[Greeting], None] | None = None,
         on_delivery: Callable[[E], None] | None = None,
+        expand: Callable[[E], Sequence[E]] | None = None,
         on_failure: Callable[[RelayError], None] | None = None,
     ) -> None:
         self._wire = wire
@@ -133,6 +134,8 @@ class ReliableLink(Generic[E]):
         # Called from the reader as a sequenced message is accepted (exactly once, in order),
         # before the consumer sees it; and once when the link fails for good.
         self._on_delivery = on_delivery
+        # What the consumer gets for a sequenced message, when that is not the message itself.
+        self._expand = expand
         self._on_failure = on_failure
         self.stats = ClientStats()
 
@@ -476,7 +479,10 @@ class ReliableLink(Generic[E]):
                     self._last_seq = seq
                     if self._on_delivery is not None:
                         self._on_delivery(event)
-                    await self._events.put(event)
+                    if self._expand is None:
+                        await self._events.put(event)
+                    else:
+                        await self._put_all(self._expand(event))
                     if self._last_seq - self._acked >= self._ack_every:
                         await self._send_ack(ws)
                 case Acked(seq):
@@ -490,6 +496,18 @@ class ReliableLink(Generic[E]):
                     raise error
                 case Greeting():
                     raise RelayError(ErrorCode.PROTOCOL_ERROR, "a second greeting")
+
+    async def _put_all(self, events: Sequence[E]) -> None:
+        """Queue them together: nothing `inject`ed can land between them."""
+        if events:
+            await self._events.put(events[0])
+            for event in events[1:]:
+                self._events.put_now(event)
+
+    def inject(self, events: Sequence[E]) -> None:
+        """Give the consumer events the client made itself, after everything queued so far."""
+        for event in events:
+            self._events.put_now(event)
 
     async def _send_ack(self, ws: ClientConnection) -> None:
         seq = self._last_seq
