@@ -15,6 +15,8 @@ from pathlib import Path
 from redis import asyncio as aioredis
 
 from app.emulator import Emulator
+from app.server import shutdown_budget
+from app.settings import Settings
 from avatar_relay_client import (
     Audio,
     Backoff,
@@ -38,6 +40,9 @@ DRAINS = 20
 KILLS = 20
 # From SIGKILL to the client's socket resumed on another instance.
 RESUME_BOUND = 2.0
+# Beyond the server's own shutdown budget (drain, handover, uvicorn's graceful shutdown): the
+# app's lifespan shutdown and the process's exit, which the budget does not cover.
+EXIT_MARGIN = 10.0
 
 
 @dataclass
@@ -62,9 +67,14 @@ async def owner(cluster: Cluster, redis: aioredis.Redis, session_id: str) -> Ins
     return cluster.by_name(name.decode())
 
 
-async def replace(cluster: Cluster, instance: Instance) -> None:
-    await cluster.wait_exited(instance, timeout=30)
-    await cluster.start(instance)
+def exit_budget(cluster: Cluster, instance: Instance) -> float:
+    """How long a SIGTERM'd instance may take to exit: its own shutdown budget, plus a margin."""
+    settings = Settings(_env_file=None, **cluster.settings(instance))  # type: ignore[call-arg]
+    return shutdown_budget(settings) + EXIT_MARGIN
+
+
+async def replace(cluster: Cluster, instance: Instance, pid: int) -> None:
+    await cluster.replace(instance, pid, timeout=exit_budget(cluster, instance))
 
 
 async def speak(client: RelayClient) -> None:
@@ -125,7 +135,7 @@ async def test_a_session_survives_drains_and_kills(tmp_path: Path, redis_url: st
                 running = await owner(cluster, redis, client.session_id)
                 if cycle % 2 == 0:
                     # Drain: the conversation in flight completes, then the session moves.
-                    cluster.term(running)
+                    pid = cluster.term(running)
                     await until(client, run, "end")
                     drained.append(current)
                 else:
@@ -135,10 +145,10 @@ async def test_a_session_survives_drains_and_kills(tmp_path: Path, redis_url: st
                         client.drop_connection(offline_for=0.3)
                         await asyncio.sleep(0.2)
                     kill_times.append(loop.time())
-                    cluster.kill(running)
+                    pid = cluster.kill(running)
                     await until(client, run, "end")
                     killed.append(current)
-                replacing.append(asyncio.create_task(replace(cluster, running)))
+                replacing.append(asyncio.create_task(replace(cluster, running, pid)))
             # The session goes on: one more conversation, complete.
             await speak(client)
             await until(client, run, "end")
@@ -163,13 +173,18 @@ async def test_a_session_survives_drains_and_kills(tmp_path: Path, redis_url: st
         for cid in run.order:
             conversation = run.conversations[cid]
             # Up: the utterance reached upstream exactly once; down: its echo and frames byte
-            # for byte, in order, nothing twice (frames of an aborted one: what came before).
-            assert conversation.audio == PCM
-            assert sent[cid] == PCM
+            # for byte, in order, nothing twice. Of one a kill aborted, what came before the
+            # abort: the first frame can come before the instance has taken all of the audio
+            # (under load it often does), and the rest of an aborted utterance is discarded
+            # (docs/protocol.md section 4), its echo and its upstream audio included.
             upstream = frames[cid]
             if conversation.completed:
+                assert conversation.audio == PCM
+                assert sent[cid] == PCM
                 assert conversation.frames == upstream
             else:
+                assert conversation.audio == PCM[: len(conversation.audio)]
+                assert sent[cid] == PCM[: len(sent[cid])]
                 assert conversation.frames == upstream[: len(conversation.frames)]
         # In order, nothing lost or repeated on the browser's stream across 40 moves.
         assert stats.out_of_order == 0
@@ -225,12 +240,9 @@ async def test_a_producer_session_moves_the_same_way(tmp_path: Path, redis_url: 
                 await asyncio.wait_for(frame_seen.wait(), 20)
                 running = await owner(cluster, redis, session.session_id)
                 kind = "drain" if cycle % 2 == 0 else "kill"
-                if kind == "drain":
-                    cluster.term(running)
-                else:
-                    cluster.kill(running)
+                pid = cluster.term(running) if kind == "drain" else cluster.kill(running)
                 outcomes.append((kind, await asyncio.wait_for(utterance.outcome(), 20)))
-                replacing.append(asyncio.create_task(replace(cluster, running)))
+                replacing.append(asyncio.create_task(replace(cluster, running, pid)))
             last = await producer.say(chunks)
             final = await asyncio.wait_for(last.outcome(), 20)
             await asyncio.gather(*replacing)

@@ -49,6 +49,7 @@ SEED = 20_261_202
 SESSIONS = 5
 UTTERANCES = 6
 PRODUCER_CUTS = 4  # per utterance, after random chunks
+LOST_CUTS = 2  # of those, cuts that lose the chunk being written (its resend is certain)
 PAGE_CUTS = 3  # per utterance, after random consumed page events
 MIN_CUTS = 200
 
@@ -61,6 +62,8 @@ class SessionRun:
     produced: list[Any] = field(default_factory=list)
     utterances: list[Utterance] = field(default_factory=list)
     producer_cuts: int = 0
+    losses: int = 0  # producer cuts that lost the chunk being written
+    lost: int = 0
     page_cuts: int = 0
     page_reconnects: int = 0
     producer_reconnects: int = 0
@@ -127,11 +130,18 @@ async def _play(relay: Relay, rng: random.Random, *, cuts: bool) -> SessionRun:
             # page events per utterance: one echo per chunk plus about one frame per 40 ms
             page_cuts = set(rng.sample(range(2 * len(CHUNKS) - 1), PAGE_CUTS)) if cuts else set()
             consumer = asyncio.create_task(_consume_page(page, run, page_cuts))
+            # some cuts lose the chunk being written; the others land just after a write,
+            # where whether the server read the chunk first is up to timing
+            losing = set(rng.sample(sorted(producer_cuts), LOST_CUTS)) if cuts else set()
             async with producer.utterance() as utterance:
                 for index, chunk in enumerate(CHUNKS):
+                    if index in losing:
+                        producer.lose_next_message()
+                        run.losses += 1
                     assert await utterance.send(chunk)
-                    if index in producer_cuts:
+                    if index in producer_cuts and index not in losing:
                         await _cut(producer)
+                    if index in producer_cuts:
                         run.producer_cuts += 1
             run.utterances.append(utterance)
             await consumer
@@ -148,6 +158,7 @@ async def _play(relay: Relay, rng: random.Random, *, cuts: bool) -> SessionRun:
         run.page_reconnects = page.stats.reconnects
         run.producer_reconnects = producer.stats.reconnects
         run.resent = producer.stats.resent
+        run.lost = producer.stats.lost
         run.missed = page.stats.missed
         assert page.stats.out_of_order == producer.stats.out_of_order == 0
     return run
@@ -255,7 +266,9 @@ async def test_random_cuts_on_both_sides_change_nothing_either_side_sees() -> No
     assert producer_cuts == SESSIONS * UTTERANCES * PRODUCER_CUTS
     assert page_cuts == SESSIONS * UTTERANCES * PAGE_CUTS
     assert producer_cuts + page_cuts >= MIN_CUTS
-    # the cuts hit data in flight: producer audio had to be resent, and page messages sent while
-    # the page was away had to be replayed
-    assert sum(run.resent for run in runs) > 0
+    # the cuts hit data in flight: every producer chunk lost in flight had to be resent (the
+    # greeting's producerAck said the server lacked it), and page messages sent while the page
+    # was away had to be replayed
+    assert all(run.lost == run.losses == UTTERANCES * LOST_CUTS for run in runs)
+    assert all(run.resent >= run.lost for run in runs)
     assert sum(run.missed for run in runs) > 0

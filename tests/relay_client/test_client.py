@@ -141,6 +141,20 @@ async def test_a_lost_session_is_announced_once_with_what_to_do() -> None:
         assert seen[-1] is lost[0]
 
 
+async def test_a_message_lost_in_flight_is_written_again_after_the_resume() -> None:
+    async with running_relay() as relay, RelayClient(relay.url, headers=AUTH) as client:
+        await client.send_audio(CHUNKS[0])
+        client.lose_next_message()
+        await client.send_audio(CHUNKS[1])  # never reaches the server; the link resumes
+        await client.send_audio(CHUNKS[2], end=True)
+        events = await _until(client, Frame)
+        assert [e.pcm for e in events if isinstance(e, Audio)] == CHUNKS[:3]
+        assert relay.emulator.received_audio[events[0].conversation_id] == b"".join(CHUNKS[:3])
+        assert client.stats.lost == 1
+        assert client.stats.drops == client.stats.reconnects == 1
+        assert client.stats.resent >= 1  # the greeting's clientAck lacked the lost chunk
+
+
 async def test_without_reconnect_a_drop_ends_the_stream_with_connection_closed() -> None:
     async with (
         running_relay() as relay,

@@ -65,6 +65,10 @@ class Cluster:
         self._reader: asyncio.Task[None] | None = None
         self._spawned: asyncio.Queue[int] = asyncio.Queue()
         self._by_pid: dict[int, Instance] = {}
+        # Per process, its exit status once it exits: an Instance's own fields describe only its
+        # newest process, which a replacement may have started already.
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._replaced: set[int] = set()
         self._spawn_lock = asyncio.Lock()
 
     def settings(self, instance: Instance) -> dict[str, Any]:
@@ -130,19 +134,40 @@ class Cluster:
         path = self.workdir / f"{instance.name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def signal(self, instance: Instance, sig: signal.Signals) -> None:
+    def signal(self, instance: Instance, sig: signal.Signals) -> int:
         os.kill(instance.pid, sig)
+        return instance.pid
 
-    def kill(self, instance: Instance) -> None:
-        self.signal(instance, signal.SIGKILL)
+    def kill(self, instance: Instance) -> int:
+        """SIGKILL the instance's process; returns its pid."""
+        return self.signal(instance, signal.SIGKILL)
 
-    def term(self, instance: Instance) -> None:
-        self.signal(instance, signal.SIGTERM)
+    def term(self, instance: Instance) -> int:
+        """SIGTERM the instance's process; returns its pid."""
+        return self.signal(instance, signal.SIGTERM)
 
-    async def wait_exited(self, instance: Instance, timeout: float = 60.0) -> int:
-        await asyncio.wait_for(instance.exited.wait(), timeout)
-        assert instance.status is not None
-        return instance.status
+    async def wait_exited(
+        self, instance: Instance, timeout: float = 60.0, *, pid: int | None = None
+    ) -> int:
+        """The exit status of process `pid` (the instance's current one unless given)."""
+        pid = instance.pid if pid is None else pid
+        exit_status = self._exits[pid]
+        try:
+            return await asyncio.wait_for(asyncio.shield(exit_status), timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"{instance.name} (pid {pid}) did not exit within {timeout} s:"
+                f" {self.log(instance)[-3000:]}"
+            ) from None
+
+    async def replace(self, instance: Instance, pid: int, timeout: float) -> None:
+        """Once process `pid` of `instance` has exited, start the instance's next process: once
+        per process, however many callers ask (two would start two on the same port)."""
+        if pid in self._replaced:
+            return
+        self._replaced.add(pid)
+        await self.wait_exited(instance, timeout, pid=pid)
+        await self.start(instance)
 
     def by_name(self, name: str) -> Instance:
         return next(i for i in self.instances if i.name == name)
@@ -153,8 +178,12 @@ class Cluster:
         while line := await self._zygote.stdout.readline():
             message = json.loads(line)
             if "spawned" in message:
+                self._exits[int(message["spawned"])] = asyncio.get_running_loop().create_future()
                 self._spawned.put_nowait(int(message["spawned"]))
             elif "exited" in message:
+                exit_status = self._exits.get(int(message["exited"]))
+                if exit_status is not None and not exit_status.done():
+                    exit_status.set_result(int(message["status"]))
                 instance = self._by_pid.get(int(message["exited"]))
                 if instance is not None and instance.pid == int(message["exited"]):
                     instance.status = int(message["status"])

@@ -355,3 +355,9 @@ class RelayClient:
         was open.
         """
         return self._link.drop_connection(offline_for)
+
+    def lose_next_message(self) -> None:
+        """Cut the connection as the next client message (audio, interrupt) is written: it is
+        lost in flight, never reaching the server, so the resume must send it again (counted in
+        `stats.lost` and `stats.resent`). Tests use it to make a resend certain."""
+        self._link.lose_next_message()

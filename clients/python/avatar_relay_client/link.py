@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from avatar_relay_client.errors import ErrorCode, RelayError, error_code
 from avatar_relay_client.events import SESSION_LOST, SessionLost, StateChange
 from avatar_relay_client.liveness import Liveness
-from avatar_relay_client.outbox import Outbox
+from avatar_relay_client.outbox import Outbox, Pending
 from avatar_relay_client.reconnect import (
     Backoff,
     Lost,
@@ -163,6 +163,7 @@ class ReliableLink(Generic[E]):
         self._closing = False
         self._error: RelayError | None = None
         self._offline_until = 0.0
+        self._losses = 0  # writes lose_next_message() asked to lose, not lost yet
         self._connected = asyncio.Event()
 
     # --- lifecycle ---
@@ -265,6 +266,9 @@ class ReliableLink(Generic[E]):
                 item = None if ws is None else self._outbox.next_unwritten()
                 if ws is None or item is None:
                     return
+                if self._losses:
+                    self._lose_in_flight(ws, item)
+                    return
                 try:
                     await self._write(ws, item.data)
                 except (ConnectionClosed, OSError):
@@ -331,12 +335,32 @@ class ReliableLink(Generic[E]):
         ws = self._ws
         if ws is None:
             return False
+        self._drop(ws, offline_for)
+        return True
+
+    def lose_next_message(self) -> None:
+        """Cut the connection as the next client message is written (on whichever socket is
+        current then; called n times, the next n writes): the link takes the message as
+        written, but it never reaches the server, like bytes lost on a path that just died. The
+        link then resumes as after any drop, and the greeting's clientAck obliges it to write
+        that message again (`stats.lost` counts these, `stats.resent` the rewrites)."""
+        self._losses += 1
+
+    def _lose_in_flight(self, ws: ClientConnection, item: Pending) -> None:
+        self._losses -= 1
+        # Not written at all rather than written and aborted: bytes that reached the kernel are
+        # still read by the server after an abort, so only withholding them makes the loss sure.
+        if self._outbox.written(item, current=True):
+            self.stats.resent += 1
+        self.stats.lost += 1
+        self._drop(ws, 0.0)
+
+    def _drop(self, ws: ClientConnection, offline_for: float) -> None:
         self.stats.drops += 1
         self._offline_until = asyncio.get_running_loop().time() + offline_for
         self._ws = None  # nothing more is written to it; the reader sees the loss and resumes
         self._connected.clear()
         ws.transport.abort()
-        return True
 
     # --- REST ---
 

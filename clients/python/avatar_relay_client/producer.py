@@ -561,3 +561,9 @@ class Producer:
         """Kill the current socket abruptly (TCP abort, no close frame), like a network cut; the
         client then resumes as after a real drop. False when no socket was open."""
         return self._link.drop_connection(offline_for)
+
+    def lose_next_message(self) -> None:
+        """Cut the connection as the next producer message is written: it is lost in flight,
+        never reaching the server, so the resume must send it again (counted in `stats.lost`
+        and `stats.resent`). Tests use it to make a resend certain."""
+        self._link.lose_next_message()

@@ -17,5 +17,6 @@ class ClientStats:
     missed: int = 0  # server messages sent while we were away (replayed after the greeting)
     acks_sent: int = 0
     pings_sent: int = 0
-    drops: int = 0  # connections killed by drop_connection()
+    drops: int = 0  # connections killed by drop_connection() or lose_next_message()
+    lost: int = 0  # client messages lose_next_message() lost in flight (each one is resent)
     out_of_order: int = 0  # sequenced messages that were not lastSeq + 1 (a server bug)
