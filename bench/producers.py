@@ -328,6 +328,7 @@ async def load(
     )
     busy0, total0 = machine_busy()
     start = time.monotonic() + 0.5
+    print("playing", file=sys.stderr, flush=True)  # `profile` samples from here on
     await asyncio.gather(
         *(
             s.play(pcm, start + (i / max(1, len(live))) * loadclient.CHUNK_SECONDS, playback + 30)
@@ -391,10 +392,14 @@ async def load(
 
 
 def child(args: list[str], timeout: float) -> dict[str, Any]:
+    return _child(ME, args, timeout)
+
+
+def _child(me: list[str], args: list[str], timeout: float) -> dict[str, Any]:
     import subprocess
 
     out = subprocess.run(
-        [*ME, *args], capture_output=True, timeout=timeout, check=False, cwd=ROOT, text=True
+        [*me, *args], capture_output=True, timeout=timeout, check=False, cwd=ROOT, text=True
     )
     if out.returncode != 0:
         raise RuntimeError(f"{args[0]} failed: {out.stderr[-2000:]}")
@@ -525,6 +530,109 @@ def orchestrate(cpu_sessions: int, rounds: int, realtime_steps: tuple[int, ...])
     print(json.dumps(summary, indent=2))
 
 
+def profile(sessions: int, seconds: int, out_dir: Path) -> dict[str, Any]:
+    """py-spy on the emulator and the load generator at `sessions` producer-fed sessions."""
+    from bench.relaybench import spy
+
+    logs = Path(tempfile.mkdtemp(prefix="producers-profile-"))
+    emulator_port, server_port = free_port(), free_port()
+    spec = {
+        "kind": "relay",
+        "emulator_url": f"http://127.0.0.1:{emulator_port}",
+        "port": server_port,
+        "pool": 0,
+        "compression": False,
+        "redis_url": None,
+    }
+    with (
+        logged_process(
+            [*roles.ME, "emulator", str(emulator_port)], emulator_port, logs / "emulator.log"
+        ) as emulator,
+        logged_process(
+            [*roles.ME, "server", json.dumps(spec)], server_port, logs / "relay.log"
+        ) as server,
+    ):
+        url = f"http://127.0.0.1:{server_port}"
+        load_args = [
+            *ME,
+            "load",
+            "producer",
+            url,
+            str(sessions),
+            str(server.pid),
+            str(emulator.pid),
+        ]
+        return spy.profile_run(load_args, emulator.pid, sessions, seconds, out_dir)
+
+
+def compare(baseline: Path, sessions: int, rounds: int) -> dict[str, Any]:
+    """Before/after in one run: the emulator and the load generator of `baseline` (a copy of an
+    earlier tree: `git archive REV | tar -x -C DIR`) against this tree's, each pair behind its
+    own relay (this tree's), rounds alternating. Figures: CPU per session-second of each process
+    (ms of CPU per second of one session's playback)."""
+    logs = Path(tempfile.mkdtemp(prefix="producers-compare-"))
+    trees = {"baseline": baseline, "current": ROOT}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    with contextlib.ExitStack() as stack:
+        up: dict[str, tuple[list[str], str, int, int]] = {}
+        for name, tree in trees.items():
+            relay_py = [sys.executable, str(tree / "bench" / "relay.py")]
+            emulator_port, server_port = free_port(), free_port()
+            emulator = stack.enter_context(
+                logged_process(
+                    [*relay_py, "emulator", str(emulator_port)],
+                    emulator_port,
+                    logs / f"emulator-{name}.log",
+                )
+            )
+            spec = {
+                "kind": "relay",
+                "emulator_url": f"http://127.0.0.1:{emulator_port}",
+                "port": server_port,
+                "pool": 0,
+                "compression": False,
+                "redis_url": None,
+            }
+            server = stack.enter_context(
+                logged_process(
+                    [*roles.ME, "server", json.dumps(spec)], server_port, logs / f"relay-{name}.log"
+                )
+            )
+            me = [sys.executable, str(tree / "bench" / "producers.py")]
+            up[name] = (me, f"http://127.0.0.1:{server_port}", server.pid, emulator.pid)
+        for round_ in range(rounds):
+            for name in trees if round_ % 2 == 0 else tuple(reversed(trees)):
+                me, url, server_pid, emulator_pid = up[name]
+                background = roles.wait_quiet()
+                args = ["load", "producer", url, str(sessions), str(server_pid), str(emulator_pid)]
+                run = _child(me, args, 600)
+                run["background_cpu_before"] = background
+                per = {
+                    f"{process}_cpu_ms_per_session_second": round(
+                        run[f"{process}_cpu_share"] / sessions * 1000, 3
+                    )
+                    for process in ("emulator", "loadgen", "server")
+                }
+                run.update(per)
+                print(f"{name} round {round_}: {json.dumps(per)}", file=sys.stderr)
+                results[name].append(run)
+                time.sleep(2.0)
+    summary: dict[str, Any] = {"sessions": sessions, "rounds": rounds}
+    for process in ("emulator", "loadgen", "server"):
+        key = f"{process}_cpu_ms_per_session_second"
+        before, after = _median(results["baseline"], key), _median(results["current"], key)
+        summary[process] = {
+            "baseline_median": before,
+            "current_median": after,
+            "ratio": round(after / before, 3) if before and after else None,
+        }
+    summary["sustained"] = {name: [r["sustained"] for r in runs] for name, runs in results.items()}
+    summary["other_cpu_share"] = {
+        name: [r["other_cpu_share"] for r in runs] for name, runs in results.items()
+    }
+    return {"summary": summary, "runs": results}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("role", nargs="?", default="all")
@@ -532,9 +640,20 @@ def main() -> None:
     parser.add_argument("--cpu-sessions", type=int, default=CPU_SESSIONS)
     parser.add_argument("--rounds", type=int, default=CPU_ROUNDS)
     parser.add_argument("--realtime-steps", default=",".join(map(str, REALTIME_STEPS)))
+    parser.add_argument("--sessions", type=int, default=150, help="profile: sessions")
+    parser.add_argument("--seconds", type=int, default=9, help="profile: seconds sampled")
+    parser.add_argument("--baseline", default="", help="compare: a copy of an earlier tree")
+    parser.add_argument("--out", default="/tmp/producers-compare.json", help="compare: output")
+    parser.add_argument("--out-dir", default="/tmp/producers-profile", help="profile: output")
     ns = parser.parse_args()
     args: list[str] = ns.args
-    if ns.role == "load":
+    if ns.role == "compare":
+        report = compare(Path(ns.baseline), ns.sessions, ns.rounds)
+        Path(ns.out).write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report["summary"], indent=2))
+    elif ns.role == "profile":
+        print(json.dumps(profile(ns.sessions, ns.seconds, Path(ns.out_dir)), indent=2))
+    elif ns.role == "load":
         out = asyncio.run(load(args[0], args[1], int(args[2]), int(args[3]), int(args[4])))
         print(json.dumps(out))
     else:
