@@ -30,7 +30,6 @@ bench/results/producers.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -47,7 +46,7 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import free_port, logged_process  # noqa: E402
+from bench.harness import free_port, logged_process, run_on_deployed_loop  # noqa: E402
 from bench.relaybench import loadclient, roles  # noqa: E402
 from bench.relaybench.producerload import load  # noqa: E402
 from bench.relaybench.verdicts import TOLERANCE  # noqa: E402
@@ -334,7 +333,7 @@ def main() -> None:
     elif ns.role == "profile":
         print(json.dumps(profile(ns.sessions, ns.seconds, Path(ns.out_dir)), indent=2))
     elif ns.role == "load":
-        out = asyncio.run(load(args[0], args[1], int(args[2]), int(args[3]), int(args[4])))
+        out = run_on_deployed_loop(load(args[0], args[1], int(args[2]), int(args[3]), int(args[4])))
         print(json.dumps(out))
     else:
         steps = tuple(int(n) for n in ns.realtime_steps.split(",") if n)
