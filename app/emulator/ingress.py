@@ -157,11 +157,8 @@ class IngressSession(Pacing):
 
     async def _next_event(self, wait: float | None) -> dict[str, Any] | None:
         """The next ASGI event, or None when none came within `wait` seconds."""
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every receive in a task
-        # of its own, the receiver's largest cost per audio message.
         try:
-            async with asyncio.timeout(wait):
-                return dict(await self._receive())
+            return dict(await asyncio.wait_for(self._receive(), wait))
         except TimeoutError:
             return None
 
