@@ -84,7 +84,9 @@ def _median(runs: list[dict[str, Any]], *path: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def orchestrate(cpu_sessions: int, rounds: int, realtime_steps: tuple[int, ...]) -> None:
+def orchestrate(
+    cpu_sessions: int, rounds: int, realtime_steps: tuple[int, ...], results: Path = RESULTS
+) -> None:
     logs = Path(tempfile.mkdtemp(prefix="producers-bench-"))
     print(f"server logs: {logs}", file=sys.stderr)
     emulator_port, server_port = free_port(), free_port()
@@ -192,7 +194,7 @@ def orchestrate(cpu_sessions: int, rounds: int, realtime_steps: tuple[int, ...])
         "realtime": realtime,
         "summary": summary,
     }
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    results.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 
@@ -319,6 +321,7 @@ def main() -> None:
     parser.add_argument("--cpu-sessions", type=int, default=CPU_SESSIONS)
     parser.add_argument("--rounds", type=int, default=CPU_ROUNDS)
     parser.add_argument("--realtime-steps", default=",".join(map(str, REALTIME_STEPS)))
+    parser.add_argument("--results", default=str(RESULTS), help="the run's JSON")
     parser.add_argument("--sessions", type=int, default=150, help="profile: sessions")
     parser.add_argument("--seconds", type=int, default=9, help="profile: seconds sampled")
     parser.add_argument("--baseline", default="", help="compare: a copy of an earlier tree")
@@ -337,7 +340,7 @@ def main() -> None:
         print(json.dumps(out))
     else:
         steps = tuple(int(n) for n in ns.realtime_steps.split(",") if n)
-        orchestrate(ns.cpu_sessions, ns.rounds, steps)
+        orchestrate(ns.cpu_sessions, ns.rounds, steps, Path(ns.results))
 
 
 if __name__ == "__main__":
