@@ -25,6 +25,10 @@ The CPU rounds alternate the kinds at `CPU_SESSIONS` sessions, so both meet abou
 background load on the shared 2-core machine. Processes: emulator (speed 1.0), the relay (started
 as `avatar-relay serve` starts it) and the load generator, each its own. Results:
 bench/results/producers.json.
+
+Other roles: `profile` (py-spy on the emulator and the load generator while producer-fed
+sessions play) and `compare --baseline DIR` (an earlier tree's emulator and load generator
+against this tree's, at the same time); bench/README.md shows both.
 """
 
 from __future__ import annotations
@@ -177,8 +181,9 @@ def orchestrate(
             "audio": "tests/fixtures/speech_16000.pcm, 12.1 s, 16 kHz, 40 ms chunks in real time",
             "emulator": "speed 1.0 (frames paced in real time), own process",
             "server": "one relay process, started as `avatar-relay serve` starts it (uvloop)",
-            "load_generator": "one process; lean clients with the Python clients' wire behaviour"
-            " (ACK every 10 messages and every 250 ms, PONG, BYE)",
+            "load_generator": "one process on uvloop; lean clients with the Python clients' wire"
+            " behaviour (ACK every 10 messages and every 250 ms, PONG, BYE), no task per session"
+            " (sans-I/O sockets, one pacing clock, one ACK timer: relaybench/producerload.py)",
             "browser_kind": "the page sends the audio and receives echo + frames",
             "producer_kind": "a producer sends the audio on the producer socket, the page"
             " receives echo + frames, the producer its events",
