@@ -27,9 +27,11 @@ def _function(frame: str) -> str:
     # py-spy raw frames read `name (path:line)`; the line is dropped so a function sums up.
     name, _, where = frame.partition(" (")
     path = where.rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/lib/python3", "/work/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
+    # Library paths are cut to the package (the project's own are relative to the tree already).
+    if "site-packages/" in path:
+        path = path.split("site-packages/", 1)[1]
+    elif "/lib/python3" in path:
+        path = path.split("/lib/python3", 1)[1].split("/", 1)[-1]
     return f"{name} ({path})"
 
 
