@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -9,12 +10,25 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_NGINX = ROOT / "deploy" / "nginx.conf"
+
+
+def run_on_deployed_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on the event loop the relay is deployed on (app/server.py: uvloop when it is
+    installed, as uvicorn[standard] installs it), for the benchmark's own processes (the
+    emulator, bench/producers.py's load generator)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def free_port() -> int:

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import free_port, logged_process  # noqa: E402
+from bench.harness import free_port, logged_process, run_on_deployed_loop  # noqa: E402
 from bench.relaybench import deflate, report, roles, servers  # noqa: E402
 from bench.relaybench.load import Target, load, ttff  # noqa: E402
 from bench.relaybench.scale import run_scale  # noqa: E402
@@ -279,7 +279,7 @@ def main() -> None:
     if ns.nice:
         os.setpriority(os.PRIO_PROCESS, 0, ns.nice)  # children inherit it
     if ns.role == "emulator":
-        asyncio.run(servers.run_emulator(int(args[0])))
+        run_on_deployed_loop(servers.run_emulator(int(args[0])))
     elif ns.role == "server":
         spec = json.loads(args[0])
         settings = servers.server_settings(
