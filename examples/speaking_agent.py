@@ -21,9 +21,8 @@ import shutil
 import subprocess
 import sys
 
-from avatar_relay_client import RelayClient
+from avatar_relay_client import ConversationCompleted, Producer, RelayClient, create_session
 from avatar_relay_client.browser_protocol import ServerAudio, ServerFrame
-from avatar_relay_client.producer import ConversationCompleted, Producer, create_session
 
 # espeak-ng speaks at 22,050 Hz, a rate the relay accepts: no resampling needed.
 ESPEAK_RATE = 22050

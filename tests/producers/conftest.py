@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from app.api.app import create_app
 from app.emulator import Emulator
 from avatar_relay_client import RelayClient
-from avatar_relay_client.producer import Producer, ProducerSession, create_session
+from avatar_relay_client.producer import Producer
+from avatar_relay_client.producer_session import ProducerSession, create_session
 from tests.support.relay import relay_test_settings
 from tests.support.servers import FIXTURES, running_served
 

@@ -28,10 +28,9 @@ from avatar_relay_client.producer import (
     PlaybackState,
     PlaybackStateKind,
     Producer,
-    ProducerSession,
     Utterance,
-    create_session,
 )
+from avatar_relay_client.producer_session import ProducerSession, create_session
 from avatar_relay_client.rtc import RtcProducerSession, create_rtc_session
 
 __version__ = "0.1.0"

@@ -24,9 +24,8 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import httpx
 
@@ -48,6 +47,7 @@ from avatar_relay_client.link import (
     TicketSource,
     error_code,
 )
+from avatar_relay_client.producer_session import ProducerSession
 from avatar_relay_client.rtc import RtcProducerSession
 
 # Consumer-facing events: the codec's own dataclasses (each keeps its `seq`), plus the link's
@@ -111,85 +111,6 @@ class ProducerWire:
                     )
                 )
         return Delivery(message.seq, message)
-
-
-@dataclass(frozen=True, slots=True)
-class ProducerSession:
-    """A relay session whose speech a producer sends: what `POST /v1/relay/sessions` answered.
-
-    `browser_ticket` and `browser_url` are for the page (its `avatar-relay.v1` socket);
-    `producer_ticket` and `producer_url` stay on the server, for `Producer`. `answer` is the
-    whole JSON answer (e.g. `appId`, `sessionToken` for the page's web SDK)."""
-
-    session_id: str
-    sample_rate: int
-    avatar_id: str
-    resume_window_seconds: float
-    browser_ticket: str
-    browser_url: str
-    producer_ticket: str
-    producer_url: str
-    answer: dict[str, Any]
-
-    @property
-    def ticket_path(self) -> str:
-        """Where a reconnecting producer gets its next ticket."""
-        return f"/v1/relay/sessions/{self.session_id}/producer-tickets"
-
-    @classmethod
-    def from_answer(cls, answer: Mapping[str, Any]) -> ProducerSession:
-        producer = answer.get("producer")
-        if not isinstance(producer, Mapping):
-            raise RelayError(
-                ErrorCode.PRODUCER_NOT_ALLOWED,
-                'the session accepts no producer (create it with audioSource "producer" or'
-                " allowProducer)",
-            )
-        return cls(
-            session_id=str(answer["sessionId"]),
-            sample_rate=int(answer["sampleRate"]),
-            avatar_id=str(answer["avatarId"]),
-            resume_window_seconds=float(answer["resumeWindowSeconds"]),
-            browser_ticket=str(answer["ticket"]),
-            browser_url=str(answer["url"]),
-            producer_ticket=str(producer["ticket"]),
-            producer_url=str(producer["url"]),
-            answer=dict(answer),
-        )
-
-
-async def create_session(
-    base_url: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    avatar_id: str | None = None,
-    sample_rate: int | None = None,
-    forward_microphone: bool = False,
-    with_session_token: bool = False,
-    http: httpx.AsyncClient | None = None,
-    **fields: Any,
-) -> ProducerSession:
-    """Create a relay session whose avatar speaks what a producer sends (`audioSource:
-    "producer"`). `forward_microphone`: the browser's audio reaches the producer as `Microphone`
-    events. Extra `fields` go into the request body as they are (e.g. `audioSource="browser",
-    allowProducer=True` for a session both the page and a producer speak in)."""
-    body: dict[str, Any] = {"audioSource": "producer", **fields}
-    if body["audioSource"] == "producer":
-        body["forwardMicrophone"] = forward_microphone
-    if avatar_id is not None:
-        body["avatarId"] = avatar_id
-    if sample_rate is not None:
-        body["sampleRate"] = sample_rate
-    if with_session_token:
-        body["withSessionToken"] = True
-    link: ReliableLink[ServerEvent] = ReliableLink(
-        ProducerWire(), base_url, headers=headers, http=http
-    )
-    try:
-        answer = await link.post("/v1/relay/sessions", body)
-    finally:
-        await link.shutdown()
-    return ProducerSession.from_answer(answer)
 
 
 class Utterance:

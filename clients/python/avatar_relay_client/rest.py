@@ -50,6 +50,39 @@ async def post_json(
     return answer
 
 
+def session_request(
+    body: dict[str, Any],
+    *,
+    avatar_id: str | None,
+    sample_rate: int | None,
+    with_session_token: bool,
+) -> dict[str, Any]:
+    """A create-session body: `body` plus the options every kind of session takes."""
+    if avatar_id is not None:
+        body["avatarId"] = avatar_id
+    if sample_rate is not None:
+        body["sampleRate"] = sample_rate
+    if with_session_token:
+        body["withSessionToken"] = True
+    return body
+
+
+async def create(
+    path: str,
+    base_url: str,
+    body: dict[str, Any],
+    *,
+    headers: Mapping[str, str] | None,
+    http: httpx.AsyncClient | None,
+) -> dict[str, Any]:
+    """POST a create-session request to `path` (with `http`, or a client of its own)."""
+    url = base_url.rstrip("/") + path
+    if http is not None:
+        return await post_json(http, url, body, headers or {})
+    async with httpx.AsyncClient(verify=tls_context(), timeout=10.0) as own:
+        return await post_json(own, url, body, headers or {})
+
+
 def http_error(response: httpx.Response) -> RelayError:
     """The RelayError a refusal carries (`{"error": {"code", "message"}}`), or one by status."""
     status = response.status_code

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from avatar_relay_client.rest import post_json, tls_context
+from avatar_relay_client.rest import create, session_request
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,19 +73,13 @@ async def create_rtc_session(
     """Create an RTC session (a LiveKit room with the avatar in it) to feed with a `Producer`.
     Extra `fields` go into the request body as they are (e.g. `identity=`, `agentIdentity=`).
     A refusal raises RelayError with its code (e.g. `rtcNotConfigured`)."""
-    body: dict[str, Any] = dict(fields)
-    if avatar_id is not None:
-        body["avatarId"] = avatar_id
-    if sample_rate is not None:
-        body["sampleRate"] = sample_rate
+    body = session_request(
+        dict(fields),
+        avatar_id=avatar_id,
+        sample_rate=sample_rate,
+        with_session_token=with_session_token,
+    )
     if room_name is not None:
         body["roomName"] = room_name
-    if with_session_token:
-        body["withSessionToken"] = True
-    url = base_url.rstrip("/") + "/v1/rtc/sessions"
-    if http is not None:
-        answer = await post_json(http, url, body, headers or {})
-    else:
-        async with httpx.AsyncClient(verify=tls_context(), timeout=10.0) as own:
-            answer = await post_json(own, url, body, headers or {})
+    answer = await create("/v1/rtc/sessions", base_url, body, headers=headers, http=http)
     return RtcProducerSession.from_answer(answer)
