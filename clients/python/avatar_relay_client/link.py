@@ -13,9 +13,10 @@ sockets give the same guarantees, and this module keeps them on the client side:
 
 The protocol's own bytes stay out of it: a `Wire` (`wire`) says how to write the link's messages
 (HELLO, ACK, PING, PONG, BYE) and how to read the server's into the link's vocabulary (`Inbound`).
-This module is the I/O shell; the decisions live beside it: `outbox` (what to write again),
-`stream` (the consumer's bounded stream), `liveness` (when a quiet socket is dead), `reconnect`
-(which endings a new socket may fix, backoff), `rest` (the REST calls and socket URLs).
+This module is the I/O shell; the rest lives beside it: `connection` (one greeted socket),
+`outbox` (what to write again), `inbox` (what reaches the consumer, exactly once, in order),
+`liveness` (when a quiet socket is dead), `reconnect` (which endings a new socket may fix,
+backoff), `rest` (the REST calls and socket URLs).
 """
 
 from __future__ import annotations
@@ -28,23 +29,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any, Generic
 
 import httpx
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from avatar_relay_client.connection import Connection, connect
 from avatar_relay_client.errors import ErrorCode, RelayError, error_code
 from avatar_relay_client.events import SESSION_LOST, SessionLost, StateChange
+from avatar_relay_client.inbox import Inbox
 from avatar_relay_client.liveness import Liveness
 from avatar_relay_client.outbox import Outbox, Pending
-from avatar_relay_client.reconnect import (
-    Backoff,
-    Lost,
-    closed_error,
-    open_socket,
-    retry_within,
-)
+from avatar_relay_client.reconnect import Backoff, Lost, closed_error, retry_within
 from avatar_relay_client.rest import post_json, tls_context, ws_url
 from avatar_relay_client.stats import ClientStats
-from avatar_relay_client.stream import Ended, EventStream
+from avatar_relay_client.stream import Ended
 from avatar_relay_client.wire import (
     Acked,
     Delivery,
@@ -55,7 +51,6 @@ from avatar_relay_client.wire import (
     Ponged,
     Refused,
     Wire,
-    expect_greeting,
 )
 
 # The link's interface for the protocol clients on top (`browser`, `producer`): the link itself,
@@ -131,12 +126,7 @@ class ReliableLink(Generic[E]):
         self._own_http = http is None
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._on_greeting = on_greeting
-        # Called from the reader as a sequenced message is accepted (exactly once, in order),
-        # before the consumer sees it; and once when the link fails for good.
-        self._on_delivery = on_delivery
-        # What the consumer gets for a sequenced message, when that is not the message itself.
-        self._expand = expand
-        self._on_failure = on_failure
+        self._on_failure = on_failure  # called once, when the link fails for good
         self.stats = ClientStats()
 
         # From `open`.
@@ -147,16 +137,14 @@ class ReliableLink(Generic[E]):
         self._name = ""
 
         # server -> client
-        self._last_seq = 0  # highest contiguous server seq received
-        self._acked = 0  # highest server seq we acknowledged
-        self._events: EventStream[E | StateChange | SessionLost] = EventStream(max_pending_events)
+        self._inbox: Inbox[E] = Inbox(max_pending_events, on_delivery=on_delivery, expand=expand)
 
         # client -> server
         self._outbox = Outbox()
         self._send_lock = asyncio.Lock()
         self._acked_changed = asyncio.Event()
 
-        self._ws: ClientConnection | None = None
+        self._ws: Connection[E] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._acker: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -206,14 +194,14 @@ class ReliableLink(Generic[E]):
         ws = self._ws
         if ws is not None and self._error is None:
             with contextlib.suppress(ConnectionClosed, OSError):
-                if self._last_seq > self._acked:
-                    await self._write(ws, self._wire.ack(self._last_seq))
+                if self._inbox.unacked > 0:
+                    await ws.write(self._wire.ack(self._inbox.last_seq))
                 if bye:
-                    await self._write(ws, self._wire.bye())
+                    await ws.write(self._wire.bye())
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
         await self.shutdown()
-        self._events.end()
+        self._inbox.end()
 
     async def shutdown(self) -> None:
         """Stop at once: no BYE, no close handshake."""
@@ -225,7 +213,7 @@ class ReliableLink(Generic[E]):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if self._ws is not None:
-            self._ws.transport.abort()
+            self._ws.abort()
             self._ws = None
         if self._own_http and self._http is not None:
             await self._http.aclose()
@@ -270,16 +258,11 @@ class ReliableLink(Generic[E]):
                     self._lose_in_flight(ws, item)
                     return
                 try:
-                    await self._write(ws, item.data)
+                    await ws.write(item.data)
                 except (ConnectionClosed, OSError):
                     return  # the reader notices the loss and reconnects
                 if self._outbox.written(item, current=ws is self._ws):
                     self.stats.resent += 1
-
-    async def _write(self, ws: ClientConnection, data: bytes) -> None:
-        await ws.send(data)
-        self.stats.messages_sent += 1
-        self.stats.bytes_sent += len(data)
 
     def _on_ack(self, seq: int) -> None:
         self._outbox.ack(seq)
@@ -293,14 +276,14 @@ class ReliableLink(Generic[E]):
     @property
     def last_seq(self) -> int:
         """Highest server seq received (what the next HELLO will carry)."""
-        return self._last_seq
+        return self._inbox.last_seq
 
     # --- receiving ---
 
     async def events(self) -> AsyncIterator[E | StateChange | SessionLost]:
         """Every sequenced server message exactly once, in order, plus state changes."""
         while True:
-            item = await self._events.take()
+            item = await self._inbox.take()
             if isinstance(item, Ended):
                 if self._error is not None:
                     raise self._error
@@ -309,7 +292,7 @@ class ReliableLink(Generic[E]):
 
     async def next_event(self) -> E | StateChange | SessionLost:
         """The next event; raises RelayError when the stream is over."""
-        item = await self._events.take()
+        item = await self._inbox.take()
         if isinstance(item, Ended):
             raise self._error or RelayError(ErrorCode.SESSION_CLOSED, "the relay client is closed")
         return item
@@ -346,7 +329,7 @@ class ReliableLink(Generic[E]):
         that message again (`stats.lost` counts these, `stats.resent` the rewrites)."""
         self._losses += 1
 
-    def _lose_in_flight(self, ws: ClientConnection, item: Pending) -> None:
+    def _lose_in_flight(self, ws: Connection[E], item: Pending) -> None:
         self._losses -= 1
         # Not written at all rather than written and aborted: bytes that reached the kernel are
         # still read by the server after an abort, so only withholding them makes the loss sure.
@@ -355,12 +338,12 @@ class ReliableLink(Generic[E]):
         self.stats.lost += 1
         self._drop(ws, 0.0)
 
-    def _drop(self, ws: ClientConnection, offline_for: float) -> None:
+    def _drop(self, ws: Connection[E], offline_for: float) -> None:
         self.stats.drops += 1
         self._offline_until = asyncio.get_running_loop().time() + offline_for
         self._ws = None  # nothing more is written to it; the reader sees the loss and resumes
         self._connected.clear()
-        ws.transport.abort()
+        ws.abort()
 
     # --- REST ---
 
@@ -373,54 +356,27 @@ class ReliableLink(Generic[E]):
     # --- connection management ---
 
     async def _connect(self, ticket: str) -> None:
-        """Open a socket, say HELLO{lastSeq}, take the greeting, then resend what is unacked."""
-        url = ws_url(self.base_url, self._url, ticket)
-        ws = await open_socket(
-            url,
-            subprotocol=self._wire.subprotocol,
+        """Open a greeted socket (`connection`), then resend what the server has not accepted."""
+        ws, greeting = await connect(
+            self._wire,
+            ws_url(self.base_url, self._url, ticket),
+            last_seq=self._inbox.last_seq,
+            stats=self.stats,
+            liveness=self._liveness,
             origin=self._origin,
             open_timeout=self._open_timeout,
             max_size=self._max_message_bytes,
         )
-        try:
-            greeting = await self._handshake(ws)
-        except BaseException:
-            ws.transport.abort()
-            raise
         self.stats.connections += 1
-        self.stats.missed += greeting.server_seq - self._last_seq
+        self.stats.missed += greeting.server_seq - self._inbox.last_seq
         if self._on_greeting is not None:
             self._on_greeting(greeting)
         self._outbox.reconnected(greeting.client_ack)
         self._acked_changed.set()
         self._ws = ws
         self._connected.set()
-        self._acked = self._last_seq  # HELLO{lastSeq} acknowledges everything up to it
+        self._inbox.acked = self._inbox.last_seq  # HELLO{lastSeq} acknowledges everything up to it
         self._flusher = asyncio.create_task(self._flush())
-
-    async def _handshake(self, ws: ClientConnection) -> Greeting:
-        try:
-            await self._write(ws, self._wire.hello(self._last_seq))
-            async with asyncio.timeout(self._open_timeout):
-                raw = await ws.recv()
-        except ConnectionClosed as exc:
-            raise closed_error(exc) from None
-        except (OSError, TimeoutError) as exc:
-            raise Lost(f"no greeting: {exc}") from None
-        return expect_greeting(self._decode(raw), self._last_seq)
-
-    def _decode(self, raw: str | bytes) -> Inbound[E]:
-        self._liveness.heard(asyncio.get_running_loop().time())
-        if isinstance(raw, str):
-            raise RelayError(ErrorCode.PROTOCOL_ERROR, "relay server sent a text frame")
-        self.stats.messages_received += 1
-        self.stats.bytes_received += len(raw)
-        try:
-            return self._wire.read(raw)
-        except RelayError as exc:
-            raise RelayError(
-                ErrorCode.PROTOCOL_ERROR, f"bad server message: {exc.message}"
-            ) from None
 
     async def _run(self) -> None:
         """Read until the session ends; reconnect (new ticket, HELLO{lastSeq}) after each drop."""
@@ -439,12 +395,12 @@ class ReliableLink(Generic[E]):
                 self._ws = None
                 self._connected.clear()
                 if ws is not None:
-                    ws.transport.abort()
-                await self._events.put(StateChange("disconnected", self.stats.reconnects))
+                    ws.abort()
+                await self._inbox.changed(StateChange("disconnected", self.stats.reconnects))
                 if not self.reconnect:
                     raise RelayError(ErrorCode.CONNECTION_CLOSED, "relay connection lost")
                 await self._resume()
-                await self._events.put(StateChange("resumed", self.stats.reconnects))
+                await self._inbox.changed(StateChange("resumed", self.stats.reconnects))
         except RelayError as exc:
             self._fail(exc)
         except asyncio.CancelledError:
@@ -457,14 +413,14 @@ class ReliableLink(Generic[E]):
         if self._error is None and not self._closing:
             self._error = error
             if error.code in SESSION_LOST:
-                self._events.put_now(SessionLost(error.code, error.message))
+                self._inbox.lost(SessionLost(error.code, error.message))
         self._closing = True
         self._acked_changed.set()
         self._connected.set()  # wake wait_connected(), which then raises
         if self._ws is not None:
-            self._ws.transport.abort()
+            self._ws.abort()
             self._ws = None
-        self._events.end()
+        self._inbox.end()
         if self._on_failure is not None and self._error is not None:
             self._on_failure(self._error)
 
@@ -482,38 +438,30 @@ class ReliableLink(Generic[E]):
             self._url = str(answer["url"])
         await self._connect(str(answer["ticket"]))
 
-    async def _read(self, ws: ClientConnection) -> None:
+    async def _read(self, ws: Connection[E]) -> None:
         """Handle server messages until the socket closes; returns only on our own close."""
         while True:
             try:
-                raw = await ws.recv()
+                message = await ws.receive()
             except ConnectionClosed as exc:
                 if self._closing:
                     return
                 raise closed_error(exc) from None
             except OSError as exc:
                 raise Lost(str(exc)) from None
-            message = self._decode(raw)
             match message:
                 case Delivery(seq, event):
-                    if seq != self._last_seq + 1:
+                    if not await self._inbox.accept(seq, event):
                         # A correct server never does this; a fresh HELLO gets the exact gap.
                         self.stats.out_of_order += 1
-                        raise Lost(f"got seq {seq} after {self._last_seq}")
-                    self._last_seq = seq
-                    if self._on_delivery is not None:
-                        self._on_delivery(event)
-                    if self._expand is None:
-                        await self._events.put(event)
-                    else:
-                        await self._put_all(self._expand(event))
-                    if self._last_seq - self._acked >= self._ack_every:
+                        raise Lost(f"got seq {seq} after {self._inbox.last_seq}")
+                    if self._inbox.unacked >= self._ack_every:
                         await self._send_ack(ws)
                 case Acked(seq):
                     self._on_ack(seq)
                 case Pinged(nonce):
                     with contextlib.suppress(ConnectionClosed, OSError):
-                        await self._write(ws, self._wire.pong(nonce))
+                        await ws.write(self._wire.pong(nonce))
                 case Ponged():
                     pass
                 case Refused(error):
@@ -521,23 +469,15 @@ class ReliableLink(Generic[E]):
                 case Greeting():
                     raise RelayError(ErrorCode.PROTOCOL_ERROR, "a second greeting")
 
-    async def _put_all(self, events: Sequence[E]) -> None:
-        """Queue them together: nothing `inject`ed can land between them."""
-        if events:
-            await self._events.put(events[0])
-            for event in events[1:]:
-                self._events.put_now(event)
-
     def inject(self, events: Sequence[E]) -> None:
         """Give the consumer events the client made itself, after everything queued so far."""
-        for event in events:
-            self._events.put_now(event)
+        self._inbox.inject(events)
 
-    async def _send_ack(self, ws: ClientConnection) -> None:
-        seq = self._last_seq
+    async def _send_ack(self, ws: Connection[E]) -> None:
+        seq = self._inbox.last_seq
         with contextlib.suppress(ConnectionClosed, OSError):
-            await self._write(ws, self._wire.ack(seq))
-            self._acked = max(self._acked, seq)
+            await ws.write(self._wire.ack(seq))
+            self._inbox.acked = max(self._inbox.acked, seq)
             self.stats.acks_sent += 1
 
     async def _ack_timer(self) -> None:
@@ -550,15 +490,15 @@ class ReliableLink(Generic[E]):
             ws = self._ws
             if ws is None:
                 continue
-            if self._last_seq > self._acked:
+            if self._inbox.unacked > 0:
                 await self._send_ack(ws)
             now = loop.time()
             match self._liveness.check(now):
                 case "drop":
                     silent = now - self._liveness.last_rx
                     log.info("relay connection silent for %.0fs; reconnecting", silent)
-                    ws.transport.abort()
+                    ws.abort()
                 case "ping":
                     with contextlib.suppress(ConnectionClosed, OSError):
-                        await self._write(ws, self._wire.ping(self._liveness.next_nonce()))
+                        await ws.write(self._wire.ping(self._liveness.next_nonce()))
                         self.stats.pings_sent += 1
