@@ -2,9 +2,9 @@
 
 A relay session has two halves:
 
-- a **record** in the store (`relay:session:<id>`: principal, avatar, sample rate, audio routing,
-  state), so any instance sharing the store can issue tickets for it (the browser's, and a
-  producer's when its routing accepts one) and knows whether it is new, live or closed;
+- a **record** in the store (`app/session_records.py`: principal, avatar, sample rate, audio
+  routing, state), so any instance sharing the store can issue tickets for it (the browser's, and
+  a producer's when its routing accepts one) and knows whether it is new, live or closed;
 - the **live** session (`RelayRunner`: core, upstream connection, buffers) in the one process that
   serves its sockets.
 
@@ -24,20 +24,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from app.errors import AppError, ErrorCode
 from app.metrics import Metrics
-from app.relay.conversations import AudioRouting, AudioSource, Role
+from app.relay.conversations import AudioRouting, AudioSource
 from app.relay.pool import UpstreamPool
 from app.relay.session import RelayLimits
 from app.relay.shell import RelayRunner
+from app.session_records import SessionRecord, SessionRecords
 from app.settings import PCM_SAMPLE_RATES, Settings
 from app.store import Store
 from app.store.relay_state import RelayStateStore, SavedSession
@@ -46,7 +46,6 @@ from app.tickets import TicketKind, TicketService
 log = logging.getLogger("avatar_relay.sessions")
 audit = logging.getLogger("avatar_relay.audit")
 
-SESSION_PREFIX: Final = "relay:session:"
 PRINCIPAL_PREFIX: Final = "relay:principal:"
 SESSION_ID_BYTES: Final = 18
 # Ended sessions remembered in-process, so a late socket hears "closed" even before the store's
@@ -54,65 +53,6 @@ SESSION_ID_BYTES: Final = 18
 RECENTLY_ENDED: Final = 4096
 # Shutdown: after the drain, how long sessions get to be handed over (their clients told).
 HANDOVER_SECONDS: Final = 5.0
-
-State = Literal["new", "live", "closed"]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRecord:
-    session_id: str
-    principal_id: str
-    avatar_id: str
-    sample_rate: int
-    state: State
-    routing: AudioRouting = field(default_factory=AudioRouting)
-
-    def encode(self) -> bytes:
-        data: dict[str, object] = {
-            "p": self.principal_id,
-            "a": self.avatar_id,
-            "r": self.sample_rate,
-            "st": self.state,
-        }
-        routing = self.routing
-        if routing != AudioRouting():
-            data.update(
-                src=routing.source, mic=routing.forward_microphone, ap=routing.allow_producer
-            )
-            if not routing.echo:
-                data["ne"] = True  # no echo: absent in records written before the option
-        return json.dumps(data, separators=(",", ":")).encode()
-
-    @classmethod
-    def decode(cls, session_id: str, raw: bytes) -> SessionRecord | None:
-        try:
-            data = json.loads(raw)
-            state = data["st"]
-            if state not in ("new", "live", "closed"):
-                return None
-            source = data.get("src", "browser")
-            if source not in ("browser", "producer"):
-                return None
-            routing = AudioRouting(
-                source, bool(data.get("mic")), bool(data.get("ap")), echo=not data.get("ne")
-            )
-            return cls(session_id, str(data["p"]), str(data["a"]), int(data["r"]), state, routing)
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    @property
-    def routing_roles(self) -> tuple[Role, ...]:
-        return ("browser", "producer") if self.routing.has_producer else ("browser",)
-
-    def with_state(self, state: State) -> SessionRecord:
-        return SessionRecord(
-            self.session_id,
-            self.principal_id,
-            self.avatar_id,
-            self.sample_rate,
-            state,
-            self.routing,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +132,7 @@ class SessionService:
         self.state_store = state_store
         self.limits = RelayLimits.from_settings(settings)
         self._store = store
+        self._records = SessionRecords(store)
         self.tickets = tickets
         self.pool = pool
         self._metrics = metrics
@@ -251,7 +192,7 @@ class SessionService:
             await self._charge(principal_id)
             record = record.with_state("live")
             try:
-                await self._put(record, self._record_ttl)
+                await self._records.put(record, self._record_ttl)
             except BaseException:
                 await self._release(principal_id)
                 raise
@@ -262,7 +203,7 @@ class SessionService:
             current = int(await self._store.get(_principal_key(principal_id)) or b"0")
             if current >= settings.max_sessions_per_principal:
                 raise self._limit_error("this principal")
-            await self._put(record, self._record_ttl)
+            await self._records.put(record, self._record_ttl)
         ticket = await self.tickets.issue(session_id, principal_id)
         producer_ticket = None
         if routing.has_producer:
@@ -294,7 +235,7 @@ class SessionService:
         """A new ticket of `kind` for a session of `principal_id` (anyone else:
         sessionNotFound; a producer ticket for a session that accepts none:
         producerNotAllowed)."""
-        record = await self._record(session_id)
+        record = await self._records.get(session_id)
         if record is None or not secrets.compare_digest(
             record.principal_id.encode(), principal_id.encode()
         ):
@@ -322,7 +263,7 @@ class SessionService:
             if runner.ended:
                 raise AppError(ErrorCode.SESSION_CLOSED, "the relay session has ended")
             return runner
-        record = await self._record(session_id)
+        record = await self._records.get(session_id)
         if record is None or record.principal_id != grant.principal_id:
             raise _not_found()
         if record.state == "closed" or session_id in self._ended_ids:
@@ -345,7 +286,7 @@ class SessionService:
                 raise _busy()
         live = record.with_state("live")
         runner = self._go_live(live)
-        self._spawn(self._put(live, self._record_ttl))
+        self._spawn(self._records.put(live, self._record_ttl))
         return runner
 
     async def _take_over(self, record: SessionRecord, kind: TicketKind) -> RelayRunner:
@@ -490,7 +431,7 @@ class SessionService:
     async def _settle(self, closed: SessionRecord) -> None:
         try:
             await self._release(closed.principal_id)
-            await self._put(closed, self.tickets.ttl_seconds)
+            await self._records.put(closed, self.tickets.ttl_seconds)
         except AppError as error:
             log.warning("could not record the session's end", extra=error.log_fields())
 
@@ -510,15 +451,6 @@ class SessionService:
 
     def _limit_error(self, scope: str) -> AppError:
         return AppError(ErrorCode.SESSION_LIMIT, f"too many concurrent relay sessions for {scope}")
-
-    async def _record(self, session_id: str) -> SessionRecord | None:
-        if not session_id or len(session_id) > 64 or not session_id.isascii():
-            return None
-        raw = await self._store.get(SESSION_PREFIX + session_id)
-        return None if raw is None else SessionRecord.decode(session_id, raw)
-
-    async def _put(self, record: SessionRecord, ttl: float) -> None:
-        await self._store.put(SESSION_PREFIX + record.session_id, record.encode(), ttl)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

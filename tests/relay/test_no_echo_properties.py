@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from app.errors import AppError, ErrorCode
 from app.relay.conversations import AudioRouting
 from app.relay.effects import Effect, SendToClient
-from app.sessions import SessionRecord, audio_routing
+from app.session_records import SessionRecord
+from app.sessions import audio_routing
 from avatar_relay_client import browser_protocol as p
 from avatar_relay_client.own_audio import OwnAudio
 from tests.relay.sim import cid, connect, new_session, to_client
