@@ -211,6 +211,19 @@ def ws_url_at(base: str, socket_path: str, session_id: str, ticket: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
+def minted_ticket(
+    conn: HTTPConnection, services: Services, socket_path: str, session_id: str, ticket: str
+) -> RelayTicket:
+    """A fresh ticket as every ticket route answers it (relay and RTC, browser and producer):
+    the ticket, the URL of the socket it opens, how long it is valid."""
+    return RelayTicket(
+        sessionId=session_id,
+        ticket=ticket,
+        url=ws_url(conn, services, socket_path, session_id, ticket),
+        ticketTtlSeconds=int(services.tickets.ttl_seconds),
+    )
+
+
 @router.post(
     "/relay/sessions",
     status_code=201,
@@ -309,12 +322,7 @@ async def create_relay_ticket(
 ) -> RelayTicket:
     ticket = await services.sessions.issue_ticket(session_id, principal.id)
     no_store(response)
-    return RelayTicket(
-        sessionId=session_id,
-        ticket=ticket,
-        url=socket_url(request, services, session_id, ticket),
-        ticketTtlSeconds=int(services.tickets.ttl_seconds),
-    )
+    return minted_ticket(request, services, _SOCKET_PATHS["browser"], session_id, ticket)
 
 
 @router.post(
@@ -340,12 +348,7 @@ async def create_producer_ticket(
 ) -> RelayTicket:
     ticket = await services.sessions.issue_ticket(session_id, principal.id, "producer")
     no_store(response)
-    return RelayTicket(
-        sessionId=session_id,
-        ticket=ticket,
-        url=socket_url(request, services, session_id, ticket, "producer"),
-        ticketTtlSeconds=int(services.tickets.ttl_seconds),
-    )
+    return minted_ticket(request, services, _SOCKET_PATHS["producer"], session_id, ticket)
 
 
 # --- the WebSockets ---

@@ -35,8 +35,8 @@ from app.api.relay import (
     SampleRate,
     accept_and_close,
     deny_upgrade,
+    minted_ticket,
     refused_upgrade,
-    ws_url,
 )
 from app.api.security import SECURITY_REQUIREMENT, no_store
 from app.errors import AppError, ErrorCode
@@ -221,11 +221,8 @@ async def create_rtc_session(
 def _producer(
     conn: HTTPConnection, services: Services, session_id: str, ticket: str
 ) -> RtcProducer:
-    return RtcProducer(
-        ticket=ticket,
-        url=ws_url(conn, services, PRODUCER_SOCKET_PATH, session_id, ticket),
-        ticketTtlSeconds=int(services.tickets.ttl_seconds),
-    )
+    minted = minted_ticket(conn, services, PRODUCER_SOCKET_PATH, session_id, ticket)
+    return RtcProducer(**minted.model_dump(exclude={"sessionId"}))
 
 
 @router.post(
