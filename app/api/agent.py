@@ -8,13 +8,11 @@ speech reaches the page as a conversation of the session's stream.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.agent.speech import MAX_TEXT_CHARS
-from app.api.deps import PrincipalDep, ServicesDep
+from app.api.deps import PrincipalDep, ServicesDep, SessionIdPath
 from app.api.errors import error_responses
 from app.api.relay import public_base, socket_url_at
 from app.api.security import SECURITY_REQUIREMENT
@@ -62,7 +60,7 @@ async def say(
     request: Request,
     principal: PrincipalDep,
     services: ServicesDep,
-    session_id: Annotated[str, Path(max_length=64)],
+    session_id: SessionIdPath,
     body: SayRequest,
 ) -> SayAccepted:
     base = public_base(request, services)

@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Path
 from redis import asyncio as aioredis
 from starlette.requests import HTTPConnection
 
@@ -172,3 +172,5 @@ async def require_principal(conn: HTTPConnection) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
+# A session id in a route's path: ids are short, so anything longer is refused before a lookup.
+SessionIdPath = Annotated[str, Path(max_length=64)]

@@ -19,15 +19,17 @@ code and the code as the reason, so a browser client can tell "get a new ticket"
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated, Final, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Body, FastAPI, Path, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Request, Response
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
-from app.api.deps import PrincipalDep, Services, ServicesDep, connection_ip
+from app.api.deps import PrincipalDep, Services, ServicesDep, SessionIdPath, connection_ip
 from app.api.errors import error_response, error_responses, request_id
 from app.api.ops import add_drain_hook
 from app.api.security import SECURITY_REQUIREMENT, no_store
@@ -211,6 +213,20 @@ def ws_url_at(base: str, socket_path: str, session_id: str, ticket: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
+def credential_route(
+    router: APIRouter, path: str, summary: str, *errors: ErrorCode
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """How a route minting a new credential for one of the caller's sessions (a ticket, an access
+    token) is declared: POST answered 201, authenticated, with its error answers."""
+    return router.post(
+        path,
+        status_code=201,
+        summary=summary,
+        openapi_extra={"security": SECURITY_REQUIREMENT},
+        responses=error_responses(*errors),
+    )
+
+
 def minted_ticket(
     conn: HTTPConnection, services: Services, socket_path: str, session_id: str, ticket: str
 ) -> RelayTicket:
@@ -300,51 +316,45 @@ async def create_relay_session(
     )
 
 
-@router.post(
+@credential_route(
+    router,
     "/relay/sessions/{session_id}/tickets",
-    status_code=201,
-    summary="A new WebSocket ticket for one of the caller's relay sessions (to reconnect)",
-    openapi_extra={"security": SECURITY_REQUIREMENT},
-    responses=error_responses(
-        ErrorCode.UNAUTHORIZED,
-        ErrorCode.SESSION_NOT_FOUND,
-        ErrorCode.SESSION_CLOSED,
-        ErrorCode.RATE_LIMITED,
-        ErrorCode.STORE_UNAVAILABLE,
-    ),
+    "A new WebSocket ticket for one of the caller's relay sessions (to reconnect)",
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.SESSION_NOT_FOUND,
+    ErrorCode.SESSION_CLOSED,
+    ErrorCode.RATE_LIMITED,
+    ErrorCode.STORE_UNAVAILABLE,
 )
 async def create_relay_ticket(
     request: Request,
     response: Response,
     principal: PrincipalDep,
     services: ServicesDep,
-    session_id: Annotated[str, Path(max_length=64)],
+    session_id: SessionIdPath,
 ) -> RelayTicket:
     ticket = await services.sessions.issue_ticket(session_id, principal.id)
     no_store(response)
     return minted_ticket(request, services, _SOCKET_PATHS["browser"], session_id, ticket)
 
 
-@router.post(
+@credential_route(
+    router,
     "/relay/sessions/{session_id}/producer-tickets",
-    status_code=201,
-    summary="A new producer ticket for one of the caller's relay sessions (docs/protocol.md §10)",
-    openapi_extra={"security": SECURITY_REQUIREMENT},
-    responses=error_responses(
-        ErrorCode.UNAUTHORIZED,
-        ErrorCode.SESSION_NOT_FOUND,
-        ErrorCode.SESSION_CLOSED,
-        ErrorCode.PRODUCER_NOT_ALLOWED,
-        ErrorCode.RATE_LIMITED,
-        ErrorCode.STORE_UNAVAILABLE,
-    ),
+    "A new producer ticket for one of the caller's relay sessions (docs/protocol.md §10)",
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.SESSION_NOT_FOUND,
+    ErrorCode.SESSION_CLOSED,
+    ErrorCode.PRODUCER_NOT_ALLOWED,
+    ErrorCode.RATE_LIMITED,
+    ErrorCode.STORE_UNAVAILABLE,
 )
 async def create_producer_ticket(
     request: Request,
     response: Response,
     principal: PrincipalDep,
     services: ServicesDep,
-    session_id: Annotated[str, Path(max_length=64)],
+    session_id: SessionIdPath,
 ) -> RelayTicket:
     ticket = await services.sessions.issue_ticket(session_id, principal.id, "producer")
     no_store(response)

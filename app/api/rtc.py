@@ -23,17 +23,19 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Body, FastAPI, Path, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
-from app.api.deps import PrincipalDep, Services, ServicesDep, connection_ip
+from app.api.deps import PrincipalDep, Services, ServicesDep, SessionIdPath, connection_ip
 from app.api.errors import error_responses, request_id
 from app.api.ops import add_drain_hook
 from app.api.relay import (
+    ProducerCredential,
     SampleRate,
     accept_and_close,
+    credential_route,
     deny_upgrade,
     minted_ticket,
     refused_upgrade,
@@ -88,10 +90,9 @@ class RtcSessionRequest(BaseModel):
     )
 
 
-class RtcProducer(BaseModel):
-    ticket: str = Field(description="Single-use credential for one producer socket connection.")
-    url: str = Field(description="The producer's WebSocket URL (carries session and ticket).")
-    ticketTtlSeconds: int = Field(description="The ticket is valid this long.")
+class RtcProducer(ProducerCredential):
+    # The relay's credential, under its own name in the OpenAPI document.
+    pass
 
 
 class RtcProducerTicket(RtcProducer):
@@ -225,24 +226,21 @@ def _producer(
     return RtcProducer(**minted.model_dump(exclude={"sessionId"}))
 
 
-@router.post(
+@credential_route(
+    router,
     "/rtc/sessions/{session_id}/tokens",
-    status_code=201,
-    summary="A new browser access token for one of the caller's RTC sessions (page reload)",
-    openapi_extra={"security": SECURITY_REQUIREMENT},
-    responses=error_responses(
-        ErrorCode.INVALID_REQUEST,
-        ErrorCode.UNAUTHORIZED,
-        ErrorCode.SESSION_NOT_FOUND,
-        ErrorCode.RATE_LIMITED,
-        ErrorCode.RTC_NOT_CONFIGURED,
-    ),
+    "A new browser access token for one of the caller's RTC sessions (page reload)",
+    ErrorCode.INVALID_REQUEST,
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.SESSION_NOT_FOUND,
+    ErrorCode.RATE_LIMITED,
+    ErrorCode.RTC_NOT_CONFIGURED,
 )
 async def create_rtc_token(
     response: Response,
     principal: PrincipalDep,
     services: ServicesDep,
-    session_id: Annotated[str, Path(max_length=64)],
+    session_id: SessionIdPath,
     body: Annotated[RtcTokenRequest | None, Body()] = None,
 ) -> RtcToken:
     body = body or RtcTokenRequest()
@@ -261,25 +259,22 @@ async def create_rtc_token(
     )
 
 
-@router.post(
+@credential_route(
+    router,
     "/rtc/sessions/{session_id}/producer-tickets",
-    status_code=201,
-    summary="A new producer ticket for one of the caller's RTC sessions (to reconnect)",
-    openapi_extra={"security": SECURITY_REQUIREMENT},
-    responses=error_responses(
-        ErrorCode.UNAUTHORIZED,
-        ErrorCode.SESSION_NOT_FOUND,
-        ErrorCode.RATE_LIMITED,
-        ErrorCode.RTC_NOT_CONFIGURED,
-        ErrorCode.STORE_UNAVAILABLE,
-    ),
+    "A new producer ticket for one of the caller's RTC sessions (to reconnect)",
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.SESSION_NOT_FOUND,
+    ErrorCode.RATE_LIMITED,
+    ErrorCode.RTC_NOT_CONFIGURED,
+    ErrorCode.STORE_UNAVAILABLE,
 )
 async def create_rtc_producer_ticket(
     request: Request,
     response: Response,
     principal: PrincipalDep,
     services: ServicesDep,
-    session_id: Annotated[str, Path(max_length=64)],
+    session_id: SessionIdPath,
 ) -> RtcProducerTicket:
     ticket = await services.rtc.producer_ticket(session_id, principal.id)
     no_store(response)
@@ -327,7 +322,7 @@ async def rtc_producer_socket(websocket: WebSocket) -> None:
 async def delete_rtc_session(
     principal: PrincipalDep,
     services: ServicesDep,
-    session_id: Annotated[str, Path(max_length=64)],
+    session_id: SessionIdPath,
 ) -> Response:
     services.rtc.configured()
     await services.rtc.delete(session_id, principal.id)
