@@ -63,6 +63,19 @@ REALTIME_STEPS: Final = (100, 200, 300)
 KINDS: Final = ("browser", "producer")
 
 
+def relay_spec(emulator_url: str, port: int) -> dict[str, Any]:
+    """The relay server the benchmark starts (the "server" role): in-process store, no token
+    pool, compression off, as `avatar-relay serve` runs by default."""
+    return {
+        "kind": "relay",
+        "emulator_url": emulator_url,
+        "port": port,
+        "pool": 0,
+        "compression": False,
+        "redis_url": None,
+    }
+
+
 def child(args: list[str], timeout: float) -> dict[str, Any]:
     return _child(ME, args, timeout)
 
@@ -96,14 +109,7 @@ def orchestrate(
     emulator_port, server_port = free_port(), free_port()
     emulator_url = f"http://127.0.0.1:{emulator_port}"
     emulator_args = [*roles.ME, "emulator", str(emulator_port)]
-    spec = {
-        "kind": "relay",
-        "emulator_url": emulator_url,
-        "port": server_port,
-        "pool": 0,
-        "compression": False,
-        "redis_url": None,
-    }
+    spec = relay_spec(emulator_url, server_port)
     server_args = [*roles.ME, "server", json.dumps(spec)]
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     realtime: list[dict[str, Any]] = []
@@ -209,14 +215,7 @@ def profile(sessions: int, seconds: int, out_dir: Path) -> dict[str, Any]:
 
     logs = Path(tempfile.mkdtemp(prefix="producers-profile-"))
     emulator_port, server_port = free_port(), free_port()
-    spec = {
-        "kind": "relay",
-        "emulator_url": f"http://127.0.0.1:{emulator_port}",
-        "port": server_port,
-        "pool": 0,
-        "compression": False,
-        "redis_url": None,
-    }
+    spec = relay_spec(f"http://127.0.0.1:{emulator_port}", server_port)
     with (
         logged_process(
             [*roles.ME, "emulator", str(emulator_port)], emulator_port, logs / "emulator.log"
@@ -258,14 +257,7 @@ def compare(baseline: Path, sessions: int, rounds: int) -> dict[str, Any]:
                     logs / f"emulator-{name}.log",
                 )
             )
-            spec = {
-                "kind": "relay",
-                "emulator_url": f"http://127.0.0.1:{emulator_port}",
-                "port": server_port,
-                "pool": 0,
-                "compression": False,
-                "redis_url": None,
-            }
+            spec = relay_spec(f"http://127.0.0.1:{emulator_port}", server_port)
             server = stack.enter_context(
                 logged_process(
                     [*roles.ME, "server", json.dumps(spec)], server_port, logs / f"relay-{name}.log"

@@ -78,13 +78,13 @@ class ClientLink:
     """One client connection's outgoing side: writes in order, a bounded queue behind a write
     that blocks, and the task that finishes such writes and closes the socket.
 
-    A write goes to the transport's batched synchronous write (`write_binary`, one transport
-    write per socket per loop turn) when it has one and takes it, else it is started at once
-    (`eager.start`) when nothing is queued ahead of it: on an open,
-    writable socket it completes without suspending, so the common case costs no task switch and
-    no timer. Only a write that blocks (the transport is paused: the client is not reading fast
-    enough) goes to the writer task, which waits for it with WRITE_TIMEOUT_SECONDS while later
-    messages queue up behind it, bounded.
+    A write goes straight to the transport (`write_binary`: framed and written at once, no
+    coroutine and no ASGI message) when the protocol has it and takes it; else it is started at
+    once (`eager.start`) when nothing is queued ahead of it: on an open, writable socket it
+    completes without suspending, so the common case costs no task switch and no timer. Only a
+    write that blocks (the transport is paused: the client is not reading fast enough) goes to
+    the writer task, which waits for it with WRITE_TIMEOUT_SECONDS while later messages queue up
+    behind it, bounded.
     """
 
     def __init__(
