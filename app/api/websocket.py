@@ -11,15 +11,26 @@ limits on what a client may send before a message is complete.
   the reason `messageIncomplete`; the session stays resumable, since a stalled network looks
   the same. Time the server itself spends not reading (back-pressure) does not count.
 
-And one way out that costs less than ASGI's `send`: `write_binary` frames a binary message and
-writes it to the transport at once, with no coroutine (the relay's hot path: one per message).
-It declines (False) whenever the ASGI path must decide (not open, closing, paused by
-back-pressure), so waiting, raising and closing stay uvicorn's.
+And a way in and a way out that cost less than ASGI's `receive` and `send` (the relay's hot path:
+one of each per message):
+
+- `write_binary` frames a binary message and writes it to the transport at once, with no
+  coroutine. It declines (False) whenever the ASGI path must decide (not open, closing, paused by
+  back-pressure), so waiting, raising and closing stay uvicorn's.
+- `deliver_binary(handler)` hands each complete binary message to `handler` as soon as it is
+  parsed, in `data_received`, instead of queueing an ASGI event for a task to wake up and read
+  (uvicorn also pauses and resumes the transport's reading around every queued message). The
+  relay's core is sans-I/O, so the message is handled right there. Order is kept: a message
+  goes to the handler only when nothing is queued ahead of it (text frames, disconnects and
+  whatever came before the handler was set still take the ASGI queue, in order). A handler that
+  raises closes the connection with 1011, as an app raising under ASGI does.
 """
 
 from __future__ import annotations
 
+import logging
 from asyncio import TimerHandle
+from collections.abc import Callable
 from typing import Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -33,14 +44,18 @@ from avatar_relay_client import producer_protocol as pp
 # How long a begun message may take to arrive in full (256 KiB at 26 KB/s, a poor mobile link).
 PARTIAL_MESSAGE_SECONDS: Final = 10.0
 
+log = logging.getLogger("avatar_relay.websocket")
+
 TOO_LARGE_REASON: Final = ErrorCode.MESSAGE_TOO_LARGE.value
 INCOMPLETE_REASON: Final = ErrorCode.MESSAGE_INCOMPLETE.value
+INTERNAL_REASON: Final = ErrorCode.INTERNAL_ERROR.value
 
 
 class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
     partial_message_seconds: float = PARTIAL_MESSAGE_SECONDS
 
     _partial_timer: TimerHandle | None = None
+    _on_binary: Callable[[bytes], None] | None = None
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -71,6 +86,35 @@ class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         self.transport.write(b"".join(conn.data_to_send()))
         return True
+
+    # --- the direct read ---
+
+    def deliver_binary(self, handler: Callable[[bytes], None] | None) -> None:
+        """From now on hand each complete binary message to `handler` (None: back to ASGI)."""
+        self._on_binary = handler
+
+    def send_receive_event_to_app(self) -> None:
+        handler = self._on_binary
+        if (
+            handler is None
+            or self.curr_msg_data_type != "bytes"
+            or self.close_sent
+            or not self.queue.empty()
+        ):
+            super().send_receive_event_to_app()
+            return
+        frames = self.frames
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self.frames = []
+        try:
+            handler(data)
+        except Exception:
+            log.exception("the relay failed on a client message")
+            self._on_binary = None
+            self.queue.put_nowait(
+                {"type": "websocket.disconnect", "code": 1011, "reason": INTERNAL_REASON}
+            )
+            self._close(1011, INTERNAL_REASON)
 
     def handle_parser_exception(self) -> None:
         exc = self.conn.parser_exc

@@ -33,6 +33,7 @@ __all__ = [
     "DISCONNECTS",
     "WRITE_TIMEOUT_SECONDS",
     "ClientLink",
+    "direct_receiver",
     "metric_kind",
 ]
 # A socket write that cannot finish within this long means the client (or its network) has
@@ -64,11 +65,25 @@ def metric_kind(data: bytes) -> Kind:
     return _KIND_BY_TYPE.get(data[0], "control") if data else "control"
 
 
+def _protocol(websocket: WebSocket) -> object:
+    # uvicorn's protocols hand the app a bound `receive` whose owner holds the transport.
+    return getattr(getattr(websocket, "_receive", None), "__self__", None)
+
+
+def direct_receiver(
+    websocket: WebSocket,
+) -> Callable[[Callable[[bytes], None] | None], None] | None:
+    """The transport's way to hand over binary messages as they are parsed, without ASGI
+    (`deliver_binary`, app/api/websocket.py), when the server has one."""
+    deliver: Callable[[Callable[[bytes], None] | None], None] | None = getattr(
+        _protocol(websocket), "deliver_binary", None
+    )
+    return deliver
+
+
 def _abort_transport(websocket: WebSocket) -> None:
-    """Cut the TCP connection under a WebSocket whose close cannot get through (uvicorn's
-    protocols hand the app a bound `receive` whose owner holds the transport)."""
-    protocol = getattr(websocket._receive, "__self__", None)
-    transport = getattr(protocol, "transport", None)
+    """Cut the TCP connection under a WebSocket whose close cannot get through."""
+    transport = getattr(_protocol(websocket), "transport", None)
     abort = getattr(transport, "abort", None)
     if callable(abort):
         abort()
@@ -103,8 +118,9 @@ class ClientLink:
         self.role: Role = role
         self._send = websocket.send
         # The transport's batched synchronous write (app/api/websocket.py), when it has one.
-        protocol = getattr(getattr(websocket, "_receive", None), "__self__", None)
-        self._direct: Callable[[bytes], bool] | None = getattr(protocol, "write_binary", None)
+        self._direct: Callable[[bytes], bool] | None = getattr(
+            _protocol(websocket), "write_binary", None
+        )
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._metrics = metrics

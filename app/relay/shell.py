@@ -36,7 +36,6 @@ from app.relay.client_link import (
     CLOSE_GRACE_SECONDS,
     CONTROL_HEADROOM_BYTES,
     CONTROL_HEADROOM_MESSAGES,
-    DISCONNECTS,
     WRITE_TIMEOUT_SECONDS,
     ClientLink,
     metric_kind,
@@ -57,6 +56,7 @@ from app.relay.effects import (
 )
 from app.relay.pool import UpstreamPool
 from app.relay.session import RelayLimits, RelaySession
+from app.relay.socket_reader import read_socket
 from app.relay.upstream import UpstreamLink
 from app.spatialreal.messages import UpstreamMessage
 from app.spatialreal.request_ids import new_request_id
@@ -237,43 +237,31 @@ class RelayRunner:
         core = self.core
         metrics = self._metrics
         prefix = "c" if role == "browser" else "p"
+
+        def on_data(data: bytes) -> None:
+            if metrics is not None and core.is_current(role, conn):
+                metrics.relayed("up", metric_kind(data), len(data))
+            resumes = core.stats.resumes
+            self._perform(core.on_data(role, conn, data, loop.time()))
+            if core.stats.resumes != resumes and metrics is not None:
+                metrics.resume("resumed")
+
+        def on_refused(code: ErrorCode, text: str) -> None:
+            # A violation the transport found ends the session like any other (protocol §6).
+            self._perform(core.on_error(role, conn, code, text, loop.time()))
+
         with bind(session_id=self.session_id, connection_id=f"{prefix}{conn}"):
             link.start()
             self._perform(core.on_connected(role, conn, loop.time()))
             if self._refusal is not None:
                 self._deliver_refusal(self._refusal)
             try:
-                while True:
-                    message = await websocket.receive()
-                    if message["type"] != "websocket.receive":
-                        if message.get("reason") == ErrorCode.MESSAGE_TOO_LARGE.value:
-                            # The transport refused it by its header and sent the ERROR; the
-                            # violation ends the session like any other (docs/protocol.md §6).
-                            self._perform(
-                                core.on_error(
-                                    role, conn, ErrorCode.MESSAGE_TOO_LARGE, "", loop.time()
-                                )
-                            )
-                        break
-                    data = message.get("bytes")
-                    if data is None:
-                        effects = core.on_error(
-                            role,
-                            conn,
-                            ErrorCode.INVALID_REQUEST,
-                            f"text frames are not part of {_SUBPROTOCOLS[role]}",
-                            loop.time(),
-                        )
-                        self._perform(effects)
-                        continue
-                    if metrics is not None and core.is_current(role, conn):
-                        metrics.relayed("up", metric_kind(data), len(data))
-                    resumes = core.stats.resumes
-                    self._perform(core.on_data(role, conn, data, loop.time()))
-                    if core.stats.resumes != resumes and metrics is not None:
-                        metrics.resume("resumed")
-            except DISCONNECTS:
-                pass  # the transport failed under us: same as a disconnect
+                await read_socket(
+                    websocket,
+                    subprotocol=_SUBPROTOCOLS[role],
+                    on_data=on_data,
+                    on_refused=on_refused,
+                )
             finally:
                 self._perform(core.on_disconnected(role, conn, loop.time()))
                 link.close(1000, "")

@@ -1,9 +1,10 @@
 """The receive side of an RTC session's producer socket: bytes in, the feed's effects out.
 
 Thin on purpose: every rule (HELLO, sequencing, acks, what a message means) is the feed's
-(app/rtc/feed.py). This loop only numbers the connection, turns the transport's refusals (a text
-frame, a message over the size limit) into the feed's `on_error`, and tells it when the socket is
-gone. Writes go through the connection's `ClientLink` (app/relay/shell.py), bounded like a relay
+(app/rtc/feed.py). This only numbers the connection, reads it as every core's socket is read
+(app/relay/socket_reader.py: the transport's refusals, a text frame or a message over the size
+limit, become the feed's `on_error`), and tells the feed when the socket is gone. Writes go
+through the connection's `ClientLink` (app/relay/client_link.py), bounded like a relay
 session's.
 """
 
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket
 
-from app.errors import ErrorCode
 from app.logs import bind
-from app.relay.client_link import CLOSE_GRACE_SECONDS, DISCONNECTS, WRITE_TIMEOUT_SECONDS
+from app.relay.client_link import CLOSE_GRACE_SECONDS, WRITE_TIMEOUT_SECONDS
 from app.relay.shell import next_connection_id
+from app.relay.socket_reader import read_socket
 from avatar_relay_client import producer_protocol as pp
 
 if TYPE_CHECKING:
@@ -30,21 +31,12 @@ async def serve_producer(session: RtcSession, websocket: WebSocket) -> None:
     with bind(session_id=session.session_id, connection_id=f"p{conn}"):
         link = session.attach(websocket, conn)
         try:
-            while True:
-                message = await websocket.receive()
-                if message["type"] != "websocket.receive":
-                    if message.get("reason") == ErrorCode.MESSAGE_TOO_LARGE.value:
-                        # Refused by its header; the transport already sent the ERROR.
-                        session.refused(conn, ErrorCode.MESSAGE_TOO_LARGE, "")
-                    break
-                data = message.get("bytes")
-                if data is None:
-                    text = f"text frames are not part of {pp.SUBPROTOCOL}"
-                    session.refused(conn, ErrorCode.INVALID_REQUEST, text)
-                    continue
-                session.received(conn, data)
-        except DISCONNECTS:
-            pass  # the transport failed under us: same as a disconnect
+            await read_socket(
+                websocket,
+                subprotocol=pp.SUBPROTOCOL,
+                on_data=lambda data: session.received(conn, data),
+                on_refused=lambda code, text: session.refused(conn, code, text),
+            )
         finally:
             session.detached(conn)
             link.close(1000, "")
