@@ -112,6 +112,8 @@ class UpstreamLink:
         self.reconnect = Reconnect(pool.policy)
         self._not_before = 0.0  # loop time before which no connect starts (backoff)
         self._delivered = False  # the current connection delivered a frame
+        # Why the current connection is ending, when it said so before closing.
+        self._ending: AppError | None = None
         self._ops: deque[_Op] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
@@ -338,41 +340,53 @@ class UpstreamLink:
         return conn
 
     async def _read_loop(self, conn: IngressConnection) -> None:
-        pending_error: AppError | None = None
-        on_message = self._on_message
-        clock = time.perf_counter
+        """The connection's end, and what it could not hand over as it came (`_received`)."""
+        self._ending = None
+
+        def received(message: UpstreamMessage) -> None:
+            self._received(conn, message)
+
+        conn.deliver(received)
         try:
             while True:
                 message = await conn.receive()
-                if message is None:
+                if message is None or not self._received(conn, message):
                     break
-                error = message.error
-                if error is not None:
-                    if error.close_code is not None:
-                        # A SERVER_ERROR with a close-contract code decides the connection's
-                        # fate like the close itself: act on it now.
-                        pending_error = error
-                        break
-                    if not message.req_id:
-                        # A connection-level SERVER_ERROR (idle timeout, ...): the close
-                        # follows, and this is the reason to report for it.
-                        pending_error = error
-                        continue
-                elif message.is_animation:
-                    self._delivered = True
-                    if message.end:
-                        self.reconnect.healthy()
-                on_message(message, clock())
         except AppError as error:
-            pending_error = pending_error or error
-        if pending_error is None:
-            pending_error = AppError(ErrorCode.CONNECTION_CLOSED, "ingress closed the connection")
-        self._lose(conn, pending_error)
+            self._ending = self._ending or error
+        ending = self._ending or AppError(
+            ErrorCode.CONNECTION_CLOSED, "ingress closed the connection"
+        )
+        self._lose(conn, ending)
+
+    def _received(self, conn: IngressConnection, message: UpstreamMessage) -> bool:
+        """One upstream message, as it came. False: the connection is done with (lost)."""
+        if conn is not self._conn:
+            return False
+        error = message.error
+        if error is not None:
+            if error.close_code is not None:
+                # A SERVER_ERROR with a close-contract code decides the connection's fate like
+                # the close itself: act on it now.
+                self._lose(conn, error)
+                return False
+            if not message.req_id:
+                # A connection-level SERVER_ERROR (idle timeout, ...): the close follows, and
+                # this is the reason to report for it.
+                self._ending = error
+                return True
+        elif message.is_animation:
+            self._delivered = True
+            if message.end:
+                self.reconnect.healthy()
+        self._on_message(message, time.perf_counter())
+        return True
 
     def _lose(self, conn: IngressConnection, error: AppError) -> None:
         if conn is not self._conn or self._closed:
             return
         self._conn = None
+        conn.deliver(None)
         self._sent_ids = set()
         self._drop_ops()
         reader = self._reader

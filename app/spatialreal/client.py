@@ -45,6 +45,7 @@ from app.spatialreal.handshake import (
     ingress_websocket_url,
     rejection_text,
 )
+from app.spatialreal.ingress_socket import IngressWebSocket
 from app.spatialreal.regions import IngressBreakers
 
 log = logging.getLogger("avatar_relay.spatialreal")
@@ -219,6 +220,7 @@ class IngressClient:
                 ping_timeout=self._ping_timeout,
                 close_timeout=self._close_timeout,
                 logger=_WEBSOCKETS_LOG,
+                create_connection=IngressWebSocket,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code

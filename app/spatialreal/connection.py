@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -19,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from app.errors import AppError, ErrorCode, Phase
 from app.proto import message_pb2
 from app.spatialreal.classify import close_code_error, contract_code
+from app.spatialreal.ingress_socket import IngressWebSocket
 from app.spatialreal.messages import PLAYBACK_CONTROL, UpstreamMessage, parse_upstream
 
 log = logging.getLogger("avatar_relay.spatialreal")
@@ -181,6 +183,25 @@ class IngressConnection:
                 return parse_upstream(raw, self.connection_id)
             # Text frames are not part of the protocol; skip rather than kill the session.
             log.warning("ingress sent a text frame; ignored", extra={"region": self.region})
+
+    def deliver(self, on_message: Callable[[UpstreamMessage], None] | None) -> bool:
+        """Hand each upstream message to `on_message` as soon as it is parsed, instead of through
+        `receive()`, which still returns what could not be handed over (app/spatialreal/
+        ingress_socket.py), and then the end of the connection: keep one task receiving. None
+        stops it. False when this connection's socket has no such way in."""
+        ws = self._ws
+        if not isinstance(ws, IngressWebSocket):
+            return False
+        if on_message is None:
+            ws.on_binary = None
+            return True
+        connection_id = self.connection_id
+
+        def handle(raw: bytes) -> None:
+            on_message(parse_upstream(raw, connection_id))
+
+        ws.on_binary = handle
+        return True
 
     def __aiter__(self) -> Self:
         return self
