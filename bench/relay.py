@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:
 from bench.harness import free_port, logged_process, run_on_deployed_loop  # noqa: E402
 from bench.relaybench import deflate, report, roles, servers  # noqa: E402
 from bench.relaybench.load import Target, load, ttff  # noqa: E402
+from bench.relaybench.loadclient import LeanRelay  # noqa: E402
 from bench.relaybench.scale import run_scale  # noqa: E402
 from bench.relaybench.verdicts import GROWTH_LIMIT, TOLERANCE  # noqa: E402
 
@@ -188,8 +189,8 @@ def orchestrate(args: argparse.Namespace) -> None:
             " RELAY_COMPRESSION off unless the variant says +deflate",
             "clients": "each offers permessage-deflate as Chromium does"
             " (client_max_window_bits); relay sessions speak the full protocol (LeanRelay:"
-            " HELLO, AUDIO with seqs, ACK every 10 messages and 250 ms, PONG, BYE), floor"
-            " sessions a one-byte tag",
+            f" HELLO, AUDIO with seqs, ACK every {LeanRelay.ACK_EVERY} messages and"
+            f" {LeanRelay.ACK_INTERVAL:g} s, PONG, BYE), floor sessions a one-byte tag",
             "load_generator": "one process (uvloop not used), its CPU and event-loop lag"
             " measured; `bottleneck` says when it, not the server, may have set the pace",
             "cores_shared": "emulator, server(s), nginx, Redis and load generator share the"

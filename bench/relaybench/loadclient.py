@@ -66,8 +66,8 @@ class LeanRelay:
     ACK_INTERVAL; PONG for PING; BYE), so the server does exactly the work it does for
     RelayClient, while the load generator, which shares the cores with it, spends less."""
 
-    ACK_EVERY: Final = 10  # RelayClient's defaults
-    ACK_INTERVAL: Final = 0.25
+    ACK_EVERY: Final = 25  # RelayClient's defaults
+    ACK_INTERVAL: Final = 1.0
 
     def __init__(self, base_url: str, http: Any, echo: bool = True) -> None:
         self.base_url = base_url
@@ -172,7 +172,7 @@ class Session:
         elif self.kind == "relay":
             from avatar_relay_client import RelayClient
 
-            self.client = RelayClient(self.base_url, ack_interval=0.25)
+            self.client = RelayClient(self.base_url)
             await self.client.start()
         else:
             url = "ws" + self.base_url.removeprefix("http") + FLOOR_PATH

@@ -112,9 +112,9 @@ export interface AvatarRelayOptions {
   audioEcho?: boolean;
   /** Extra fields for the session-creation body. */
   sessionRequest?: Record<string, unknown>;
-  /** Acknowledge after this many sequenced messages (default 10) ... */
+  /** Acknowledge after this many sequenced messages (default 25) ... */
   ackEvery?: number;
-  /** ... or this long after the first unacknowledged one (default 250 ms). */
+  /** ... or this long after the first unacknowledged one (default 1000 ms). */
   ackDelayMs?: number;
   /** Larger sendAudio() buffers are split into messages of at most this size (default 32 KiB). */
   chunkBytes?: number;

@@ -23,8 +23,8 @@ export const SESSION_LOST = new Set([
 ]);
 
 export const DEFAULTS = Object.freeze({
-  ackEvery: 10,
-  ackDelayMs: 250,
+  ackEvery: 25,
+  ackDelayMs: 1000,
   chunkBytes: 32 * 1024,
   maxOutboxBytes: 16 * 1024 * 1024,
   connectTimeoutMs: 10000,

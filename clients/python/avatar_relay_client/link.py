@@ -96,8 +96,8 @@ class ReliableLink(Generic[E]):
         reconnect: bool = True,
         backoff: Backoff | None = None,
         origin: str | None = None,
-        ack_every: int = 10,
-        ack_interval: float = 0.25,
+        ack_every: int = 25,
+        ack_interval: float = 1.0,
         liveness_timeout: float = 45.0,
         open_timeout: float = 10.0,
         max_unacked_bytes: int = 4 * 1024 * 1024,
@@ -485,8 +485,10 @@ class ReliableLink(Generic[E]):
         watch liveness: a silent socket gets a PING, and is dropped (then resumed) when nothing
         at all arrives for `liveness_timeout`."""
         loop = asyncio.get_running_loop()
+        # Often enough for both: a silent socket is pinged after a third of the timeout.
+        period = min(self._ack_interval, self._liveness.timeout / 3)
         while not self._closing:
-            await asyncio.sleep(self._ack_interval)
+            await asyncio.sleep(period)
             ws = self._ws
             if ws is None:
                 continue
