@@ -188,7 +188,8 @@ def orchestrate(
             "emulator": "speed 1.0 (frames paced in real time), own process",
             "server": "one relay process, started as `avatar-relay serve` starts it (uvloop)",
             "load_generator": "one process on uvloop; lean clients with the Python clients' wire"
-            " behaviour (ACK every 10 messages and every 250 ms, PONG, BYE), no task per session"
+            f" behaviour (ACK every {loadclient.LeanRelay.ACK_EVERY} messages and every"
+            f" {loadclient.LeanRelay.ACK_INTERVAL:g} s, PONG, BYE), no task per session"
             " (sans-I/O sockets, one pacing clock, one ACK timer: relaybench/producerload.py)",
             "browser_kind": "the page sends the audio and receives echo + frames",
             "producer_kind": "a producer sends the audio on the producer socket, the page"

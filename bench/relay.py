@@ -10,7 +10,8 @@ measured for relay and floor alike.
 Run: ttff (cold and warm upstream) -> CPU per message at a fixed 50 sessions (floor, relay,
 relay with RELAY_COMPRESSION on; interleaved rounds) -> steps (floor and relay back to back at
 each N) -> instances (1 then 2 relays behind the shipped nginx with Redis) -> permessage-deflate
-per message. Results: bench/results/relay.json.
+per message. Results: bench/results/relay.json. `bench/relay.py instances [--instance-cpu CORES]`
+runs the instances section alone (each relay under a CPU budget: bench/relaybench/cpucap.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import free_port, logged_process, run_on_deployed_loop  # noqa: E402
-from bench.relaybench import deflate, report, roles, servers  # noqa: E402
+from bench.relaybench import cpucap, deflate, report, roles, servers  # noqa: E402
 from bench.relaybench.load import Target, load, ttff  # noqa: E402
 from bench.relaybench.loadclient import LeanRelay  # noqa: E402
 from bench.relaybench.scale import run_scale  # noqa: E402
@@ -150,6 +151,50 @@ def _brief(step: dict[str, Any]) -> str:
     )
 
 
+def _machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "shared": "the 2 cores are shared with other engineers' work (tests, builds);"
+        " each step waits (up to 15 s) for the machine to be nearly idle and records the"
+        " background load before it and the CPU nobody here used during it"
+        " (unaccounted_cpu_share)",
+    }
+
+
+def orchestrate_instances(args: argparse.Namespace) -> None:
+    """The instances step alone (`instances`), optionally with a CPU budget per instance."""
+    scale_steps = tuple(int(n) for n in args.scale_steps.split(",") if n)
+    logs = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    print(f"server logs: {logs}", file=sys.stderr)
+    started = time.time()
+    load_at_start = list(os.getloadavg())
+    port = free_port()
+    with logged_process([*roles.ME, "emulator", str(port)], port, logs / "emulator.log") as emu:
+        url = f"http://127.0.0.1:{port}"
+        scaled = run_scale(url, emu.pid, scale_steps, logs, INSTANCES, args.instance_cpu)
+    result = {
+        "machine": _machine(),
+        "setup": {
+            "what": "1, then 2 relay instances behind the shipped deploy/nginx.conf (real nginx)"
+            " with the Redis store; sessions created through nginx, sockets routed by it; each"
+            " step the speech fixture in real time on N sessions (bench/README.md)",
+            "instance_cpu": args.instance_cpu or None,
+            "instance_cpu_means": "each relay process under a CFS quota of this many cores"
+            f" (period {cpucap.PERIOD_US} us; bench/relaybench/cpucap.py), standing in for"
+            " the core each instance would have on a bigger host; the emulator, the load"
+            " generator, nginx and Redis are not limited",
+            "load_average_at_start": load_at_start,
+            "scale_steps": list(scale_steps),
+            "wall_seconds": round(time.time() - started),
+        },
+        "instances": report.scale_summary(scaled),
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result["instances"].items() if k != "steps"}, indent=2))
+
+
 def orchestrate(args: argparse.Namespace) -> None:
     steps = tuple(int(n) for n in args.steps.split(",") if n)
     scale_steps = tuple(int(n) for n in args.scale_steps.split(",") if n)
@@ -166,21 +211,17 @@ def orchestrate(args: argparse.Namespace) -> None:
         baseline = Path(args.baseline) if args.baseline else None
         chosen = tuple(args.fixed_variants.split(","))
         stepped, cpu_runs = run_steps(url, emu.pid, steps, args.cpu_rounds, logs, baseline, chosen)
-        scaled = run_scale(url, emu.pid, scale_steps, logs, INSTANCES) if scale_steps else {}
+        scaled = (
+            run_scale(url, emu.pid, scale_steps, logs, INSTANCES, args.instance_cpu)
+            if scale_steps
+            else {}
+        )
     micro = deflate.measure()
     cpu = {v: report.fixed_load(cpu_runs.get(v, []), CPU_SESSIONS) for v in VARIANTS}
     floor = report.kind_result(ttff_results.get("floor", {}), stepped["floor"], cpu["floor"])
     relay = report.kind_result(ttff_results.get("relay", {}), stepped["relay"], cpu["relay"])
     result = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "shared": "the 2 cores are shared with other engineers' work (tests, builds);"
-            " each step waits (up to 15 s) for the machine to be nearly idle and records the"
-            " background load before it and the CPU nobody here used during it"
-            " (unaccounted_cpu_share)",
-        },
+        "machine": _machine(),
         "setup": {
             "audio": "tests/fixtures/speech_16000.pcm, 12.1 s, 16 kHz, 40 ms chunks in real time",
             "emulator": "speed 1.0 (frames paced in real time), own process, frames stamped"
@@ -252,6 +293,12 @@ def main() -> None:
     parser.add_argument("--steps", default=",".join(map(str, STEPS)))
     parser.add_argument("--scale-steps", default=",".join(map(str, SCALE_STEPS)))
     parser.add_argument("--cpu-rounds", type=int, default=CPU_ROUNDS)
+    parser.add_argument(
+        "--instance-cpu",
+        type=float,
+        default=0.0,
+        help="instances step: each relay instance's CPU budget in cores (0: none)",
+    )
     parser.add_argument("--skip-ttff", action="store_true")
     parser.add_argument(
         "--fixed-variants",
@@ -306,6 +353,8 @@ def main() -> None:
         # args: collapsed stacks (py-spy raw) per label, as LABEL=PATH; written to --out
         summary = {k: summarize(Path(v)) for k, v in (a.split("=", 1) for a in args)}
         Path(ns.out).write_text(json.dumps(summary, indent=2) + "\n")
+    elif ns.role == "instances":
+        orchestrate_instances(ns)
     elif ns.role == "deflate":
         print(json.dumps(deflate.measure(), indent=2))
     else:

@@ -1,7 +1,11 @@
 """Every core: one relay process uses one core, so a machine is used whole by several instances
 behind the shipped deploy/nginx.conf with the Redis store (the supported way; no home-made
 balancer). This step runs 1, then 2 instances on this host behind a real nginx and a real Redis,
-and finds the most sessions each keeps in strict real time."""
+and finds the most sessions each keeps in strict real time.
+
+With `instance_cpu` (cores), each relay process runs under that CPU budget (`cpucap.py`, as a
+container's CPU limit would): on a host too small for an instance per core, the step can still
+show sessions growing with instances, each instance's budget standing in for its core."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from bench.harness import (
     shipped_nginx_config,
 )
 from bench.relaybench import roles
+from bench.relaybench.cpucap import cpu_budget, throttled
 from bench.relaybench.stats import children
 
 
@@ -29,6 +34,7 @@ def run_scale(
     steps: tuple[int, ...],
     logs: Path,
     counts: tuple[int, ...],
+    instance_cpu: float = 0.0,
 ) -> dict[int, list[dict[str, Any]]]:
     nginx = find_nginx()
     out: dict[int, list[dict[str, Any]]] = {}
@@ -52,6 +58,7 @@ def run_scale(
                     steps,
                     logs,
                     workdir,
+                    instance_cpu,
                 )
     return out
 
@@ -66,11 +73,13 @@ def _instances(
     steps: tuple[int, ...],
     logs: Path,
     workdir: Path,
+    instance_cpu: float,
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         ports = [free_port() for _ in range(count)]
         pids = []
+        groups = []
         for index, port in enumerate(ports):
             proc = stack.enter_context(
                 roles.server(
@@ -82,6 +91,10 @@ def _instances(
                 )
             )
             pids.append(proc.pid)
+            if instance_cpu:
+                groups.append(
+                    stack.enter_context(cpu_budget(proc.pid, instance_cpu, f"{count}-{index}"))
+                )
         nginx_port = free_port()
         conf = shipped_nginx_config(workdir, nginx_port, [f"127.0.0.1:{port}" for port in ports])
         nginx_log = stack.enter_context((logs / f"nginx-{count}.log").open("ab"))
@@ -90,6 +103,7 @@ def _instances(
         )
         nginx_pids = [proxy.pid, *children(proxy.pid)]
         for n in steps:
+            before = [throttled(group) for group in groups]
             step = roles.load_step(
                 {
                     "kind": "relay",
@@ -102,6 +116,12 @@ def _instances(
                 }
             )
             step["instances"] = count
+            step["instance_cpu"] = instance_cpu or None
+            if groups:
+                step["throttled"] = [
+                    {k: round(after[k] - was[k], 3) for k in after}
+                    for was, after in zip(before, (throttled(g) for g in groups), strict=True)
+                ]
             print(f"scale {count} instances N={n}: {step['verdict']}", file=sys.stderr)
             results.append(step)
             if not step["verdict"]["real_time"]:
