@@ -25,6 +25,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -163,17 +164,23 @@ def _machine() -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _emulator() -> Iterator[tuple[str, int, Path]]:
+    """The emulator in its own process for one run: its URL, its pid, the run's log directory."""
+    logs = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    print(f"server logs: {logs}", file=sys.stderr)
+    port = free_port()
+    with logged_process([*roles.ME, "emulator", str(port)], port, logs / "emulator.log") as emu:
+        yield f"http://127.0.0.1:{port}", emu.pid, logs
+
+
 def orchestrate_instances(args: argparse.Namespace) -> None:
     """The instances step alone (`instances`), optionally with a CPU budget per instance."""
     scale_steps = tuple(int(n) for n in args.scale_steps.split(",") if n)
-    logs = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    print(f"server logs: {logs}", file=sys.stderr)
     started = time.time()
     load_at_start = list(os.getloadavg())
-    port = free_port()
-    with logged_process([*roles.ME, "emulator", str(port)], port, logs / "emulator.log") as emu:
-        url = f"http://127.0.0.1:{port}"
-        scaled = run_scale(url, emu.pid, scale_steps, logs, INSTANCES, args.instance_cpu)
+    with _emulator() as (url, emulator_pid, logs):
+        scaled = run_scale(url, emulator_pid, scale_steps, logs, INSTANCES, args.instance_cpu)
     result = {
         "machine": _machine(),
         "setup": {
@@ -198,21 +205,19 @@ def orchestrate_instances(args: argparse.Namespace) -> None:
 def orchestrate(args: argparse.Namespace) -> None:
     steps = tuple(int(n) for n in args.steps.split(",") if n)
     scale_steps = tuple(int(n) for n in args.scale_steps.split(",") if n)
-    logs = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    print(f"server logs: {logs}", file=sys.stderr)
     started = time.time()
     load_at_start = list(os.getloadavg())
-    port = free_port()
-    with logged_process([*roles.ME, "emulator", str(port)], port, logs / "emulator.log") as emu:
-        url = f"http://127.0.0.1:{port}"
+    with _emulator() as (url, emulator_pid, logs):
         ttff_results = (
             {} if args.skip_ttff else {k: run_ttff(k, url, logs) for k in ("floor", "relay")}
         )
         baseline = Path(args.baseline) if args.baseline else None
         chosen = tuple(args.fixed_variants.split(","))
-        stepped, cpu_runs = run_steps(url, emu.pid, steps, args.cpu_rounds, logs, baseline, chosen)
+        stepped, cpu_runs = run_steps(
+            url, emulator_pid, steps, args.cpu_rounds, logs, baseline, chosen
+        )
         scaled = (
-            run_scale(url, emu.pid, scale_steps, logs, INSTANCES, args.instance_cpu)
+            run_scale(url, emulator_pid, scale_steps, logs, INSTANCES, args.instance_cpu)
             if scale_steps
             else {}
         )
