@@ -337,7 +337,10 @@ class RelaySession(SessionState):
             self._out.append(SendToClient(conn, data))
         if restored:
             self._restored = False
+            in_flight, self._restored_in_flight = self._restored_in_flight, frozenset()
             for conversation in self._conversations.expecting_upstream():
+                if conversation.id not in in_flight:
+                    continue  # begun here, after the takeover
                 self._delivery.abort(
                     conversation,
                     ErrorCode.CONNECTION_CLOSED,

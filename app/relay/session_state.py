@@ -66,8 +66,10 @@ class SessionState:
         # draining (on_drain): no new conversations; Drained once nothing is in flight
         self._drain = Drain()
         # Restored from another instance's saved state: the conversations it had in flight
-        # are aborted when the browser is back (`restore`).
+        # (their ids) are aborted when the browser is back (`restore`); conversations begun
+        # here meanwhile (a producer back first) are this instance's own and go on.
         self._restored = False
+        self._restored_in_flight: frozenset[str] = frozenset()
 
     # --- read-only views for the shell ---
 
@@ -179,3 +181,4 @@ class SessionState:
             ep.disconnected_at = now if ep.required else None
         self._conversations.restore(snapshot["conversations"])
         self._restored = True
+        self._restored_in_flight = frozenset(c.id for c in self._conversations.expecting_upstream())

@@ -11,10 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.errors import ErrorCode
+from app.relay.conversations import AudioRouting
 from app.relay.durable import decode_snapshot, encode_snapshot
 from app.relay.effects import SendUpstream
 from app.relay.session import RelayLimits, RelaySession
 from avatar_relay_client import browser_protocol as p
+from avatar_relay_client import producer_protocol as pp
 from tests.relay.sim import Ids, audio, cid, connect, new_session, of_type, to_client
 
 
@@ -198,3 +200,39 @@ def test_whatever_was_going_on_the_successor_tells_a_consistent_story(ops: list[
     assert set(begun[:-1]) <= ended  # all but the one the last utterance started
     aborted = [m for m in after if isinstance(m, p.ConversationAborted)]
     assert all(m.code == ErrorCode.CONNECTION_CLOSED for m in aborted)
+
+
+def test_a_conversation_begun_on_the_successor_before_the_browser_is_back_is_not_aborted() -> None:
+    # A producer reconnects first and says something new; only what the dead instance had in
+    # flight is aborted when the browser comes back, not the successor's own conversation.
+    producer_routing = AudioRouting("producer")
+    s = new_session(routing=producer_routing)
+    connect(s, 1)
+    s.on_connected("producer", 2, 0)
+    s.on_message("producer", 2, pp.Hello(0), 0)
+    s.on_message("producer", 2, pp.Audio(1, b"\x01\x00", True), 0)  # in flight at the kill
+    producer = s.endpoint("producer")
+    assert producer is not None
+    snapshot = decode_snapshot(encode_snapshot(s.snapshot(5)))
+    ids = Ids()
+    ids.count = 100
+    b = RelaySession(
+        "rs_test",
+        sample_rate=16000,
+        limits=RelayLimits(),
+        new_conversation_id=ids,
+        now=5,
+        routing=producer_routing,
+    )
+    b.restore(snapshot, saved(s), 5)
+    b.on_connected("producer", 9, 5)
+    b.on_message("producer", 9, pp.Hello(producer.replay.last_seq), 5)
+    b.on_message("producer", 9, pp.Audio(2, b"\x02\x00", True), 5)  # after the takeover
+    messages = to_client(connect(b, conn=8, last_seq=s.server_seq, now=5), conn=8)
+    aborted = [m for m in messages if isinstance(m, p.ConversationAborted)]
+    assert [m.conversation_id for m in aborted] == [cid(1)]
+    assert p.ServerAudio(aborted[0].seq + 1, cid(101), b"\x02\x00", first=True, end=True) in (
+        messages
+    )
+    frame = to_client(b.on_upstream_frame(cid(101), b"f", True, 5), conn=8)
+    assert frame == [p.ServerFrame(aborted[0].seq + 2, cid(101), b"f", end=True)]
