@@ -207,6 +207,14 @@ async def test_a_session_survives_drains_and_kills(tmp_path: Path, redis_url: st
         await redis.aclose()
 
 
+async def page_has_all(events: list[object], cid: str, frames: dict[str, list[bytes]]) -> None:
+    """Until the page has received as many frames of conversation `cid` as upstream sent."""
+    while sum(isinstance(e, Frame) and e.conversation_id == cid for e in events) < len(
+        frames.get(cid, [])
+    ):
+        await asyncio.sleep(0.02)
+
+
 async def test_a_producer_session_moves_the_same_way(tmp_path: Path, redis_url: str) -> None:
     """A producer (a server-side voice agent) and its page through drains and kills: each
     utterance completes (drain) or is aborted explicitly (kill) for the producer, the page gets
@@ -252,6 +260,10 @@ async def test_a_producer_session_moves_the_same_way(tmp_path: Path, redis_url: 
             final = await asyncio.wait_for(last.outcome(), 20)
             await asyncio.gather(*replacing)
             frames = upstream_frames(emulator)
+            if isinstance(final, ProducerCompleted):
+                # The producer's COMPLETED and the page's last frame leave on two sockets; the
+                # page may still be reading it. Bounded: a frame that never comes still fails.
+                await asyncio.wait_for(page_has_all(page_events, final.conversation_id, frames), 10)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
