@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -342,11 +343,7 @@ class UpstreamLink:
     async def _read_loop(self, conn: IngressConnection) -> None:
         """The connection's end, and what it could not hand over as it came (`_received`)."""
         self._ending = None
-
-        def received(message: UpstreamMessage) -> None:
-            self._received(conn, message)
-
-        conn.deliver(received)
+        conn.deliver(functools.partial(self._received, conn))
         try:
             while True:
                 message = await conn.receive()

@@ -184,7 +184,7 @@ class IngressConnection:
             # Text frames are not part of the protocol; skip rather than kill the session.
             log.warning("ingress sent a text frame; ignored", extra={"region": self.region})
 
-    def deliver(self, on_message: Callable[[UpstreamMessage], None] | None) -> bool:
+    def deliver(self, on_message: Callable[[UpstreamMessage], object] | None) -> bool:
         """Hand each upstream message to `on_message` as soon as it is parsed, instead of through
         `receive()`, which still returns what could not be handed over (app/spatialreal/
         ingress_socket.py), and then the end of the connection: keep one task receiving. None
